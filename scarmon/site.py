@@ -1,0 +1,156 @@
+"""Site files: what a user writes to have a landslide monitored.
+
+A site file is YAML validated on load; a bad file gives one error that names the file, the key and the problem,
+before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from shapely.geometry import Point, Polygon, shape
+from shapely.validation import explain_validity
+
+from scarmon import defaults
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class SiteError(ValueError):
+    """A site file that cannot be used; the message names the file, the key and what to fix."""
+
+
+class Prompt(BaseModel):
+    """A point on the scar (label 1) or on stable ground (label 0), given on the frame of `date`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+    label: Literal[0, 1]
+    date: dt.date
+
+
+class Site(BaseModel):
+    """A monitored landslide. Prompts are kept in lon/lat so they survive a change of grid resolution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    name: str | None = None
+    aoi: dict[str, Any]
+    prompts: tuple[Prompt, ...]
+    ndvi_threshold: float = Field(defaults.NDVI_THRESHOLD, ge=-1, le=1)
+    max_cloud_fraction: float = Field(defaults.MAX_CLOUD_FRACTION, ge=0, le=1)
+    min_coverage: float = Field(defaults.MIN_COVERAGE, ge=0, le=1)
+    resolution_m: float = Field(defaults.RESOLUTION_M, gt=0, le=10)
+    start: dt.date = dt.date.fromisoformat(defaults.START_DATE)
+    alerts: dict[str, Any] | None = None
+    recipients: dict[str, Any] | None = None
+    schedule: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError(
+                f"{v!r} is not a slug: use lowercase letters, digits and '-', starting with a letter or digit, "
+                "at most 63 characters (it becomes part of storage keys)"
+            )
+        return v
+
+    @field_validator("aoi")
+    @classmethod
+    def _aoi(cls, v: dict[str, Any]) -> dict[str, Any]:
+        aoi_polygon(v)
+        return v
+
+    @model_validator(mode="after")
+    def _prompts_in_aoi(self) -> Site:
+        poly = self.polygon
+        if not any(p.label == 1 for p in self.prompts):
+            raise ValueError("prompts: at least one prompt with label 1 (a point inside the scar) is needed")
+        for i, p in enumerate(self.prompts):
+            if not poly.contains(Point(p.lon, p.lat)):
+                raise ValueError(f"prompts[{i}] at lon={p.lon}, lat={p.lat} lies outside the aoi polygon")
+        return self
+
+    @property
+    def polygon(self) -> Polygon:
+        return shape(self.aoi)  # type: ignore[return-value]
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+def aoi_polygon(geojson: dict[str, Any]) -> Polygon:
+    """Check that an AOI is one valid lon/lat polygon of at most MAX_AOI_KM2; raise ValueError saying what is wrong."""
+    if not isinstance(geojson, dict) or geojson.get("type") != "Polygon":
+        kind = geojson.get("type") if isinstance(geojson, dict) else type(geojson).__name__
+        raise ValueError(f"must be a GeoJSON Polygon (got {kind!r}); give one ring of [lon, lat] pairs")
+    try:
+        poly = shape(geojson)
+    except Exception as exc:  # shapely raises several types for malformed coordinates
+        raise ValueError(f"malformed Polygon coordinates: {exc}") from exc
+    if poly.is_empty or not poly.is_valid:
+        raise ValueError(f"invalid polygon: {explain_validity(poly)}")
+    minx, miny, maxx, maxy = poly.bounds
+    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        raise ValueError("coordinates must be [lon, lat] in degrees (EPSG:4326)")
+    area = _area_km2(poly)
+    if area > defaults.MAX_AOI_KM2:
+        raise ValueError(f"covers {area:.1f} km², more than the {defaults.MAX_AOI_KM2:.0f} km² limit: draw a tighter AOI")
+    return poly
+
+
+def _area_km2(poly: Polygon) -> float:
+    from pyproj import Geod
+
+    return abs(Geod(ellps="WGS84").geometry_area_perimeter(poly)[0]) / 1e6
+
+
+def parse_site(data: Any, source: str = "<site>") -> Site:
+    """Validate a site mapping; `source` names it in errors."""
+    if not isinstance(data, dict):
+        raise SiteError(f"{source}: a site file must be a YAML mapping of keys (id, aoi, prompts, ...)")
+    try:
+        return Site.model_validate(data)
+    except ValidationError as exc:
+        raise SiteError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see docs/site.schema.json)"
+        lines.append(f"{source}: key '{key}': {msg}")
+    return "\n".join(lines)
+
+
+def load_site(path: str | Path) -> Site:
+    """Read and validate a site file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SiteError(f"{path}: cannot read the site file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SiteError(f"{path}: not valid YAML: {exc}") from None
+    return parse_site(data, str(path))
+
+
+def site_schema() -> dict[str, Any]:
+    """JSON Schema of site files (published as docs/site.schema.json)."""
+    schema = Site.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "scarmon site file"
+    return schema
