@@ -7,6 +7,7 @@ SNAP_M so that Sentinel-2's 10 m and 20 m pixels fall exactly on it, and the sit
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import Polygon
-from shapely.ops import transform as shp_transform
+import shapely
 
 SNAP_M = 20.0
 """Sentinel-2 tile origins are multiples of 20 m in their UTM zone; snapping there aligns 10 m and 20 m pixels."""
@@ -77,7 +78,7 @@ class SiteGrid:
 
     def project(self, polygon_lonlat: Polygon) -> Polygon:
         """A lon/lat polygon in the grid CRS."""
-        return shp_transform(_to_grid(self.epsg).transform, polygon_lonlat)
+        return _project(polygon_lonlat, self.epsg)
 
     def mask(self, polygon_lonlat: Polygon) -> np.ndarray:
         """Boolean array: pixels whose centre lies in the polygon."""
@@ -97,15 +98,21 @@ def site_grid(aoi_lonlat: Polygon, resolution: float, *, epsg: int | None = None
     """The grid of a site: AOI bounds in the UTM zone of its centroid, snapped outward to SNAP_M."""
     c = aoi_lonlat.centroid
     epsg = epsg or utm_epsg(c.x, c.y)
-    w, s, e, n = shp_transform(_to_grid(epsg).transform, aoi_lonlat).bounds
+    w, s, e, n = _project(aoi_lonlat, epsg).bounds
     w, s = math.floor(w / SNAP_M) * SNAP_M, math.floor(s / SNAP_M) * SNAP_M
     e, n = math.ceil(e / SNAP_M) * SNAP_M, math.ceil(n / SNAP_M) * SNAP_M
     return SiteGrid(epsg, float(resolution), w, n, math.ceil((e - w) / resolution - 1e-9), math.ceil((n - s) / resolution - 1e-9))
 
 
+def _project(geom: Polygon, epsg: int) -> Polygon:
+    return shapely.transform(geom, lambda x, y: _to_grid(epsg).transform(x, y), interleaved=False)
+
+
+@lru_cache(maxsize=16)
 def _to_grid(epsg: int) -> Transformer:
     return Transformer.from_crs(4326, epsg, always_xy=True)
 
 
+@lru_cache(maxsize=16)
 def _to_lonlat(epsg: int) -> Transformer:
     return Transformer.from_crs(epsg, 4326, always_xy=True)

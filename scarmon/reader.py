@@ -122,7 +122,7 @@ def source_window(crs: Any, transform: Affine, width: int, height: int, grid: Si
     """Pure: the pixel window of a raster that covers the grid's bounds plus MARGIN_PX, clipped to the raster."""
     left, bottom, right, top = transform_bounds(grid.crs, crs, *grid.bounds, densify_pts=21)
     inv = ~transform
-    cols, rows = zip(*(inv * (x, y) for x in (left, right) for y in (bottom, top)))
+    cols, rows = zip(*(inv @ (x, y) for x in (left, right) for y in (bottom, top)))
     c0 = max(math.floor(min(cols)) - MARGIN_PX, 0)
     r0 = max(math.floor(min(rows)) - MARGIN_PX, 0)
     c1 = min(math.ceil(max(cols)) + MARGIN_PX, width)

@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make demo   -- create .venv, install scarmon, run the offline demo
+#   make test   -- create .venv with test tools, install the system packages the tests need, run the tests
+PYTHON ?= python3
+VENV   ?= .venv
+PIP     = $(VENV)/bin/pip
+export DO_NOT_TRACK = 1
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+
+.PHONY: demo test install install-dev clean
+
+$(VENV)/.base: requirements/base.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: the local CPU wheel (a looser pin pulls GBs of CUDA).
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements/base.txt
+	# sam2 declares torch>=2.5.1 and torchvision: install it without build isolation and without deps.
+	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base requirements/dev.txt
+	$(PIP) install -q -r requirements/dev.txt
+	touch $@
+
+install: $(VENV)/.base
+install-dev: $(VENV)/.dev
+
+demo: $(VENV)/.base
+	$(VENV)/bin/scarmon demo --out demo-output
+
+test: $(VENV)/.dev
+	bash .ci/install-system-packages.sh
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-output

@@ -1,0 +1,39 @@
+import numpy as np
+
+from scarmon.screening import clear_pixels, screen
+
+AOI = np.ones((10, 10), bool)
+
+
+def test_terrain_shadow_is_clear_cloud_shadow_is_not():
+    assert clear_pixels(np.array([2, 4, 5, 6, 7])).all()
+    assert not clear_pixels(np.array([0, 1, 3, 8, 9, 10, 11])).any()
+
+
+def test_clear_scene_accepted():
+    scl = np.full((10, 10), 4, np.uint8)
+    scl[:3] = 2  # steep slope in terrain shadow
+    r = screen(scl, AOI, min_coverage=0.9, max_cloud_fraction=0.2)
+    assert r.accepted and r.coverage == 1.0 and r.clear_fraction == 1.0
+
+
+def test_cloud_over_aoi_only_counts():
+    scl = np.full((10, 10), 4, np.uint8)
+    scl[:, :5] = 9
+    aoi = np.zeros((10, 10), bool)
+    aoi[:, 5:] = True
+    assert screen(scl, aoi, min_coverage=0.9, max_cloud_fraction=0.2).accepted
+    r = screen(scl, AOI, min_coverage=0.9, max_cloud_fraction=0.2)
+    assert not r.accepted and r.clear_fraction == 0.5 and "clear fraction 0.50" in r.reason
+
+
+def test_coverage_rejection_and_shadow_snow():
+    scl = np.full((10, 10), 4, np.uint8)
+    scl[:2] = 0
+    r = screen(scl, AOI, min_coverage=0.9, max_cloud_fraction=0.2)
+    assert not r.accepted and r.coverage == 0.8 and "coverage" in r.reason
+    scl = np.full((10, 10), 4, np.uint8)
+    scl[:2] = 3
+    scl[2:4] = 11
+    r = screen(scl, AOI, min_coverage=0.9, max_cloud_fraction=0.5)
+    assert r.accepted and r.clear_fraction == 0.6
