@@ -13,6 +13,21 @@ NDVI_THRESHOLD = 0.1
 LUSH_SEASON_THRESHOLD_RAISE = 0.05
 """The paper raises the threshold slightly in lush seasons, when regrowth on the scar lifts its NDVI."""
 
+LUSH_BACKGROUND_NDVI = 0.5
+"""A frame is 'lush' when the median NDVI of the ground around the scar reaches this (summer canopy on the Jinsha
+slopes ≈ 0.6–0.7, dormant ≈ 0.3–0.4); then sparse regrowth lifts the scar's NDVI and the threshold is raised."""
+
+WATER_NDVI_MAX = 0.0
+"""Water has NDVI below 0; bare rock and soil rarely do. Excluding it keeps a river the scar reaches (Baige dammed
+the Jinsha twice) out of the scar."""
+
+MIN_MEMORY_OVERLAP = 0.1
+"""A low-NDVI component continues the scar when at least this share of it was scar in the previous frame: a ×5
+failure still qualifies, an unrelated bare patch touching the scar's edge by a few pixels does not."""
+
+OPEN_RADIUS_PX = 1
+"""Morphological opening radius (pixels) that removes isolated low-NDVI speckle (noise, single dark pixels)."""
+
 RESOLUTION_M = 2.0
 """Frames are resampled bilinearly from 10 m to 1–2 m as in the paper; 2 m keeps a 3×3 km site at 1500² pixels."""
 

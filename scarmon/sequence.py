@@ -1,0 +1,476 @@
+"""The per-site sequence manifest: which frames (and screened-out scenes) a site has, in acquisition order.
+
+Layout in a store, for a site id (a slug, `[a-z0-9][a-z0-9-]{0,62}`):
+
+- `{site_id}/manifest.json` is the only object that makes data visible. Readers trust nothing else.
+- `{site_id}/frames/...` holds data objects (NDVI COGs, video frames); keys are chosen by the caller and are written
+  BEFORE the manifest swap, so a frame is visible only when all its objects are complete.
+
+Appending is append-only, atomic, idempotent and safe for overlapping runs: write data objects, then swap the
+manifest with a conditional put (`Store.put_if` with the tag read); if another run swapped first, re-read, re-merge
+and retry. The merge itself (`merge`) is pure so it can be tested and reasoned about without storage.
+
+A run killed between writing data and swapping leaves orphaned data objects: harmless, nothing references them,
+and the next run for the same scene rewrites the same keys.
+
+Rules worth knowing:
+- A scene is identified by `scene_id`. A scene already known (as a frame or as a rejection) is never changed by a
+  later append: it is reported as `already_present`. In particular a scene once rejected stays rejected even if a
+  later run (e.g. with looser thresholds) offers it as a frame; use a new site id/store to re-screen history.
+- Frames sort by (acquisition datetime, scene_id). A new frame at or before `tracked_until` means tracking already
+  ran past its place: `dirty_from` becomes the earliest such datetime so the tracker re-runs from there.
+- `revision` grows by one per successful swap; an append that adds nothing does not swap and does not bump it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC
+from datetime import date as _date
+from datetime import datetime as _datetime
+from typing import Any
+
+from scarmon.store import Conflict, KeyMissing, Store, StoreError, validate_key
+
+FORMAT = "scarmon.sequence/1"
+SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+log = logging.getLogger(__name__)
+
+
+class SequenceError(Exception):
+    """The sequence cannot be read or changed as asked; the message says which site/key and what to do."""
+
+
+def manifest_key(site_id: str) -> str:
+    return f"{check_site_id(site_id)}/manifest.json"
+
+
+def frames_prefix(site_id: str) -> str:
+    """Where a site's data objects must live: `{site_id}/frames/`."""
+    return f"{check_site_id(site_id)}/frames/"
+
+
+def check_site_id(site_id: str) -> str:
+    if not isinstance(site_id, str) or not SITE_ID.match(site_id):
+        raise SequenceError(f"invalid site id {site_id!r}: use 1-63 characters of a-z, 0-9 and '-', "
+                            "starting with a letter or digit")
+    return site_id
+
+
+def parse_datetime(value: str, *, what: str = "datetime") -> _datetime:
+    """ISO 8601 datetime to an aware UTC datetime; a naive one is taken as UTC (Sentinel-2 times are UTC)."""
+    if not isinstance(value, str):
+        raise SequenceError(f"{what} must be an ISO 8601 string, got {value!r}")
+    try:
+        parsed = _datetime.fromisoformat(value)
+    except ValueError as e:
+        raise SequenceError(f"{what} {value!r} is not an ISO 8601 datetime (e.g. 2024-05-01T10:20:31Z)") from e
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _check_date(value: str, scene_id: str) -> None:
+    if not isinstance(value, str) or not _DATE.match(value):
+        raise SequenceError(f"scene {scene_id!r}: date {value!r} must be YYYY-MM-DD")
+    try:
+        _date.fromisoformat(value)
+    except ValueError as e:
+        raise SequenceError(f"scene {scene_id!r}: date {value!r} is not a calendar date") from e
+
+
+def _check_fraction(value: Any, name: str, scene_id: str, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise SequenceError(f"scene {scene_id!r}: {name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_scene_id(scene_id: Any) -> str:
+    if not isinstance(scene_id, str) or not scene_id.strip():
+        raise SequenceError(f"scene_id must be a non-empty string, got {scene_id!r}")
+    return scene_id
+
+
+@dataclass(frozen=True)
+class FrameEntry:
+    """One accepted scene = one frame. `objects` maps a role ("ndvi", "video", ...) to a store key."""
+
+    date: str                       # acquisition date YYYY-MM-DD (UTC)
+    scene_id: str                   # unique, stable across runs
+    datetime: str                   # ISO acquisition datetime
+    item_ids: tuple[str, ...]       # STAC items mosaicked into this frame
+    processing_baseline: str | None
+    coverage: float
+    clear_fraction: float
+    objects: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        sid = _check_scene_id(self.scene_id)
+        _check_date(self.date, sid)
+        parse_datetime(self.datetime, what=f"scene {sid!r}: datetime")
+        items = tuple(self.item_ids)
+        if not all(isinstance(i, str) and i for i in items):
+            raise SequenceError(f"scene {sid!r}: item_ids must be non-empty strings, got {self.item_ids!r}")
+        object.__setattr__(self, "item_ids", items)
+        if self.processing_baseline is not None and not isinstance(self.processing_baseline, str):
+            raise SequenceError(f"scene {sid!r}: processing_baseline must be a string or None")
+        object.__setattr__(self, "coverage", _check_fraction(self.coverage, "coverage", sid))
+        object.__setattr__(self, "clear_fraction", _check_fraction(self.clear_fraction, "clear_fraction", sid))
+        if not isinstance(self.objects, Mapping):
+            raise SequenceError(f"scene {sid!r}: objects must be a mapping role -> store key")
+        objects = dict(self.objects)  # a private copy: the caller's dict must not change a stored entry
+        for role, key in objects.items():
+            if not isinstance(role, str) or not role:
+                raise SequenceError(f"scene {sid!r}: object role {role!r} must be a non-empty string")
+            try:
+                validate_key(key)
+            except StoreError as e:
+                raise SequenceError(f"scene {sid!r}, object {role!r}: {e}") from e
+        object.__setattr__(self, "objects", objects)
+
+    @property
+    def sort_key(self) -> tuple[_datetime, str]:
+        return parse_datetime(self.datetime), self.scene_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"date": self.date, "scene_id": self.scene_id, "datetime": self.datetime,
+                "item_ids": list(self.item_ids), "processing_baseline": self.processing_baseline,
+                "coverage": self.coverage, "clear_fraction": self.clear_fraction, "objects": dict(self.objects)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FrameEntry:
+        return cls(date=d["date"], scene_id=d["scene_id"], datetime=d["datetime"], item_ids=tuple(d["item_ids"]),
+                   processing_baseline=d["processing_baseline"], coverage=d["coverage"],
+                   clear_fraction=d["clear_fraction"], objects=dict(d["objects"]))
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A screened-out scene, kept so it is not re-read every tick and so users can see why it was dropped."""
+
+    date: str
+    scene_id: str
+    datetime: str
+    reason: str
+    coverage: float | None = None
+    clear_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        sid = _check_scene_id(self.scene_id)
+        _check_date(self.date, sid)
+        parse_datetime(self.datetime, what=f"scene {sid!r}: datetime")
+        if not isinstance(self.reason, str) or not self.reason:
+            raise SequenceError(f"scene {sid!r}: a rejection needs a non-empty reason")
+        object.__setattr__(self, "coverage", _check_fraction(self.coverage, "coverage", sid, optional=True))
+        object.__setattr__(self, "clear_fraction",
+                           _check_fraction(self.clear_fraction, "clear_fraction", sid, optional=True))
+
+    @property
+    def sort_key(self) -> tuple[_datetime, str]:
+        return parse_datetime(self.datetime), self.scene_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"date": self.date, "scene_id": self.scene_id, "datetime": self.datetime, "reason": self.reason,
+                "coverage": self.coverage, "clear_fraction": self.clear_fraction}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Rejection:
+        return cls(date=d["date"], scene_id=d["scene_id"], datetime=d["datetime"], reason=d["reason"],
+                   coverage=d["coverage"], clear_fraction=d["clear_fraction"])
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A site's sequence as of one revision. `grid` is None only before the first append."""
+
+    site_id: str
+    grid: dict | None
+    frames: tuple[FrameEntry, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+    tracked_until: str | None = None
+    dirty_from: str | None = None
+    revision: int = 0
+
+    @classmethod
+    def empty(cls, site_id: str) -> Manifest:
+        return cls(site_id=check_site_id(site_id), grid=None)
+
+    def known_scene_ids(self) -> set[str]:
+        """Scenes this site has decided on (frames and rejections): a run skips them without reading pixels."""
+        return {f.scene_id for f in self.frames} | {r.scene_id for r in self.rejections}
+
+    def cursor(self) -> str | None:
+        """Datetime of the newest frame or rejection (a search can start there), None for an empty sequence."""
+        entries: list[FrameEntry | Rejection] = [*self.frames, *self.rejections]
+        return max(entries, key=lambda e: e.sort_key).datetime if entries else None
+
+    def frame(self, scene_id: str) -> FrameEntry | None:
+        return next((f for f in self.frames if f.scene_id == scene_id), None)
+
+    def to_json_bytes(self) -> bytes:
+        doc = {"format": FORMAT, "site_id": self.site_id, "grid": self.grid, "revision": self.revision,
+               "tracked_until": self.tracked_until, "dirty_from": self.dirty_from,
+               "frames": [f.to_json() for f in self.frames], "rejections": [r.to_json() for r in self.rejections]}
+        return (json.dumps(doc, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes, *, site_id: str, where: str) -> Manifest:
+        """Parse and check a stored manifest; anything unexpected is a SequenceError naming `where`."""
+        fix = ("scarmon will not overwrite it: inspect or restore the file (e.g. from a bucket version/backup), "
+               "or move it away to start the site's sequence over")
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SequenceError(f"manifest {where} is not valid JSON ({e}); {fix}") from e
+        if not isinstance(doc, dict):
+            raise SequenceError(f"manifest {where} is not a JSON object; {fix}")
+        if doc.get("format") != FORMAT:
+            raise SequenceError(f"manifest {where} has format {doc.get('format')!r}, expected {FORMAT!r} "
+                                f"(written by another scarmon version?); {fix}")
+        if doc.get("site_id") != site_id:
+            raise SequenceError(f"manifest {where} belongs to site {doc.get('site_id')!r}, not {site_id!r}; {fix}")
+        try:
+            frames = tuple(sorted((FrameEntry.from_json(f) for f in doc["frames"]), key=lambda e: e.sort_key))
+            rejections = tuple(sorted((Rejection.from_json(r) for r in doc["rejections"]), key=lambda e: e.sort_key))
+            grid = doc["grid"]
+            revision = doc["revision"]
+            tracked_until, dirty_from = doc["tracked_until"], doc["dirty_from"]
+            if grid is not None and not isinstance(grid, dict):
+                raise SequenceError("grid must be an object or null")
+            if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+                raise SequenceError(f"revision must be a non-negative integer, got {revision!r}")
+            for name, value in (("tracked_until", tracked_until), ("dirty_from", dirty_from)):
+                if value is not None:
+                    parse_datetime(value, what=name)
+        except (KeyError, TypeError, ValueError, AttributeError, SequenceError) as e:
+            detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise SequenceError(f"manifest {where} is malformed: {detail}; {fix}") from e
+        ids = [e.scene_id for e in (*frames, *rejections)]
+        if len(ids) != len(set(ids)):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise SequenceError(f"manifest {where} lists scenes more than once: {dup}; {fix}")
+        return cls(site_id=site_id, grid=grid, frames=frames, rejections=rejections,
+                   tracked_until=tracked_until, dirty_from=dirty_from, revision=revision)
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """What an append did. Scene ids are in sequence order."""
+
+    appended: tuple[str, ...]          # new frames
+    rejected: tuple[str, ...]          # new rejections
+    already_present: tuple[str, ...]   # offered, but the site already knew the scene (as frame or rejection)
+    inserted_before_tracked: bool      # a new frame landed at or before tracked_until
+    dirty_from: str | None             # the manifest's dirty_from after the merge
+    revision: int                      # the manifest's revision after the merge (unchanged if nothing was new)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.appended or self.rejected)
+
+
+def _normalize_grid(grid: Mapping, site_id: str) -> dict:
+    """JSON round trip so tuples/lists and int/float spellings compare as they will after a reload."""
+    if not isinstance(grid, Mapping):
+        raise SequenceError(f"site {site_id!r}: grid must be a mapping, got {type(grid).__name__}")
+    try:
+        return json.loads(json.dumps(grid, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise SequenceError(f"site {site_id!r}: grid must be JSON-serializable ({e})") from e
+
+
+def merge(manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection],
+          grid: Mapping) -> tuple[Manifest, MergeReport]:
+    """Pure: the manifest with the offered scenes added, and a report. Known scenes are left as they are.
+
+    Raises SequenceError if the grid differs from the site's, or if one scene is offered twice in the same call.
+    If nothing is new (and the grid was already set) the same manifest object is returned, revision unchanged.
+    """
+    site_id = manifest.site_id
+    grid = _normalize_grid(grid, site_id)
+    if manifest.grid is not None and manifest.grid != grid:
+        raise SequenceError(
+            f"site {site_id!r}: the grid changed (stored {json.dumps(manifest.grid, sort_keys=True)}, "
+            f"offered {json.dumps(grid, sort_keys=True)}). Frames of one sequence must share a grid: use a new site "
+            "id or a new store for the new grid")
+    offered: list[FrameEntry | Rejection] = [*frames, *rejections]
+    for e in offered:
+        if not isinstance(e, (FrameEntry, Rejection)):
+            raise SequenceError(f"site {site_id!r}: expected FrameEntry or Rejection, got {type(e).__name__}")
+    ids = [e.scene_id for e in offered]
+    if len(ids) != len(set(ids)):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise SequenceError(f"site {site_id!r}: scenes offered more than once in one append: {dup}")
+
+    known = manifest.known_scene_ids()
+    new_frames = sorted((f for f in frames if f.scene_id not in known), key=lambda e: e.sort_key)
+    new_rejections = sorted((r for r in rejections if r.scene_id not in known), key=lambda e: e.sort_key)
+    already = tuple(e.scene_id for e in sorted((e for e in offered if e.scene_id in known), key=lambda e: e.sort_key))
+
+    dirty_from = manifest.dirty_from
+    inserted_before = False
+    if manifest.tracked_until is not None:
+        tracked = parse_datetime(manifest.tracked_until)
+        # "<=": a frame at the tracked datetime but a later scene_id was not seen by the tracker either.
+        late = [f for f in new_frames if f.sort_key[0] <= tracked]
+        if late:
+            inserted_before = True
+            candidates = [late[0].datetime] + ([dirty_from] if dirty_from else [])
+            dirty_from = min(candidates, key=parse_datetime)
+
+    grid_set = manifest.grid is None
+    if not new_frames and not new_rejections and not grid_set:
+        return manifest, MergeReport((), (), already, False, manifest.dirty_from, manifest.revision)
+    merged = replace(
+        manifest,
+        grid=grid,
+        frames=tuple(sorted((*manifest.frames, *new_frames), key=lambda e: e.sort_key)),
+        rejections=tuple(sorted((*manifest.rejections, *new_rejections), key=lambda e: e.sort_key)),
+        dirty_from=dirty_from,
+        revision=manifest.revision + 1,
+    )
+    report = MergeReport(tuple(f.scene_id for f in new_frames), tuple(r.scene_id for r in new_rejections), already,
+                         inserted_before, dirty_from, merged.revision)
+    return merged, report
+
+
+def load_manifest(store: Store, site_id: str) -> tuple[Manifest, str | None]:
+    """The site's manifest and its tag, or an empty manifest and None if the site has none yet.
+
+    A manifest that exists but cannot be parsed raises SequenceError: it is never silently replaced.
+    """
+    key = manifest_key(site_id)
+    try:
+        data, tag = store.get_with_tag(key)
+    except KeyMissing:
+        return Manifest.empty(site_id), None
+    return Manifest.from_json_bytes(data, site_id=site_id, where=store.url(key)), tag
+
+
+def _backoff(attempt: int) -> None:
+    """Jittered, growing sleep so overlapping runs stop colliding on the same swap."""
+    time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
+
+
+def _swap(store: Store, site_id: str, new: Manifest, tag: str | None) -> None:
+    store.put_if(manifest_key(site_id), new.to_json_bytes(), expected_tag=tag, content_type="application/json")
+
+
+def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection],
+           grid: Mapping, data: Mapping[str, bytes], max_attempts: int = 10) -> MergeReport:
+    """Add scenes to a site's sequence: write their data objects, then swap the manifest (optimistically).
+
+    `data` maps store keys (under `{site_id}/frames/`) to bytes; each key must be an object of one of the offered
+    frames. Objects of scenes the site already knows are not rewritten. Every object a new frame references must
+    be in `data` or already in the store, so a visible frame never points at nothing.
+
+    Nothing is visible until the manifest swap succeeds. On a lost swap (another run appended first) the manifest
+    is re-read and the merge redone, up to `max_attempts` swaps, then SequenceError. The returned report is that
+    of the merge that was stored; scenes the other run added meanwhile show up as `already_present`. If two runs
+    offer the same scene at once, both write its objects (same keys, whole-object replaces), one frame is kept.
+    """
+    check_site_id(site_id)
+    if max_attempts < 1:
+        raise SequenceError(f"max_attempts must be >= 1, got {max_attempts}")
+    prefix = frames_prefix(site_id)
+    owner: dict[str, str] = {}  # object key -> scene_id of the offered frame referencing it
+    for f in frames:
+        for key in f.objects.values():
+            if not key.startswith(prefix):
+                raise SequenceError(f"site {site_id!r}: scene {f.scene_id!r} references {key!r}; data objects of a "
+                                    f"site must be under {prefix!r}")
+            if key in owner and owner[key] != f.scene_id:
+                raise SequenceError(f"site {site_id!r}: {key!r} is referenced by scenes {owner[key]!r} and "
+                                    f"{f.scene_id!r}; give each scene its own keys")
+            owner[key] = f.scene_id
+    for key in data:
+        validate_key(key, store_uri=store.uri)
+        if key not in owner:
+            raise SequenceError(f"site {site_id!r}: data object {key!r} is not referenced by any offered frame; "
+                                "nothing would ever make it visible (add it to a frame's objects or drop it)")
+
+    manifest, tag = load_manifest(store, site_id)
+    merge(manifest, frames=frames, rejections=rejections, grid=grid)  # fail fast (grid, duplicates) before writing
+    known = manifest.known_scene_ids()
+    visible = {k: f.scene_id for f in manifest.frames for k in f.objects.values()}
+    for key, blob in data.items():
+        scene = owner[key]
+        if scene in known:
+            continue  # already decided; never touch a visible frame's objects
+        if key in visible:
+            raise SequenceError(f"site {site_id!r}: {key!r} (scene {scene!r}) is already an object of visible "
+                                f"scene {visible[key]!r}; refusing to overwrite it. Give each scene its own keys")
+        store.put(key, blob)
+    for f in frames:
+        if f.scene_id in known:
+            continue
+        for key in f.objects.values():
+            if key not in data and not store.exists(key):
+                raise SequenceError(f"site {site_id!r}: scene {f.scene_id!r} references {store.url(key)}, which is "
+                                    "neither in `data` nor in the store; write it first")
+
+    for attempt in range(max_attempts):
+        merged, report = merge(manifest, frames=frames, rejections=rejections, grid=grid)
+        if merged is manifest:
+            return report  # nothing new: no swap, revision unchanged (idempotent re-run)
+        try:
+            _swap(store, site_id, merged, tag)
+            return report
+        except Conflict:
+            log.info("site %s: another run swapped the manifest first (attempt %d/%d); re-merging",
+                     site_id, attempt + 1, max_attempts)
+            if attempt + 1 < max_attempts:
+                _backoff(attempt)
+                manifest, tag = load_manifest(store, site_id)
+    raise SequenceError(f"site {site_id!r}: could not swap {store.url(manifest_key(site_id))} after {max_attempts} "
+                        "attempts (other runs kept writing it); the data objects are written, run again to retry")
+
+
+def mark_tracked(store: Store, site_id: str, *, tracked_until: str, clear_dirty: bool,
+                 based_on: Manifest | None = None, max_attempts: int = 10) -> Manifest:
+    """Record that tracking has processed the sequence through `tracked_until`; returns the stored manifest.
+
+    `clear_dirty=True` says the run re-tracked from `dirty_from`. Pass `based_on`, the manifest the tracker read:
+    any frame appended since then at or before `tracked_until` was not tracked, so `dirty_from` is set to it
+    instead of being lost (without `based_on` the caller guarantees no such frame exists).
+    """
+    check_site_id(site_id)
+    until = parse_datetime(tracked_until, what="tracked_until")
+    seen = {f.scene_id for f in based_on.frames} if based_on is not None else None
+    for attempt in range(max_attempts):
+        manifest, tag = load_manifest(store, site_id)
+        if tag is None:
+            raise SequenceError(f"site {site_id!r} has no manifest in store {store.uri}; nothing to mark tracked")
+        dirty = None if clear_dirty else manifest.dirty_from
+        if seen is not None:
+            unseen = [f.datetime for f in manifest.frames if f.scene_id not in seen and f.sort_key[0] <= until]
+            if unseen:
+                dirty = min([*unseen, *([dirty] if dirty else [])], key=parse_datetime)
+        if manifest.tracked_until == tracked_until and manifest.dirty_from == dirty:
+            return manifest
+        new = replace(manifest, tracked_until=tracked_until, dirty_from=dirty, revision=manifest.revision + 1)
+        try:
+            _swap(store, site_id, new, tag)
+            return new
+        except Conflict:
+            if attempt + 1 < max_attempts:
+                _backoff(attempt)
+    raise SequenceError(f"site {site_id!r}: could not swap {store.url(manifest_key(site_id))} after {max_attempts} "
+                        "attempts (other runs kept writing it); run the tracker again")
+
+
+__all__ = [
+    "FORMAT", "FrameEntry", "Manifest", "MergeReport", "Rejection", "SequenceError", "append", "check_site_id",
+    "frames_prefix", "load_manifest", "manifest_key", "mark_tracked", "merge", "parse_datetime",
+]
