@@ -17,7 +17,7 @@ from scarmon.radiometry import video_frame
 from scarmon.reader import RasterioReader, ReadError, Reader
 from scarmon.scenes import Scene, group_scenes
 from scarmon.screening import Screening
-from scarmon.sequence import FrameEntry, Rejection, append, load_manifest
+from scarmon.sequence import FrameEntry, Manifest, Rejection, append, load_manifest
 from scarmon.site import Site
 from scarmon.store import Store
 
@@ -44,16 +44,18 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def search_window(site: Site, cursor: str | None, start: dt.date | None, end: dt.date | None) -> tuple[dt.datetime, dt.datetime]:
+def search_window(site: Site, manifest: Manifest, start: dt.date | None, end: dt.date | None) -> tuple[dt.datetime, dt.datetime]:
     """[start, end] of the catalog search.
 
-    1. An explicit --start wins; 2. else the cursor minus LATE_PUBLICATION_DAYS (late scenes); 3. else the site's start.
+    1. An explicit --start wins; 2. else the cursor minus LATE_PUBLICATION_DAYS (late scenes), reaching further
+    back to any scene that could not be read before; 3. else the site's start.
     """
     end_dt = _utc(end + dt.timedelta(days=1)) if end else dt.datetime.now(dt.timezone.utc)
     if start:
         return _utc(start), end_dt
-    if cursor:
+    if cursor := manifest.cursor():
         back = parse_datetime(cursor) - dt.timedelta(days=defaults.LATE_PUBLICATION_DAYS)
+        back = min([back, *(parse_datetime(r.datetime) for r in manifest.pending())])
         return max(back, _utc(site.start)), end_dt
     return _utc(site.start), end_dt
 
@@ -76,10 +78,10 @@ def frame_entry(frame: Frame, keys: list[str]) -> FrameEntry:
                       objects={"ndvi": keys[0], "video": keys[1]})
 
 
-def rejection(scene: Scene, reason: str, screening: Screening | None) -> Rejection:
+def rejection(scene: Scene, reason: str, screening: Screening | None, *, retry: bool = False) -> Rejection:
     return Rejection(date=scene.date, scene_id=scene.id, datetime=scene.datetime, reason=reason,
                      coverage=round(screening.coverage, 4) if screening else None,
-                     clear_fraction=round(screening.clear_fraction, 4) if screening else None)
+                     clear_fraction=round(screening.clear_fraction, 4) if screening else None, retry=retry)
 
 
 def ingest(site: Site, catalog: Catalog, store: Store, *, start: dt.date | None = None, end: dt.date | None = None,
@@ -90,7 +92,7 @@ def ingest(site: Site, catalog: Catalog, store: Store, *, start: dt.date | None 
     reader = reader or RasterioReader()
     grid = site_grid(site.polygon, site.resolution_m)
     manifest, _ = load_manifest(store, site.id)
-    window = search_window(site, manifest.cursor(), start, end)
+    window = search_window(site, manifest, start, end)
     items = catalog.search(aoi=site.polygon, start=window[0], end=window[1], max_cloud=defaults.SCENE_CLOUD_PREFILTER)
     scenes = group_scenes(items)
     known = manifest.known_scene_ids()
@@ -112,8 +114,10 @@ def _ingest_scene(scene: Scene, site: Site, grid: SiteGrid, store: Store, reader
                                       max_cloud_fraction=site.max_cloud_fraction)
     except SceneRejected as exc:
         screening, frame, reason = None, None, str(exc)
-    except ReadError as exc:
+    except ReadError as exc:  # recorded as pending, not final: the next run reads it again
         log.warning("scene %s skipped: %s", scene.id, exc)
+        append(store, site.id, frames=[], rejections=[rejection(scene, f"unreadable: {exc}", None, retry=True)],
+               grid=grid.to_dict(), data={})
         report.skipped.append((scene.id, str(exc)))
         return
     else:

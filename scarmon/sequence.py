@@ -165,6 +165,7 @@ class Rejection:
     reason: str
     coverage: float | None = None
     clear_fraction: float | None = None
+    retry: bool = False  # could not be read this time (network, corrupt file): searched for again, not final
 
     def __post_init__(self) -> None:
         sid = _check_scene_id(self.scene_id)
@@ -181,13 +182,14 @@ class Rejection:
         return parse_datetime(self.datetime), self.scene_id
 
     def to_json(self) -> dict[str, Any]:
-        return {"date": self.date, "scene_id": self.scene_id, "datetime": self.datetime, "reason": self.reason,
-                "coverage": self.coverage, "clear_fraction": self.clear_fraction}
+        out = {"date": self.date, "scene_id": self.scene_id, "datetime": self.datetime, "reason": self.reason,
+               "coverage": self.coverage, "clear_fraction": self.clear_fraction}
+        return {**out, "retry": True} if self.retry else out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Rejection:
         return cls(date=d["date"], scene_id=d["scene_id"], datetime=d["datetime"], reason=d["reason"],
-                   coverage=d["coverage"], clear_fraction=d["clear_fraction"])
+                   coverage=d["coverage"], clear_fraction=d["clear_fraction"], retry=bool(d.get("retry", False)))
 
 
 @dataclass(frozen=True)
@@ -207,8 +209,12 @@ class Manifest:
         return cls(site_id=check_site_id(site_id), grid=None)
 
     def known_scene_ids(self) -> set[str]:
-        """Scenes this site has decided on (frames and rejections): a run skips them without reading pixels."""
-        return {f.scene_id for f in self.frames} | {r.scene_id for r in self.rejections}
+        """Scenes this site has decided on (frames and final rejections): a run skips them without reading pixels."""
+        return {f.scene_id for f in self.frames} | {r.scene_id for r in self.rejections if not r.retry}
+
+    def pending(self) -> tuple[Rejection, ...]:
+        """Scenes that could not be read yet: the next search must reach back to them."""
+        return tuple(r for r in self.rejections if r.retry)
 
     def cursor(self) -> str | None:
         """Datetime of the newest frame or rejection (a search can start there), None for an empty sequence."""
@@ -332,11 +338,13 @@ def merge(manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Seque
     grid_set = manifest.grid is None
     if not new_frames and not new_rejections and not grid_set:
         return manifest, MergeReport((), (), already, False, manifest.dirty_from, manifest.revision)
+    decided = {e.scene_id for e in (*new_frames, *new_rejections)}
+    kept = (r for r in manifest.rejections if not (r.retry and r.scene_id in decided))  # a retried scene is replaced
     merged = replace(
         manifest,
         grid=grid,
         frames=tuple(sorted((*manifest.frames, *new_frames), key=lambda e: e.sort_key)),
-        rejections=tuple(sorted((*manifest.rejections, *new_rejections), key=lambda e: e.sort_key)),
+        rejections=tuple(sorted((*kept, *new_rejections), key=lambda e: e.sort_key)),
         dirty_from=dirty_from,
         revision=manifest.revision + 1,
     )

@@ -1,0 +1,257 @@
+"""Ingestion end to end on the synthetic catalog: static JSON and a real STAC API, local folder and S3."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import shutil
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from scarmon import defaults
+from scarmon.discovery import CatalogError, open_catalog
+from scarmon.frames import decode_ndvi
+from scarmon.grid import site_grid
+from scarmon.ingest import ingest
+from scarmon.reader import RasterioReader
+from scarmon.sequence import load_manifest, mark_tracked
+from scarmon.site import parse_site
+from scarmon.store import open_store
+from scarmon.synthetic import demo_site, generate_catalog, truth_mask
+
+START, END = "2021-12-01", "2022-03-10"  # straddles the 2022-01-25 baseline change
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    site = parse_site(demo_site("creep-failure"))
+    items_path = generate_catalog(tmp_path_factory.mktemp("catalog"), site, scenario="creep-failure", start=START, end=END)
+    return site, items_path
+
+
+def items_of(items_path: Path) -> list[dict]:
+    return json.loads(items_path.read_text())["features"]
+
+
+def test_ingest_static_catalog_local_store(demo, tmp_path):
+    site, items_path = demo
+    store = open_store(str(tmp_path / "store"))
+    reader = RasterioReader()
+    report = ingest(site, open_catalog(str(items_path)), store, reader=reader)
+    manifest, _ = load_manifest(store, site.id)
+    assert report.found == len(report.appended) + len(report.rejected) > 10
+    assert len(report.appended) >= 4 and len(report.rejected) >= 3
+    assert {f.scene_id for f in manifest.frames} == set(report.appended)
+    assert all(r.reason and r.clear_fraction is not None for r in manifest.rejections if "coverage" not in r.reason)
+    assert [f.datetime for f in manifest.frames] == sorted(f.datetime for f in manifest.frames)
+    # Rejected scenes read SCL only, never B04/B08.
+    rejected = {sid for sid, _ in report.rejected}
+    by_scene = {it["id"]: it for it in items_of(items_path)}
+    for href in reader.stats.by_href:
+        item = next(i for i in by_scene.values() if any(a["href"] == href for a in i["assets"].values()))
+        if any(r in item["id"] for r in (sid.split("_")[1] for sid in rejected)):
+            assert not href.endswith(("B04.tif", "B08.tif")), href
+    # Running again stores nothing new and reads nothing.
+    before = store.get(f"{site.id}/manifest.json")
+    again_reader = RasterioReader()
+    again = ingest(site, open_catalog(str(items_path)), store, reader=again_reader)
+    assert again.appended == [] and again.already_present == again.found > 0 and again_reader.stats.bytes_read == 0
+    assert again.found < report.found  # searched from the cursor back LATE_PUBLICATION_DAYS, not from the start
+    assert store.get(f"{site.id}/manifest.json") == before
+
+
+def test_frames_put_the_true_scar_in_place_across_baseline_change(demo, tmp_path):
+    """Grid, mosaic of two UTM zones, harmonization and bilinear resampling together: on every frame the low-NDVI
+    region lies where the synthetic truth puts the scar, and the ground around it keeps its NDVI across the
+    2022-01-25 baseline change (a missed -1000 DN offset would drop it by ~0.2)."""
+    site, items_path = demo
+    store = open_store(str(tmp_path / "store"))
+    ingest(site, open_catalog(str(items_path)), store)
+    manifest, _ = load_manifest(store, site.id)
+    grid = site_grid(site.polygon, site.resolution_m)
+    background = {}
+    for frame in manifest.frames:
+        ndvi = decode_ndvi(store.get(frame.objects["ndvi"]))
+        assert ndvi.shape == grid.shape
+        truth = truth_mask(site, grid, dt.date.fromisoformat(frame.date), scenario="creep-failure")
+        near = ndimage.binary_dilation(truth, iterations=40)  # winter vegetation elsewhere dips low too
+        valid = np.isfinite(ndvi) & near
+        scar_med, bg_med = np.median(ndvi[truth & valid]), np.median(ndvi[~truth & valid])
+        low = ndvi <= (scar_med + bg_med) / 2
+        iou = (low & truth & valid).sum() / ((low | truth) & valid).sum()
+        assert iou > 0.9, (frame.date, iou)
+        background[frame.date] = (bg_med, frame.processing_baseline)
+    before = [v for d, (v, b) in background.items() if "2022-01-01" <= d < "2022-01-25"]
+    after = [v for d, (v, b) in background.items() if "2022-01-25" <= d < "2022-02-20"]
+    assert before and after and abs(np.mean(before) - np.mean(after)) < 0.02
+    assert len({b for _, b in background.values()}) >= 2  # frames on both sides of the baseline change
+
+
+def test_late_scene_is_inserted_and_marks_tracking_dirty(demo, tmp_path):
+    site, items_path = demo
+    items = items_of(items_path)
+    store = open_store(str(tmp_path / "store"))
+    full = ingest(site, open_catalog(str(items_path)), store, end=dt.date(2022, 3, 10))
+    late = full.appended[-2]  # published late, within LATE_PUBLICATION_DAYS of the newest scene
+    manifest, _ = load_manifest(store, site.id)
+    # Rebuild the store without the late scene, mark everything tracked, then let the scene arrive.
+    store2 = open_store(str(tmp_path / "store2"))
+    day = late.split("_")[1]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"type": "FeatureCollection", "features": [i for i in items if day not in i["id"]]}))
+    ingest(site, open_catalog(str(partial)), store2)
+    m2, _ = load_manifest(store2, site.id)
+    mark_tracked(store2, site.id, tracked_until=m2.frames[-1].datetime, clear_dirty=True)
+    report = ingest(site, open_catalog(str(items_path)), store2)
+    assert report.appended == [late]
+    m3, _ = load_manifest(store2, site.id)
+    assert [f.scene_id for f in m3.frames] == [f.scene_id for f in manifest.frames]
+    assert m3.dirty_from == manifest.frame(late).datetime == report.dirty_from
+
+
+def test_bad_items_are_rejected_or_skipped_without_losing_data(demo, tmp_path):
+    site, items_path = demo
+    items = items_of(items_path)
+    store = open_store(str(tmp_path / "store"))
+    first = ingest(site, open_catalog(str(items_path)), store, end=dt.date(2021, 12, 31))
+    before = store.get(f"{site.id}/manifest.json")
+    clean = ingest(site, open_catalog(str(items_path)), open_store(str(tmp_path / "clean")))
+    no_b08, corrupt = [sid.split("_")[1] for sid in clean.appended if sid.split("_")[1] >= "20220101"][:2]
+    later = [i for i in items if i["properties"]["datetime"] >= "2022-01-01"]
+    broken_dir = tmp_path / "broken"
+    for item in later:
+        if no_b08 in item["id"]:
+            item["assets"].pop("B08")
+        if corrupt in item["id"]:
+            src = Path(item["assets"]["SCL"]["href"])
+            dst = broken_dir / item["id"] / "SCL.tif"
+            dst.parent.mkdir(parents=True)
+            dst.write_bytes(src.read_bytes()[:400])  # truncated COG: header only
+            item["assets"]["SCL"]["href"] = str(dst)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    report = ingest(site, open_catalog(str(bad)), store)
+    reasons = dict(report.rejected)
+    assert any(no_b08 in sid and "has no B08 asset" in why for sid, why in reasons.items())
+    assert any(corrupt in sid and "SCL.tif" in why for sid, why in report.skipped)
+    manifest, _ = load_manifest(store, site.id)
+    assert set(first.appended) <= {f.scene_id for f in manifest.frames}
+    assert before != store.get(f"{site.id}/manifest.json")
+    # The unreadable scene is pending, not final: a later run reaches back to it and picks it up once repaired.
+    assert not any(corrupt in sid for sid in manifest.known_scene_ids())
+    assert [r.scene_id for r in manifest.pending()] == [sid for sid, _ in report.skipped]
+    assert ingest(site, open_catalog(str(bad)), store).skipped  # still broken: retried, still pending
+    fixed = ingest(site, open_catalog(str(items_path)), store)
+    assert any(corrupt in sid for sid in fixed.appended)
+    assert load_manifest(store, site.id)[0].pending() == ()
+
+
+def test_unreachable_catalog_is_a_clear_error(demo, tmp_path, monkeypatch):
+    site, _ = demo
+    monkeypatch.setattr(defaults, "HTTP_RETRIES", 1)
+    monkeypatch.setattr(defaults, "HTTP_BACKOFF_S", 0.01)
+    store = open_store(str(tmp_path / "store"))
+    with pytest.raises(CatalogError, match=r"http://127\.0\.0\.1:9/stac"):
+        ingest(site, open_catalog("http://127.0.0.1:9/stac"), store)
+    with pytest.raises(CatalogError, match="missing.json"):
+        ingest(site, open_catalog(str(tmp_path / "missing.json")), store)
+    assert store.list() == []
+
+
+# --- A real STAC API (pgstac) and a real S3 API (moto) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded_api(demo, stac_api):
+    """The synthetic items in the session's pgstac, in a collection of this module's own."""
+    _, items_path = demo
+    collection = json.loads((items_path.parent / "collection.json").read_text())
+    collection["id"] = "s2-ingest-test"
+    stac_api.load_collection(collection)
+    items = items_of(items_path)
+    for item in items:
+        item["collection"] = "s2-ingest-test"
+    stac_api.load_items(items)
+    return stac_api.url, "s2-ingest-test"
+
+
+def test_stac_api_to_s3_matches_static_to_local(demo, loaded_api, s3_uri, tmp_path):
+    site, items_path = demo
+    url, collection = loaded_api
+    s3 = open_store(s3_uri)
+    via_api = ingest(site, open_catalog(url, collection=collection), s3)
+    local = open_store(str(tmp_path / "store"))
+    via_json = ingest(site, open_catalog(str(items_path)), local)
+    assert via_api.appended == via_json.appended and via_api.rejected == via_json.rejected
+    m_s3, _ = load_manifest(s3, site.id)
+    first = m_s3.frames[0].objects["ndvi"]
+    assert np.array_equal(decode_ndvi(s3.get(first)), decode_ndvi(local.get(first)), equal_nan=True)
+    assert ingest(site, open_catalog(url, collection=collection), s3).appended == []
+
+
+class _FlakyProxy(http.server.ThreadingHTTPServer):
+    """Forwards to the STAC API but answers 503 to the second search page `fail` times."""
+
+    def __init__(self, upstream: str, fail: int):
+        self.upstream, self.fail, self.searches = upstream, fail, 0
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        self._forward(None)
+
+    def do_POST(self):
+        self._forward(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+    def _forward(self, body):
+        srv: _FlakyProxy = self.server  # type: ignore[assignment]
+        if self.path.startswith("/search"):
+            srv.searches += 1
+            if srv.searches >= 2 and srv.fail > 0:
+                srv.fail -= 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        req = urllib.request.Request(srv.upstream + self.path, data=body, method=self.command,
+                                     headers={"Content-Type": self.headers.get("Content-Type", "application/json"),
+                                              "Host": self.headers["Host"]})
+        with urllib.request.urlopen(req) as resp:
+            payload = resp.read()
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.headers.get("Content-Type", "application/json"))
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+
+@pytest.mark.parametrize("fail, ok", [(2, True), (50, False)])
+def test_5xx_in_the_middle_of_paging(demo, loaded_api, tmp_path, monkeypatch, fail, ok):
+    site, _ = demo
+    url, collection = loaded_api
+    monkeypatch.setattr(defaults, "PAGE_SIZE", 3)  # several pages
+    monkeypatch.setattr(defaults, "HTTP_BACKOFF_S", 0.01)
+    proxy = _FlakyProxy(url, fail)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        store = open_store(str(tmp_path / "store"))
+        catalog = open_catalog(f"http://127.0.0.1:{proxy.server_address[1]}", collection=collection)
+        if ok:
+            report = ingest(site, catalog, store)
+            assert len(report.appended) >= 4 and proxy.searches >= 4
+        else:
+            with pytest.raises(CatalogError, match="failed after 1 page"):
+                ingest(site, catalog, store)
+            assert store.list() == []
+    finally:
+        proxy.shutdown()
