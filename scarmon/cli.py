@@ -87,6 +87,56 @@ def _or_exit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise click.ClickException(str(exc)) from None
 
 
+def _run_track(site, store):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    from scarmon.sequence import SequenceError
+    from scarmon.store import StoreError
+    from scarmon.track import track_site
+
+    bar = tqdm(total=0, unit="frame", desc=f"track {site.id}", file=sys.stderr, disable=None)
+    try:
+        return track_site(site, store, progress=bar.update, on_frames=lambda n: setattr(bar, "total", n) or bar.refresh())
+    except (SequenceError, StoreError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+
+
+@main.command()
+@click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+def track(site_file: str, store: str, s3_endpoint: str | None) -> None:
+    """Track the scar through the frames appended since the last run (masks, tracking state, area series)."""
+    from scarmon.site import load_site
+    from scarmon.store import open_store
+
+    site = _or_exit(load_site, site_file)
+    click.echo(_run_track(site, _or_exit(open_store, store, endpoint_url=s3_endpoint)).summary())
+
+
+@main.command()
+@click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
+@click.option("--catalog", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option("--collection", default=None, help="Collection id.")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--start", callback=_date, help="First acquisition date to search.")
+@click.option("--end", callback=_date, help="Last acquisition date to search.")
+def run(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
+        start: dt.date | None, end: dt.date | None) -> None:
+    """Ingest new scenes, then track them: one monitoring tick for a site."""
+    from scarmon.discovery import open_catalog
+    from scarmon.site import load_site
+    from scarmon.store import open_store
+
+    site = _or_exit(load_site, site_file)
+    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
+    click.echo(_run_ingest(site, open_catalog(catalog, collection=collection), st, start, end).summary())
+    click.echo(_run_track(site, st).summary())
+
+
 @main.command()
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the synthetic catalog, the demo site file and the store.")
@@ -94,10 +144,10 @@ def _or_exit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 @click.option("--start", default="2021-06-01", show_default=True)
 @click.option("--end", default="2023-06-01", show_default=True)
 def demo(out: str, scenario: str, start: str, end: str) -> None:
-    """Offline demo: generate a synthetic Sentinel-2 L2A catalog for a demo site, then ingest it."""
+    """Offline demo: generate a synthetic Sentinel-2 L2A catalog for a demo site, ingest it, track the scar."""
     from scarmon.demo import run_demo
 
-    run_demo(Path(out), scenario=scenario, start=start, end=end, echo=click.echo, ingest=_run_ingest)
+    run_demo(Path(out), scenario=scenario, start=start, end=end, echo=click.echo, ingest=_run_ingest, track=_run_track)
 
 
 @main.command("site-schema")

@@ -28,6 +28,13 @@ failure still qualifies, an unrelated bare patch touching the scar's edge by a f
 OPEN_RADIUS_PX = 1
 """Morphological opening radius (pixels) that removes isolated low-NDVI speckle (noise, single dark pixels)."""
 
+LOW_CONFIDENCE_CLEAR = 0.9
+"""A frame with fewer clear AOI pixels than this leans on the previous mask under clouds: flag it."""
+
+LOW_CONFIDENCE_JUMP = 0.25
+"""An area change above 25 % against both neighbours, in the same direction, is a spike or dip the next frame
+undoes (missed cloud shadow, snow): flag it; true failures persist and are not flagged."""
+
 RESOLUTION_M = 2.0
 """Frames are resampled bilinearly from 10 m to 1–2 m as in the paper; 2 m keeps a 3×3 km site at 1500² pixels."""
 

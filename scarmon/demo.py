@@ -28,7 +28,7 @@ def _plain(value: Any) -> Any:
 
 
 def run_demo(out: Path, *, scenario: str, start: str, end: str, echo: Callable[[str], object],
-             ingest: Callable[..., Any]) -> None:
+             ingest: Callable[..., Any], track: Callable[..., Any]) -> None:
     from scarmon.discovery import open_catalog
     from scarmon.site import load_site
     from scarmon.store import open_store
@@ -45,3 +45,20 @@ def run_demo(out: Path, *, scenario: str, start: str, end: str, echo: Callable[[
     report = ingest(site, open_catalog(str(items)), store, None, None)
     echo(report.summary())
     echo(f"ingested in {time.monotonic() - t0:.0f} s; store: {out / 'store'} (manifest: {site.id}/manifest.json)")
+    t0 = time.monotonic()
+    echo(track(site, store).summary())
+    series = out / "store" / site.id / "series.csv"
+    echo(f"tracked in {time.monotonic() - t0:.0f} s; masks: {out / 'store' / site.id / 'masks'}; area series: {series}")
+    _echo_series(series, echo)
+
+
+def _echo_series(path: Path, echo: Callable[[str], object]) -> None:
+    import csv
+
+    rows = list(csv.DictReader(path.open()))
+    echo(f"{'date':10s} {'area m2':>10s} {'change %':>9s} {'yoy %':>7s}  confidence")
+    for r in rows:
+        pct = f"{float(r['change_pct']):+.1f}" if r["change_pct"] else ""
+        yoy = f"{float(r['same_season_change_pct']):+.0f}" if r["same_season_change_pct"] else ""
+        flag = "LOW: " + r["low_confidence_reason"] if r["low_confidence"] == "True" else "ok"
+        echo(f"{r['date']:10s} {float(r['area_m2']):10.0f} {pct:>9s} {yoy:>7s}  {flag}")

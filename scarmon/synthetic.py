@@ -29,7 +29,6 @@ from pyproj import Transformer
 from rasterio.features import geometry_mask
 from scipy import ndimage
 from shapely.geometry import LineString, Polygon, box, mapping
-from shapely.ops import transform as shp_transform
 
 from scarmon.grid import SiteGrid, utm_epsg
 from scarmon.site import Site, parse_site
@@ -84,15 +83,16 @@ class Scenario:
     growth: tuple[tuple[str, float], ...]
     """(ISO date, scar area factor) keyframes, linear in between, constant outside; 1.0 = initial area."""
     head_m: tuple[float, float]
-    """Head scarp (fixed upslope end of the scar)."""
+    """Head scarp (upslope end) of the initial scar; it retreats only slowly upslope as the scar grows."""
     downslope_deg: float
     """Azimuth the scar extends towards (0 = north, 90 = east)."""
     length_m: float
+    """Initial length along the downslope axis (and width across it) of the elliptical lobe."""
     width_m: float
     events: tuple[tuple[str, str], ...] = ()
     """(ISO date, label) of the triggers/failures, for reports and benchmarks."""
     lobes: tuple[tuple[int, float, float], ...] = ((3, 0.07, 0.4), (5, 0.04, 1.9), (7, 0.02, 4.1))
-    """Outline irregularity: (harmonic, relative amplitude, phase)."""
+    """Outline irregularity of the initial lobe: (harmonic, relative amplitude, phase)."""
     veg_summer: tuple[float, float] = (0.04, 0.30)
     """Vegetation (red, nir) at peak green, ~August (NDVI ~0.76)."""
     veg_winter: tuple[float, float] = (0.08, 0.18)
@@ -183,6 +183,11 @@ class _Frame:
         return Transformer.from_crs(self.epsg, 4326, always_xy=True)
 
 
+def shp_transform(fn: Any, geom: Any) -> Any:
+    """Apply a pyproj-style fn(x, y) -> (x, y) to a shapely geometry (shapely.ops.transform is deprecated)."""
+    return shapely.transform(geom, lambda x, y: fn(x, y), interleaved=False)
+
+
 def _as_site(site: Site | dict[str, Any]) -> Site:
     return site if isinstance(site, Site) else parse_site(site)
 
@@ -208,28 +213,55 @@ def growth_factor(scenario: str | Scenario, when: str | date) -> float:
     return float(np.interp(_as_date(when).toordinal(), days, [g for _, g in scn.growth]))
 
 
-def _lobes(lobes: tuple[tuple[int, float, float], ...], theta: np.ndarray) -> np.ndarray:
-    return 1.0 + sum(a * np.cos(k * theta + ph) for k, a, ph in lobes)
+SCAR_VERTICES = 720
+
+
+def _scar_radii(scn: Scenario, g: float) -> tuple[np.ndarray, np.ndarray]:
+    """(psi, r): the scar outline in polar form about the centre of the initial lobe, psi measured from the
+    downslope direction. Growth multiplies each radius by exp(lam * w(psi)), w largest downslope and small at the
+    head: the scar lengthens downslope, every radius is monotonic in lam, so a growing scar always contains its
+    earlier outlines (and a shrinking one stays inside them). lam is solved so that the area is exactly g * A0."""
+    psi = np.linspace(0.0, 2 * math.pi, SCAR_VERTICES, endpoint=False)
+    a, b = scn.length_m / 2, scn.width_m / 2
+    r0 = a * b / np.hypot(b * np.cos(psi), a * np.sin(psi))
+    r0 *= 1.0 + sum(amp * np.cos(k * psi + ph) for k, amp, ph in scn.lobes)
+    w = 0.15 + 0.85 * ((1 + np.cos(psi)) / 2) ** 1.5
+    area0 = _polar_area(r0)
+    lo, hi = -4.0, 4.0
+    for _ in range(60):  # bisection: area(lam) is increasing
+        lam = (lo + hi) / 2
+        lo, hi = (lam, hi) if _polar_area(r0 * np.exp(lam * w)) < g * area0 else (lo, lam)
+    return psi, r0 * np.exp((lo + hi) / 2 * w)
+
+
+def _polar_area(r: np.ndarray) -> float:
+    """Area of the polygon with radii r at equal angle steps (shoelace in polar form)."""
+    return float(0.5 * math.sin(2 * math.pi / r.size) * np.sum(r * np.roll(r, -1)))
+
+
+def _scar_axes(scn: Scenario, fr: _Frame) -> tuple[float, float, float, float, float, float]:
+    """(centre x, centre y, downslope unit vector, across-slope unit vector) in the site CRS."""
+    az = math.radians(scn.downslope_deg)
+    d, n = (math.sin(az), math.cos(az)), (math.cos(az), -math.sin(az))
+    a = scn.length_m / 2
+    return fr.cx + scn.head_m[0] + a * d[0], fr.cy + scn.head_m[1] + a * d[1], *d, *n
 
 
 def _scar(scn: Scenario, fr: _Frame, g: float) -> Polygon:
-    """Irregular lobe from the fixed head scarp downslope. Growth is an affine stretch about the head, more along
-    the slope (g^0.6) than across (g^0.4): the scar lengthens downslope and the old outline stays inside."""
-    az = math.radians(scn.downslope_deg)
-    (dx, dy), (nx, ny) = (math.sin(az), math.cos(az)), (math.cos(az), -math.sin(az))
-    a, b = scn.length_m / 2 * g ** 0.6, scn.width_m / 2 * g ** 0.4
-    th = np.linspace(0.0, 2 * math.pi, 720, endpoint=False)
-    r = _lobes(scn.lobes, th)
-    u, v = a * (1 + r * np.cos(th)), b * r * np.sin(th)
-    hx, hy = fr.cx + scn.head_m[0], fr.cy + scn.head_m[1]
-    return Polygon(np.column_stack([hx + u * dx + v * nx, hy + u * dy + v * ny]))
+    """The scar outline at area factor g (1 = initial), in the site CRS."""
+    psi, r = _scar_radii(scn, g)
+    px, py, dx, dy, nx, ny = _scar_axes(scn, fr)
+    u, v = r * np.cos(psi), r * np.sin(psi)
+    return Polygon(np.column_stack([px + u * dx + v * nx, py + u * dy + v * ny]))
 
 
 def _scar_point(scn: Scenario, fr: _Frame, g: float, along: float) -> tuple[float, float]:
-    """A point on the scar axis: `along` in -1 (head) .. 1 (toe) of the normalized lobe; |along| < 0.8 is inside."""
-    az = math.radians(scn.downslope_deg)
-    u = scn.length_m / 2 * g ** 0.6 * (1 + along)
-    return fr.cx + scn.head_m[0] + u * math.sin(az), fr.cy + scn.head_m[1] + u * math.cos(az)
+    """A point on the scar axis, `along` times the radius towards the toe (> 0) or the head (< 0); inside for
+    |along| < 1."""
+    psi, r = _scar_radii(scn, g)
+    radius = r[0] if along >= 0 else r[SCAR_VERTICES // 2]
+    px, py, dx, dy, _, _ = _scar_axes(scn, fr)
+    return px + along * radius * dx, py + along * radius * dy
 
 
 def scar_polygon(site: Site | dict[str, Any], when: str | date, *, scenario: str) -> Polygon:
@@ -302,7 +334,7 @@ def demo_site(scenario: str = "creep-failure", *, site_id: str | None = None) ->
 
 def _positive_points(scn: Scenario, fr: _Frame, when: date) -> list[tuple[float, float]]:
     g = growth_factor(scn, when)
-    return [_scar_point(scn, fr, g, 0.0), _scar_point(scn, fr, g, -0.45)]
+    return [_scar_point(scn, fr, g, 0.0), _scar_point(scn, fr, g, -0.5)]
 
 
 def _negative_points(scn: Scenario, fr: _Frame) -> list[tuple[float, float]]:
@@ -452,7 +484,7 @@ class _Tile:
         self.mgrs = mgrs_tile(c.x, c.y, zone)
         self.east = east
         self._layout(site.polygon)
-        to_site = Transformer.from_crs(self.epsg, fr.epsg, always_xy=True)
+        to_site = _Reproject(self.epsg, fr.epsg)
         to_ll = Transformer.from_crs(self.epsg, 4326, always_xy=True)
         self.cut = self._cut_line(site.polygon)
         x10, y10 = self._centres(10.0, 1)
@@ -497,7 +529,7 @@ class _Tile:
 
     def _footprint_lonlat(self, to_ll: Transformer) -> Polygon:
         """Item geometry: the raster bounds in lon/lat, clipped at the data edge."""
-        raster = shp_transform(to_ll.transform, box(*self.bbox).segmentize(100.0))
+        raster = shp_transform(to_ll.transform, box(*self.bbox).segmentize(500.0))
         lon0, lat0, k = self.cut
         lo, hi = lat0 - 5, lat0 + 5
         far = lon0 + 10 if self.east else lon0 - 10
@@ -517,7 +549,7 @@ class _Tile:
         self.at_wx = world.wx.sampler(sx, sy)
         self.at_shadow = world.wx.sampler(sx - ox, sy - oy)
 
-    def _static_fractions(self, world: _World, to_site: Transformer) -> None:
+    def _static_fractions(self, world: _World, to_site: _Reproject) -> None:
         """Outcrop, river and terrain-shadow pixel fractions from 2 x 2 sub-pixel centres (mixed edge pixels)."""
         sx, sy = to_site.transform(*self._centres(10.0, SUPERSAMPLE))
         self.f_out = np.zeros((self.height, self.width), np.float32)
@@ -533,7 +565,7 @@ class _Tile:
         self.water20 = _block(self.f_water, "mean") >= 0.5
         self.tshadow20 = _block(self.f_tshadow, "mean") >= 0.5
 
-    def _scar_window(self, world: _World, to_site: Transformer) -> None:
+    def _scar_window(self, world: _World, to_site: _Reproject) -> None:
         """The pixel window that can ever hold scar, and its sub-pixel site coordinates."""
         ext = shp_transform(Transformer.from_crs(world.fr.epsg, self.epsg, always_xy=True).transform,
                             world.scar_extent.segmentize(50.0))
@@ -550,6 +582,16 @@ class _Tile:
         if self.win[0].stop > self.win[0].start and self.win[1].stop > self.win[1].start:
             f[self.win] = _fraction(scar, *self.win_xy)
         return f
+
+
+class _Reproject:
+    """Tile CRS -> site CRS for coordinate arrays; the identity (no pyproj pass) for the tile in the site's zone."""
+
+    def __init__(self, src: int, dst: int) -> None:
+        self._t = None if src == dst else Transformer.from_crs(src, dst, always_xy=True)
+
+    def transform(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (x, y) if self._t is None else self._t.transform(x, y)
 
 
 def _fraction(poly: Polygon, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
@@ -601,7 +643,7 @@ class _Weather:
 def _phenology(d: date) -> float:
     """Green-up 0 (dormant, Dec-Mar) .. 1 (peak, mid-August), northern hemisphere."""
     doy = d.timetuple().tm_yday
-    return float(((1 + math.cos(2 * math.pi * (doy - 225) / 365.25)) / 2) ** 1.6)
+    return float(((1 + math.cos(2 * math.pi * (doy - 225) / 365.25)) / 2) ** 2)
 
 
 def _rngs(world: _World, d: date) -> list[np.random.Generator]:

@@ -1,0 +1,80 @@
+"""Spatiotemporal features of the scar (paper step 4): area, change, expansion direction, advance rate, confidence.
+
+Pure functions of masks and numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from scarmon import defaults
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One tracked frame, measured."""
+
+    date: str
+    scene_id: str
+    area_m2: float
+    clear_fraction: float
+    change_m2: float | None = None              # against the previous frame
+    change_pct: float | None = None
+    same_season_change_pct: float | None = None  # against the frame nearest one year before (±45 days)
+    expansion_azimuth_deg: float | None = None   # where the added area lies, clockwise from grid north
+    advance_m_per_day: float | None = None       # added area / previous perimeter / days
+    low_confidence: bool = False
+    low_confidence_reason: str = ""
+
+    def to_row(self) -> dict:
+        return asdict(self)
+
+
+def measure(mask: np.ndarray, prev: np.ndarray | None, *, pixel_m: float, days: float | None) -> dict:
+    """Area, change, expansion azimuth and boundary advance rate of one mask against the previous one."""
+    area = float(mask.sum()) * pixel_m * pixel_m
+    out: dict = {"area_m2": area}
+    if prev is None:
+        return out
+    prev_area = float(prev.sum()) * pixel_m * pixel_m
+    out["change_m2"] = area - prev_area
+    out["change_pct"] = 100.0 * (area - prev_area) / prev_area if prev_area else None
+    added = mask & ~prev
+    if added.sum() and prev.any():
+        (r0, c0), (r1, c1) = ndimage.center_of_mass(prev), ndimage.center_of_mass(added)
+        out["expansion_azimuth_deg"] = round(math.degrees(math.atan2(c1 - c0, r0 - r1)) % 360.0, 1)
+        perimeter = float((prev & ~ndimage.binary_erosion(prev)).sum()) * pixel_m
+        if days and perimeter:
+            out["advance_m_per_day"] = float(added.sum()) * pixel_m * pixel_m / perimeter / days
+    return out
+
+
+def same_season_change(dates: list[str], areas: list[float], i: int, window_days: int = 45) -> float | None:
+    """Change (%) against the frame nearest to one year before frame i, if one lies within ±window_days."""
+    target = dt.date.fromisoformat(dates[i]) - dt.timedelta(days=365)
+    best = min(range(i), key=lambda j: abs((dt.date.fromisoformat(dates[j]) - target).days), default=None)
+    if best is None or abs((dt.date.fromisoformat(dates[best]) - target).days) > window_days or not areas[best]:
+        return None
+    return 100.0 * (areas[i] - areas[best]) / areas[best]
+
+
+def confidence_flags(areas: list[float], clear: list[float], *, min_clear: float = defaults.LOW_CONFIDENCE_CLEAR,
+                     jump: float = defaults.LOW_CONFIDENCE_JUMP) -> list[tuple[bool, str]]:
+    """Low-confidence frames: few clear pixels, or an area spike/dip against BOTH neighbours (a cloud shadow SCL
+    missed, a snow patch) that the next frame undoes. The newest frame has one neighbour and cannot be a spike yet."""
+    flags = []
+    for i, (a, c) in enumerate(zip(areas, clear)):
+        reasons = []
+        if c < min_clear:
+            reasons.append(f"clear fraction {c:.2f} < {min_clear:.2f}")
+        if 0 < i < len(areas) - 1 and areas[i - 1] and areas[i + 1]:
+            d_prev, d_next = (a - areas[i - 1]) / areas[i - 1], (a - areas[i + 1]) / areas[i + 1]
+            if abs(d_prev) > jump and abs(d_next) > jump and d_prev * d_next > 0:
+                reasons.append(f"area {'spike' if d_prev > 0 else 'dip'} of {100 * d_prev:+.0f}% undone by the next frame")
+        flags.append((bool(reasons), "; ".join(reasons)))
+    return flags
