@@ -28,6 +28,18 @@ failure still qualifies, an unrelated bare patch touching the scar's edge by a f
 OPEN_RADIUS_PX = 1
 """Morphological opening radius (pixels) that removes isolated low-NDVI speckle (noise, single dark pixels)."""
 
+BOUNDARY_GROW_PX = 6
+"""How far (pixels of the site grid, 12 m at 2 m) the scar boundary may grow into mid-NDVI pixels per frame: the
+bilinear 10 m → 2 m edge band is ~5 px wide; farther growth must come from a low-NDVI core (a failure)."""
+
+MAX_WEAK_RAISE = 0.35
+"""Cap on how far the boundary (hysteresis) threshold may sit above the scar threshold: a half-scar, half-canopy
+pixel in August has NDVI ≈ 0.4."""
+
+MIN_SCAR_CONTRAST = 0.1
+"""The scar must be at least this much lower in NDVI than the ground around it for its boundary band to be grown;
+a revegetated scar (contrast gone) then falls back to the plain threshold and drops out."""
+
 LOW_CONFIDENCE_CLEAR = 0.9
 """A frame with fewer clear AOI pixels than this leans on the previous mask under clouds: flag it."""
 
@@ -111,3 +123,76 @@ is common on steep landslide slopes and is *not* cloud."""
 
 MAX_AOI_KM2 = 100.0
 """A site is one landslide; beyond 100 km² the 1–2 m frames no longer fit in memory for video tracking."""
+
+# --- Alerts (overridable per site file under `alerts:`) ------------------------------------------------------------
+
+ALERT_LEVELS = {"watch": (25.0, 1_000.0), "warning": (50.0, 5_000.0), "alarm": (100.0, 20_000.0)}
+"""(relative %, absolute m²) growth over the baseline that a level needs, BOTH at once. Seasonal swings of the NDVI
+scar area reach tens of percent (paper Figs. 8, 14) but the baseline absorbs most of them; 25 % is above what is
+left. The absolute part keeps a small scar's few-pixel wobble (+30 % of 2 000 m² is 150 pixels at 2 m) from
+alarming. Baige's failures (×1.6 then ×1.6 again) reach warning then alarm; Sela's +330 % reaches alarm."""
+
+ALERT_SEASON_WINDOW_DAYS = 45
+"""The seasonal baseline is the median area of confident frames within ±45 days of the same day of year in the most
+recent earlier year that has any: the same phenology, so the summer regrowth dip does not look like change."""
+
+ALERT_ROLLING_DAYS = 180
+"""The robust rolling baseline is the upper envelope (max) of the 3-frame running median of confident frames over
+the last 180 days: the running median drops single odd frames, the max over half a year keeps the winter level of
+the scar through the summer regrowth dip, so autumn's return to the winter level is not growth."""
+
+ALERT_WARMUP_DAYS = 300
+"""No alert is raised before the confident frames span this many days: a baseline needs most of a seasonal cycle
+to know how far the scar area swings. Backfill a site from earlier years to alert from its first new scene."""
+
+ALERT_CONFIRM_COUNT = 2
+"""A first detection is confirmed when at least 2 of the next 4 clear observations agree (GLAD alerts)."""
+
+ALERT_CONFIRM_WINDOW = 4
+"""...of the next 4 clear observations; if the window passes without enough agreement the detection is reset."""
+
+ALERT_FINISH_AFTER = 2
+"""A confirmed alert finishes after 2 consecutive clear observations without further growth beyond
+ALERT_STABLE_PCT; the new area then becomes part of the baseline, so a later failure alerts again."""
+
+ALERT_STABLE_PCT = 10.0
+"""Growth below 10 % over the alert's previous clear observation counts as 'no further growth' (noise, regrowth)."""
+
+ALERT_TREND_WATCH_PCT = 40.0
+"""Slow creep (Baige: +53 % in a year before failing) never jumps over the rolling baseline; a same-season
+(year-on-year) growth of 40 % or more raises at most a 'watch'. Set to null to switch it off."""
+
+ALERT_NOTIFY_ON = ("confirmed", "escalated")
+"""Events sent to recipients; 'provisional' (first detection) and 'finished'/'reset' are kept in the history only,
+so one odd frame never reaches anyone's inbox."""
+
+ALERT_HISTORY_DAYS = 420
+"""Confident frames kept in the alert state for baselines: one year plus the seasonal window, bounded."""
+
+SCHEDULE_CRON = "0 6 * * *"
+"""Daily at 06:00 UTC: Sentinel-2 passes over the Jinsha valley around 04:20 UTC, and L2A products are usually
+published within hours; a late-published scene is caught by the next ticks (LATE_PUBLICATION_DAYS)."""
+
+# --- Notifications and monitoring service (environment, never site files) ------------------------------------------
+
+SMTP_PORT = 25
+"""Plain SMTP port; with SCARMON_SMTP_STARTTLS=1 the usual submission port is 587 (set SCARMON_SMTP_PORT)."""
+
+SMTP_TIMEOUT_S = 30.0
+"""An SMTP conversation longer than this fails; the message stays in the outbox for the next run."""
+
+WEBHOOK_RETRIES = 3
+"""Webhook POST retries on connection errors and 429/5xx with exponential backoff (0.5, 1, 2 s); after that the
+delivery stays in the outbox and is retried on the next run."""
+
+WEBHOOK_TIMEOUT_S = 15.0
+"""One webhook POST may take at most this long."""
+
+LOCK_TTL_S = 6 * 3600
+"""A site lock older than this is considered left by a crashed run and is taken over: a tick takes minutes."""
+
+TASK_RETRIES = 3
+"""Network-bound flow tasks (catalog search, notification) retry this often, with backoff TASK_RETRY_DELAYS_S."""
+
+TASK_RETRY_DELAYS_S = (10, 60, 300)
+"""Backoff of network task retries: a short blip, a restarted service, a rate-limit window."""

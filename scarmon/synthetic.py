@@ -28,7 +28,7 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.features import geometry_mask
 from scipy import ndimage
-from shapely.geometry import LineString, Polygon, box, mapping
+from shapely.geometry import LineString, Polygon, box, mapping, shape
 
 from scarmon.grid import SiteGrid, utm_epsg
 from scarmon.site import Site, parse_site
@@ -98,6 +98,7 @@ class Scenario:
     veg_winter: tuple[float, float] = (0.08, 0.18)
     """Dormant vegetation (red, nir) (NDVI ~0.38)."""
     veg_texture: float = 0.10
+    """Relative spatial variation of vegetation reflectance (patchy grass, shrubs)."""
     scar_regrowth: float = 1.0
     """1.0: sparse regrowth lifts scar NDVI from ~0.07 (dormant season) to ~0.13 at peak green."""
     outcrops: tuple[tuple[float, float, float, float, float, float], ...] = ()
@@ -105,17 +106,25 @@ class Scenario:
     river: tuple[tuple[float, float], ...] = ()
     """River centreline vertices; empty = no river."""
     river_width_m: float = 70.0
+    """River water: red ~0.05, nir ~0.02 (NDVI ~ -0.4)."""
     terrain_shadow: tuple[float, float, float, float, float] = (600.0, -550.0, 260.0, 90.0, 30.0)
     """Steep slope in permanent terrain shadow: ellipse (x, y, a, b, angle_deg); SCL 2, darker, not cloud."""
     vegetation_prompts_m: tuple[tuple[float, float], ...] = ((550.0, 650.0),)
+    """Negative prompts of demo sites, on stable vegetation away from scar, outcrops and shadows."""
     p_cloudy: float = 0.40
+    """Chance that clouds cover 50-100 % of the AOI (+-0.15 with the season: wetter in summer)."""
     p_partly: float = 0.18
+    """Chance of 4-12 % cloud over the AOI; with the offset shadows, 10-30 % of it is not clear."""
     p_speckle: float = 0.14
+    """Chance of 1-5 % cloud (small clouds and their shadows). The rest of the acquisitions are clear."""
     p_cirrus: float = 0.12
+    """Chance of thin cirrus (SCL 10 where it is thick enough, a faint unflagged brightening elsewhere)."""
     p_snow: float = 0.35
-    """Chance of snow on a December-March acquisition."""
+    """Chance of snow (10-70 % of the AOI, upslope first) on a December-March acquisition."""
     p_missed_shadow: float = 0.03
+    """Chance that SCL misses the cloud shadows of an acquisition (darkened pixels labelled as the ground)."""
     p_orbit_edge: float = 0.06
+    """Chance that one of the two tiles of an acquisition is not delivered (coverage ~0.78)."""
     shadow_offset_m: tuple[float, float] = (-290.0, 345.0)
     """Where a cloud's shadow falls relative to the cloud (fixed sun in the south-east)."""
 
@@ -179,11 +188,8 @@ class _Frame:
     def to_site(self) -> Transformer:
         return Transformer.from_crs(4326, self.epsg, always_xy=True)
 
-    def to_lonlat(self) -> Transformer:
-        return Transformer.from_crs(self.epsg, 4326, always_xy=True)
 
-
-def shp_transform(fn: Any, geom: Any) -> Any:
+def _geom_transform(fn: Any, geom: Any) -> Any:
     """Apply a pyproj-style fn(x, y) -> (x, y) to a shapely geometry (shapely.ops.transform is deprecated)."""
     return shapely.transform(geom, lambda x, y: fn(x, y), interleaved=False)
 
@@ -198,9 +204,9 @@ def _as_date(d: str | date | datetime) -> date:
     return d if isinstance(d, date) else date.fromisoformat(str(d)[:10])
 
 
-def _frame(site: Site) -> _Frame:
+def _frame(site: Site | Polygon) -> _Frame:
     """Same CRS choice as grid.site_grid (UTM zone of the AOI centroid), so truth and site grid agree."""
-    c = site.polygon.centroid
+    c = (site.polygon if isinstance(site, Site) else site).centroid
     epsg = utm_epsg(c.x, c.y)
     x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(c.x, c.y)
     return _Frame(epsg, float(x), float(y))
@@ -281,7 +287,7 @@ def truth_mask(site: Site | dict[str, Any], grid: SiteGrid, when: str | date, *,
     poly = scar_polygon(site, when, scenario=scenario)
     fr = _frame(site)
     if grid.epsg != fr.epsg:
-        poly = shp_transform(Transformer.from_crs(fr.epsg, grid.epsg, always_xy=True).transform, poly)
+        poly = _geom_transform(Transformer.from_crs(fr.epsg, grid.epsg, always_xy=True).transform, poly)
     return geometry_mask([poly], out_shape=grid.shape, transform=grid.transform, invert=True)
 
 
@@ -317,16 +323,17 @@ def demo_site(scenario: str = "creep-failure", *, site_id: str | None = None) ->
     aoi = {"type": "Polygon", "coordinates": [[[round(v, 6) for v in to_ll.transform(x, y)] for x, y in ring]]}
     start = EPOCH
     first = acquisition_dates(start, start + timedelta(days=30))[0]
-    provisional = parse_site({"id": "x", "aoi": aoi, "prompts": [
-        {"lon": lon, "lat": lat, "label": 1, "date": first.isoformat()}]})
-    fr = _frame(provisional)
-    prompts = [(p, 1) for p in _positive_points(scn, fr, first)] + [(p, 0) for p in _negative_points(scn, fr)]
+    fr = _frame(shape(aoi))
+    points = [(p, 1) for p in _positive_points(scn, fr, first)] + [(p, 0) for p in _negative_points(scn, fr)]
+    prompts = []
+    for (x, y), label in points:
+        plon, plat = to_ll.transform(x, y)
+        prompts.append({"lon": round(plon, 6), "lat": round(plat, 6), "label": label, "date": first.isoformat()})
     return {
         "id": site_id or f"demo-{scenario}",
         "name": f"Synthetic {scenario} ({scn.description.split(':')[0]})",
         "aoi": aoi,
-        "prompts": [{"lon": round(x, 6), "lat": round(y, 6), "label": lab, "date": first.isoformat()}
-                    for (x, y), lab in ((to_ll.transform(*p), lab) for p, lab in prompts)],
+        "prompts": prompts,
         "resolution_m": 2,
         "start": start.isoformat(),
     }
@@ -418,27 +425,34 @@ class _World:
     def __init__(self, site: Site, scn: Scenario, seed: int) -> None:
         self.site, self.scn, self.seed = site, scn, seed
         self.fr = _frame(site)
-        self.aoi = shp_transform(self.fr.to_site().transform, site.polygon)
+        self.aoi = _geom_transform(self.fr.to_site().transform, site.polygon)
         self.key = zlib.crc32(scn.name.encode())
-        rng = np.random.default_rng([seed, self.key, 1])
+        self._random_fields(np.random.default_rng([seed, self.key, 1]))
+        self._features()
+        self.scar_extent = self._scar_extent()
+
+    def _random_fields(self, rng: np.random.Generator) -> None:
+        """Static textures and elevation on a 10 m raster; the 40 m raster that clouds are drawn on; AOI masks
+        on both (cloud and snow fractions are set over the AOI)."""
         self.tex = _Raster.around(self.aoi.bounds, 2 * TILE_MARGIN_M + 500, 10.0)
         shape = (self.tex.height, self.tex.width)
         self.fields = {k: _smooth_field(rng, shape, sc) for k, sc in (
             ("veg", ((1.0, 1.0), (6.0, 1.0))), ("veg2", ((1.0, 1.0), (4.0, 0.5))),
             ("bare", ((0.7, 1.0), (3.0, 0.6))), ("elev", ((25.0, 1.0), (8.0, 0.4))))}
         self.fields["elev"] = self._elevation()
-        tx, ty = self.tex.centres()
-        self.tex_aoi = shapely.contains_xy(self.aoi, tx, ty)
+        self.tex_aoi = shapely.contains_xy(self.aoi, *self.tex.centres())
         self.wx = _Raster.around(self.aoi.bounds, 2 * TILE_MARGIN_M + 1000, 40.0)
-        wx, wy = self.wx.centres()
-        self.wx_aoi = shapely.contains_xy(self.aoi, wx, wy)
-        self.outcrops = [(_blob(self.fr.cx + x, self.fr.cy + y, a, b, ang, i), ndvi)
+        self.wx_aoi = shapely.contains_xy(self.aoi, *self.wx.centres())
+
+    def _features(self) -> None:
+        """Outcrops, river and terrain-shadow polygons in the site CRS."""
+        cx, cy, scn = self.fr.cx, self.fr.cy, self.scn
+        self.outcrops = [(_blob(cx + x, cy + y, a, b, ang, i), ndvi)
                          for i, (x, y, a, b, ang, ndvi) in enumerate(scn.outcrops)]
-        self.river = (LineString([(self.fr.cx + x, self.fr.cy + y) for x, y in scn.river]).buffer(scn.river_width_m / 2)
+        self.river = (LineString([(cx + x, cy + y) for x, y in scn.river]).buffer(scn.river_width_m / 2)
                       if scn.river else None)
         x, y, a, b, ang = scn.terrain_shadow
-        self.terrain_shadow = _blob(self.fr.cx + x, self.fr.cy + y, a, b, ang, 0.7)
-        self.scar_extent = self._scar_extent()
+        self.terrain_shadow = _blob(cx + x, cy + y, a, b, ang, 0.7)
 
     def _elevation(self) -> np.ndarray:
         """Elevation proxy (unitless): rising upslope (against the scar's downslope azimuth), plus relief."""
@@ -497,7 +511,9 @@ class _Tile:
         self._scar_window(world, to_site)
 
     def _layout(self, aoi_ll: Polygon) -> None:
-        aoi = shp_transform(Transformer.from_crs(4326, self.epsg, always_xy=True).transform, aoi_ll.segmentize(1e-3))
+        """Raster grid: the AOI bounds in this tile's CRS plus TILE_MARGIN_M, snapped out to 20 m like S2 tiles."""
+        to_tile = Transformer.from_crs(4326, self.epsg, always_xy=True)
+        aoi = _geom_transform(to_tile.transform, aoi_ll.segmentize(1e-3))
         w, s, e, n = aoi.bounds
         w, s = math.floor((w - TILE_MARGIN_M) / 20) * 20, math.floor((s - TILE_MARGIN_M) / 20) * 20
         e, n = math.ceil((e + TILE_MARGIN_M) / 20) * 20, math.ceil((n + TILE_MARGIN_M) / 20) * 20
@@ -529,7 +545,7 @@ class _Tile:
 
     def _footprint_lonlat(self, to_ll: Transformer) -> Polygon:
         """Item geometry: the raster bounds in lon/lat, clipped at the data edge."""
-        raster = shp_transform(to_ll.transform, box(*self.bbox).segmentize(500.0))
+        raster = _geom_transform(to_ll.transform, box(*self.bbox).segmentize(500.0))
         lon0, lat0, k = self.cut
         lo, hi = lat0 - 5, lat0 + 5
         far = lon0 + 10 if self.east else lon0 - 10
@@ -567,8 +583,8 @@ class _Tile:
 
     def _scar_window(self, world: _World, to_site: _Reproject) -> None:
         """The pixel window that can ever hold scar, and its sub-pixel site coordinates."""
-        ext = shp_transform(Transformer.from_crs(world.fr.epsg, self.epsg, always_xy=True).transform,
-                            world.scar_extent.segmentize(50.0))
+        to_tile = Transformer.from_crs(world.fr.epsg, self.epsg, always_xy=True)
+        ext = _geom_transform(to_tile.transform, world.scar_extent.segmentize(50.0))
         w, s, e, n = ext.bounds
         c0, c1 = max(int((w - self.x0) // 10), 0), min(int((e - self.x0) // 10) + 1, self.width)
         r0, r1 = max(int((self.y0 - n) // 10), 0), min(int((self.y0 - s) // 10) + 1, self.height)
@@ -689,6 +705,7 @@ def _opacity(world: _World, rng: np.random.Generator, aoi_fraction: float,
 
 
 def _snow_threshold(world: _World, fraction: float) -> float:
+    """Snow line (on the elevation proxy) that puts `fraction` of the AOI under snow."""
     return float(np.quantile(world.fields["elev"][world.tex_aoi], 1 - fraction))
 
 
@@ -759,6 +776,7 @@ def _to_dn(refl: np.ndarray, valid: np.ndarray, offset: bool) -> np.ndarray:
 
 def _render(world: _World, tile: _Tile, d: date, wx: _Weather, scar: Polygon, offset: bool,
             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B04 DN, B08 DN, SCL) of one tile on one date."""
     f_scar = tile.scar_fraction(scar)
     red, nir = _surface(world, tile, d, f_scar)
     red, nir, snow, shadow, cloud, cirrus = _atmosphere(world, tile, wx, red, nir)
@@ -794,10 +812,12 @@ def _sun(d: date, lat: float) -> tuple[float, float]:
 
 
 def _percentages(scl: np.ndarray) -> dict[str, float]:
+    """The SCL-derived item properties, computed from the tile's own SCL like ESA's (valid pixels only)."""
     counts = np.bincount(scl.ravel(), minlength=12)
     valid = max(int(counts[1:].sum()), 1)
     props = {k: round(100.0 * float(counts[list(v)].sum()) / valid, 6) for k, v in SCL_PERCENTAGES.items()}
     props["s2:nodata_pixel_percentage"] = round(100.0 * float(counts[0]) / scl.size, 6)
+    props["eo:cloud_cover"] = cloud_cover(scl)
     return props
 
 
@@ -807,38 +827,22 @@ def cloud_cover(scl: np.ndarray) -> float:
     return round(100.0 * float(counts[list(SCL_CLOUDS)].sum()) / max(int(counts[1:].sum()), 1), 6)
 
 
-def _ids(d: date, k: int, tile: _Tile, tile_index: int, baseline: str, reprocessed: bool
-         ) -> tuple[str, datetime, datetime, str, int]:
-    """(item id, acquisition time, generation time, platform letter, absolute orbit) like PC's naming."""
+def _ids(d: date, k: int, tile: _Tile, tile_index: int, reprocessed: bool) -> tuple[str, datetime, datetime, str, int]:
+    """(item id, acquisition time, generation time, platform letter, absolute orbit), named like PC's items. Both
+    tiles of an acquisition share its datetime; reprocessed scenes carry a 2023 generation time."""
     sat = "A" if k % 2 == 0 else "B"
     acq = datetime(d.year, d.month, d.day, 4, 17, 1 if sat == "A" else 0)
     gen = acq + timedelta(hours=4, minutes=14, seconds=1 + 217 * tile_index)
     if reprocessed:
         gen = datetime(2023, 3, 1, 9, 0, 0) + timedelta(hours=k % 24, minutes=7 * tile_index, seconds=k % 60)
     orbit = (30000 if sat == "A" else 19000) + (d - EPOCH).days * 143 // 10
-    return f"S2{sat}_MSIL2A_{acq:%Y%m%dT%H%M%S}_R{RELATIVE_ORBIT:03d}_T{tile.mgrs}_{gen:%Y%m%dT%H%M%S}", acq, gen, sat, orbit
+    item_id = f"S2{sat}_MSIL2A_{acq:%Y%m%dT%H%M%S}_R{RELATIVE_ORBIT:03d}_T{tile.mgrs}_{gen:%Y%m%dT%H%M%S}"
+    return item_id, acq, gen, sat, orbit
 
 
 def _item(d: date, k: int, tile: _Tile, tile_index: int, baseline: str, reprocessed: bool, scl: np.ndarray,
           item_dir: Path, lat: float) -> dict[str, Any]:
-    item_id, acq, gen, sat, orbit = _ids(d, k, tile, tile_index, baseline, reprocessed)
-    n = baseline.replace(".", "")
-    zen, azi = _sun(d, lat)
-    props = {
-        "datetime": acq.strftime("%Y-%m-%dT%H:%M:%S.024000Z"), "platform": f"Sentinel-2{sat}",
-        "proj:epsg": tile.epsg, "instruments": ["msi"], "s2:mgrs_tile": tile.mgrs, "constellation": "Sentinel 2",
-        "s2:granule_id": f"S2{sat}_OPER_MSI_L2A_TL_ESRI_{gen:%Y%m%dT%H%M%S}_A{orbit:06d}_T{tile.mgrs}_N{baseline}",
-        "eo:cloud_cover": cloud_cover(scl),
-        "s2:datatake_id": f"GS2{sat}_{acq:%Y%m%dT%H%M%S}_{orbit:06d}_N{baseline}",
-        "s2:product_uri": f"{item_id[:26]}_N{n}_R{RELATIVE_ORBIT:03d}_T{tile.mgrs}_{gen:%Y%m%dT%H%M%S}.SAFE",
-        "s2:datastrip_id": f"S2{sat}_OPER_MSI_L2A_DS_ESRI_{gen:%Y%m%dT%H%M%S}_S{acq:%Y%m%dT%H%M%S}_N{baseline}",
-        "s2:product_type": "S2MSI2A", "sat:orbit_state": "descending", "s2:datatake_type": "INS-NOBS",
-        "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"), "sat:relative_orbit": RELATIVE_ORBIT,
-        "s2:mean_solar_zenith": round(zen, 6), "s2:mean_solar_azimuth": round(azi, 6),
-        "s2:processing_baseline": baseline, "s2:degraded_msi_data_percentage": 0.0,
-        "s2:reflectance_conversion_factor": round(1 + 0.0334 * math.cos(2 * math.pi * (d.timetuple().tm_yday - 3) / 365.25), 9),
-        **_percentages(scl),
-    }
+    item_id, acq, gen, sat, orbit = _ids(d, k, tile, tile_index, reprocessed)
     geom = tile.footprint
     return {
         "type": "Feature", "stac_version": "1.0.0",
@@ -847,7 +851,30 @@ def _item(d: date, k: int, tile: _Tile, tile_index: int, baseline: str, reproces
                             "https://stac-extensions.github.io/projection/v1.0.0/schema.json"],
         "id": item_id, "collection": "sentinel-2-l2a",
         "geometry": json.loads(json.dumps(mapping(geom))), "bbox": [round(v, 8) for v in geom.bounds],
-        "properties": props, "links": [], "assets": _assets(tile, item_dir),
+        "properties": {**_properties(d, tile, baseline, acq, gen, sat, orbit, lat), **_percentages(scl)},
+        "links": [], "assets": _assets(tile, item_dir),
+    }
+
+
+def _properties(d: date, tile: _Tile, baseline: str, acq: datetime, gen: datetime, sat: str, orbit: int,
+                lat: float) -> dict[str, Any]:
+    """The Planetary Computer item properties that do not depend on the pixels."""
+    stamp, gstamp = f"{acq:%Y%m%dT%H%M%S}", f"{gen:%Y%m%dT%H%M%S}"
+    zen, azi = _sun(d, lat)
+    doy = d.timetuple().tm_yday
+    return {
+        "datetime": acq.strftime("%Y-%m-%dT%H:%M:%S.024000Z"), "platform": f"Sentinel-2{sat}",
+        "proj:epsg": tile.epsg, "instruments": ["msi"], "s2:mgrs_tile": tile.mgrs, "constellation": "Sentinel 2",
+        "s2:granule_id": f"S2{sat}_OPER_MSI_L2A_TL_ESRI_{gstamp}_A{orbit:06d}_T{tile.mgrs}_N{baseline}",
+        "s2:datatake_id": f"GS2{sat}_{stamp}_{orbit:06d}_N{baseline}",
+        "s2:product_uri": f"S2{sat}_MSIL2A_{stamp}_N{baseline.replace('.', '')}_R{RELATIVE_ORBIT:03d}"
+                          f"_T{tile.mgrs}_{gstamp}.SAFE",
+        "s2:datastrip_id": f"S2{sat}_OPER_MSI_L2A_DS_ESRI_{gstamp}_S{stamp}_N{baseline}",
+        "s2:product_type": "S2MSI2A", "sat:orbit_state": "descending", "s2:datatake_type": "INS-NOBS",
+        "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"), "sat:relative_orbit": RELATIVE_ORBIT,
+        "s2:mean_solar_zenith": round(zen, 6), "s2:mean_solar_azimuth": round(azi, 6),
+        "s2:processing_baseline": baseline, "s2:degraded_msi_data_percentage": 0.0,
+        "s2:reflectance_conversion_factor": round(1 + 0.0334 * math.cos(2 * math.pi * (doy - 3) / 365.25), 9),
     }
 
 
@@ -891,7 +918,10 @@ def generate_catalog(out_dir: str | Path, site: Site | dict[str, Any], *, scenar
                      start: str | date = "2021-06-01", end: str | date = "2023-06-01", seed: int = 0,
                      revisit_days: int = 5) -> Path:
     """Write out_dir/collection.json, out_dir/items.json (ItemCollection sorted by datetime, absolute local hrefs),
-    COGs under out_dir/data/<item-id>/{B04,B08,SCL}.tif and out_dir/truth.json; return the items.json path."""
+    COGs under out_dir/data/<item-id>/{B04,B08,SCL}.tif and out_dir/truth.json; return the items.json path.
+
+    Acquisitions fall on EPOCH + k * revisit_days within [start, end]. Those on a prompt date of the site are
+    rendered clear and with both tiles, so the frame the user prompted on is usable."""
     site = _as_site(site)
     out = Path(out_dir).resolve()
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -918,18 +948,23 @@ def _acquisition(world: _World, tiles: list[_Tile], d: date, k: int, clear: bool
         if wx.missing_tile == i:
             continue
         red, nir, scl = _render(world, tile, d, wx, scar, baseline != OLD_BASELINE, rngs[3 + i])
-        item_id = _ids(d, k, tile, i, baseline, reprocessed)[0]
-        item_dir = out / "data" / item_id
+        item_dir = out / "data" / _ids(d, k, tile, i, reprocessed)[0]
         item_dir.mkdir(exist_ok=True)
-        for key, arr, tr in (("B04", red, tile.transform), ("B08", nir, tile.transform), ("SCL", scl, tile.transform20)):
-            _write_cog(item_dir / f"{key}.tif", arr, tr, tile.epsg)
+        _write_cog(item_dir / "B04.tif", red, tile.transform, tile.epsg)
+        _write_cog(item_dir / "B08.tif", nir, tile.transform, tile.epsg)
+        _write_cog(item_dir / "SCL.tif", scl, tile.transform20, tile.epsg)
         items.append(_item(d, k, tile, i, baseline, reprocessed, scl, item_dir, world.site.polygon.centroid.y))
-    record = {"date": d.isoformat(), "scar_area_m2": round(scar.area, 3), "growth": growth_factor(world.scn, d),
-              "sky": wx.state, "aoi_cloud_fraction": round(wx.cloud_fraction, 4), "cirrus": wx.cirrus is not None,
-              "snow_fraction": round(wx.snow_fraction, 4), "missed_shadow": wx.missed_shadow,
-              "missing_tile": None if wx.missing_tile is None else tiles[wx.missing_tile].mgrs,
-              "processing_baseline": baseline, "reprocessed": reprocessed, "items": [it["id"] for it in items]}
-    return items, record
+    return items, _record(world, tiles, d, wx, scar, baseline, reprocessed, items)
+
+
+def _record(world: _World, tiles: list[_Tile], d: date, wx: _Weather, scar: Polygon, baseline: str,
+            reprocessed: bool, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """What truth.json says about one acquisition (for benchmarks and for debugging a tracker)."""
+    return {"date": d.isoformat(), "scar_area_m2": round(scar.area, 3), "growth": growth_factor(world.scn, d),
+            "sky": wx.state, "aoi_cloud_fraction": round(wx.cloud_fraction, 4), "cirrus": wx.cirrus is not None,
+            "snow_fraction": round(wx.snow_fraction, 4), "missed_shadow": wx.missed_shadow,
+            "missing_tile": None if wx.missing_tile is None else tiles[wx.missing_tile].mgrs,
+            "processing_baseline": baseline, "reprocessed": reprocessed, "items": [it["id"] for it in items]}
 
 
 def _truth_doc(world: _World, tiles: list[_Tile], records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The knowledge tracker on hand-made NDVI frames: each test breaks if its rule breaks."""
 
 import numpy as np
+from scipy import ndimage
 
 from scarmon.tracking.knowledge import KnowledgeParams, KnowledgeState, decode_state, encode_state, knowledge_step
 
@@ -64,9 +65,34 @@ def test_clouds_keep_previous_mask_and_lush_season_raises_threshold():
     masks, _ = run([frame(scar), cloudy, lush], {0: [(30, 30, 1)]})
     assert masks[1].sum() == scar.sum()
     assert masks[2].sum() == scar.sum()
-    dry = frame(scar, background=0.35, scar_ndvi=0.13)  # not lush: 0.13 is not scar
+    dry = frame(scar, background=0.35, scar_ndvi=0.13)  # not lush: 0.13 alone is not a scar core
+    masks, _ = run([dry], {0: [(30, 30, 1)]})
+    assert masks[0].sum() == 0
+    # ...but ground that was scar and stays well below its surroundings is kept (shoulder seasons).
     masks, _ = run([frame(scar), dry], {0: [(30, 30, 1)]})
-    assert masks[1].sum() == 0
+    assert masks[1].sum() == scar.sum()
+
+
+def test_boundary_band_of_mixed_pixels_is_recovered_without_leaking():
+    scar = disk(40, 40, 12)
+    f = frame(scar)
+    edge = ndimage.binary_dilation(scar, iterations=2) & ~ndimage.binary_erosion(scar, iterations=2)
+    f[edge & scar] = 0.25   # mixed pixels inside the true boundary lean to vegetation
+    f[edge & ~scar] = 0.45  # mixed pixels outside lean further
+    dark = disk(40, 68, 6)
+    f[dark] = 0.3            # dark vegetation near, but apart from, the scar: below the midpoint, not low
+    (m,), _ = run([f], {0: [(40, 40, 1)]})
+    assert m.sum() == scar.sum() and not (m & dark).any()
+
+
+def test_revegetated_scar_drops_out():
+    scar = disk(30, 30, 10)
+    healed = frame(np.zeros((H, W), bool))
+    masks, _ = run([frame(scar), healed], {0: [(30, 30, 1)]})
+    assert masks[0].sum() == scar.sum() and masks[1].sum() == 0
+    dormant = frame(np.zeros((H, W), bool), background=0.38)  # healed, in winter: as dark as a shoulder-season scar
+    masks, _ = run([frame(scar, background=0.38), dormant], {0: [(30, 30, 1)]})
+    assert masks[0].sum() == scar.sum() and masks[1].sum() == 0
 
 
 def test_resume_equals_full_run_and_state_round_trip():

@@ -42,7 +42,7 @@ def test_track_writes_masks_and_series(demo, tmp_path):
         mask = read_mask(store, key)
         assert float(row["area_m2"]) == mask.sum() * grid.pixel_area_m2
         truth = truth_mask(site, grid, dt.date.fromisoformat(frame.date), scenario="creep-failure")
-        assert (mask & truth).sum() / (mask | truth).sum() > 0.75, frame.date
+        assert (mask & truth).sum() / (mask | truth).sum() > 0.85, frame.date
     assert track_site(site, store).tracked == []  # nothing new
 
 

@@ -27,6 +27,9 @@ class KnowledgeParams:
     water_max: float = defaults.WATER_NDVI_MAX
     min_overlap: float = defaults.MIN_MEMORY_OVERLAP
     open_px: int = defaults.OPEN_RADIUS_PX
+    grow_px: int = defaults.BOUNDARY_GROW_PX
+    max_weak_raise: float = defaults.MAX_WEAK_RAISE
+    min_contrast: float = defaults.MIN_SCAR_CONTRAST
 
 
 @dataclass(frozen=True)
@@ -85,15 +88,46 @@ def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Poi
     if positives and exclusion.any():  # a positive click frees the excluded patch it falls in
         labels, _ = ndimage.label(exclusion)
         exclusion = exclusion & ~np.isin(labels, [labels[r, c] for c, r in _pixels(positives, ndvi.shape)] + [0])
-    cand = candidates(ndvi, threshold, params) & ~exclusion
-    if state.mask is not None:
-        cand |= state.mask & ~np.isfinite(ndvi)  # clouds: keep what was scar under them
-    cand = despeckle(cand, params.open_px)
-    mask = _anchored(cand, state.mask, positives, params.min_overlap)
+    valid = np.isfinite(ndvi)
+    under_cloud = state.mask & ~valid if state.mask is not None else np.zeros(ndvi.shape, bool)
+    cand = despeckle((candidates(ndvi, threshold, params) & ~exclusion) | under_cloud, params.open_px)
+    core = _anchored(cand, state.mask, positives, params.min_overlap)
+    mask = _boundary(ndvi, core, state.mask, exclusion | ~(valid | under_cloud), threshold, params) | under_cloud
     mask = ndimage.binary_fill_holes(mask)
     if negatives:  # a negative click removes its own spot even inside the scar
         mask &= ~_spots(negatives, ndvi.shape, radius=2)
     return mask, KnowledgeState(mask, exclusion, state.frames + 1)
+
+
+def _boundary(ndvi: np.ndarray, core: np.ndarray, prior: np.ndarray | None, blocked: np.ndarray, threshold: float,
+              params: KnowledgeParams) -> np.ndarray:
+    """Hysteresis: grow the scar core (and what was scar before) into pixels below the midpoint between the scar's
+    and its surroundings' NDVI. Mixed edge pixels lean towards vegetation, so the plain threshold misses the
+    boundary band; the growth is limited to `grow_px` from the seeds per frame so it cannot leak into dark vegetation."""
+    reference = prior if prior is not None and prior.any() else core
+    if not reference.any():
+        return core
+    weak = weak_threshold(ndvi, reference, threshold, params)
+    low = (ndvi <= weak) & (ndvi > params.water_max) & ~blocked
+    seeds = core | (low & reference)
+    # Only the strong core may push the boundary outward; the previous mask merely keeps its own ground (no ratchet).
+    reach = ndimage.binary_dilation(core, structure=_disk(1), iterations=params.grow_px) | reference
+    labels, _ = ndimage.label(low & reach | seeds, structure=np.ones((3, 3)))
+    return np.isin(labels, np.unique(labels[seeds])) & (labels > 0)
+
+
+def weak_threshold(ndvi: np.ndarray, reference: np.ndarray, threshold: float, params: KnowledgeParams) -> float:
+    """Midpoint between the median NDVI inside the scar and in a ring around it, clipped above the strong threshold."""
+    valid = np.isfinite(ndvi)
+    inner = ndimage.binary_erosion(reference, iterations=2) & valid
+    inner = inner if inner.sum() >= 20 else reference & valid
+    ring = ndimage.binary_dilation(reference, iterations=12) & ~ndimage.binary_dilation(reference, iterations=4) & valid
+    if inner.sum() < 5 or ring.sum() < 20:
+        return threshold
+    scar, around = float(np.median(ndvi[inner])), float(np.median(ndvi[ring]))
+    if around - scar < params.min_contrast:  # the old scar no longer stands out: no boundary band to recover
+        return threshold
+    return min(max((scar + around) / 2, threshold), threshold + params.max_weak_raise)
 
 
 def _anchored(cand: np.ndarray, prior: np.ndarray | None, positives: list[Point], min_overlap: float) -> np.ndarray:
