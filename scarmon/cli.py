@@ -87,33 +87,130 @@ def _or_exit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise click.ClickException(str(exc)) from None
 
 
-def _run_track(site, store):  # type: ignore[no-untyped-def]
+def _run_track(site, store, *, checkpoint=None, from_start=False):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
+    from scarmon.corrections import CorrectionError
     from scarmon.sequence import SequenceError
     from scarmon.store import StoreError
     from scarmon.track import track_site
+    from scarmon.tracking.trackers import make_tracker
 
-    bar = tqdm(total=0, unit="frame", desc=f"track {site.id}", file=sys.stderr, disable=None)
     try:
-        return track_site(site, store, progress=bar.update, on_frames=lambda n: setattr(bar, "total", n) or bar.refresh())
-    except (SequenceError, StoreError, RuntimeError) as exc:
+        tracker = make_tracker(site.ndvi_threshold, checkpoint=checkpoint)
+    except Exception as exc:  # a bad checkpoint: CheckpointError names the file
+        raise click.ClickException(str(exc)) from None
+    bar = tqdm(total=0, unit="frame", desc=f"track {site.id} ({tracker.name})", file=sys.stderr, disable=None)
+    try:
+        return track_site(site, store, tracker=tracker, from_start=from_start, progress=bar.update,
+                          on_frames=lambda n: setattr(bar, "total", n) or bar.refresh())
+    except (SequenceError, StoreError, CorrectionError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         bar.close()
+
+
+SAM2_HELP = ("SAM 2 checkpoint file (e.g. sam2.1_hiera_tiny.pt); default $SCARMON_SAM2_CHECKPOINT. Without one the "
+             "weight-free knowledge tracker is used. Also: $SCARMON_SAM2_CONFIG, $SCARMON_SAM2_DEVICE, "
+             "$SCARMON_SAM2_IMAGE_SIZE.")
 
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
 @click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
-def track(site_file: str, store: str, s3_endpoint: str | None) -> None:
+@click.option("--sam2-checkpoint", default=None, type=click.Path(dir_okay=False), help=SAM2_HELP)
+@click.option("--from-start", is_flag=True, help="Re-track every frame (e.g. after changing the site's prompts).")
+def track(site_file: str, store: str, s3_endpoint: str | None, sam2_checkpoint: str | None, from_start: bool) -> None:
     """Track the scar through the frames appended since the last run (masks, tracking state, area series)."""
     from scarmon.site import load_site
     from scarmon.store import open_store
 
     site = _or_exit(load_site, site_file)
-    click.echo(_run_track(site, _or_exit(open_store, store, endpoint_url=s3_endpoint)).summary())
+    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
+    click.echo(_run_track(site, st, checkpoint=sam2_checkpoint, from_start=from_start).summary())
+
+
+def _point(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[float, float, int]]:
+    out = []
+    for v in values:
+        try:
+            lon, lat, label = v.split(",")
+            out.append((float(lon), float(lat), int(label)))
+        except ValueError:
+            raise click.BadParameter(f"{v!r}: use LON,LAT,1 (scar) or LON,LAT,0 (not scar)") from None
+    return out
+
+
+@main.command()
+@click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--date", callback=_date, help="Acquisition date of the frame the points are on.")
+@click.option("--point", "points", multiple=True, callback=_point, help="LON,LAT,LABEL (1 scar, 0 not scar); repeatable.")
+@click.option("--undo", "undo_id", default=None, help="Remove the correction with this id.")
+@click.option("--list", "list_only", is_flag=True, help="List the site's prompts and corrections.")
+@click.option("--no-track", is_flag=True, help="Only store the change; the next `track` re-propagates.")
+@click.option("--sam2-checkpoint", default=None, type=click.Path(dir_okay=False), help=SAM2_HELP)
+def refine(site_file: str, store: str, s3_endpoint: str | None, date: dt.date | None, points: list, undo_id: str | None,
+           list_only: bool, no_track: bool, sam2_checkpoint: str | None) -> None:
+    """Interactive refinement: add correction points on a frame (or undo one), then re-propagate from that frame."""
+    from scarmon.corrections import CorrectionError, add_corrections, list_corrections, undo_correction
+    from scarmon.sequence import SequenceError
+    from scarmon.site import load_site
+    from scarmon.store import open_store
+
+    site = _or_exit(load_site, site_file)
+    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
+    try:
+        if list_only:
+            for p in site.prompts:
+                click.echo(f"site file  {p.date}  lon={p.lon} lat={p.lat} label={p.label}")
+            for c in list_corrections(st, site.id):
+                click.echo(f"correction {c['date']}  lon={c['lon']} lat={c['lat']} label={c['label']}  id={c['id']}")
+            return
+        if undo_id:
+            c = undo_correction(st, site, undo_id)
+            click.echo(f"removed correction {undo_id} on {c['date']}")
+        elif date and points:
+            ids = add_corrections(st, site, date, points)
+            click.echo(f"stored {len(ids)} correction(s) on {date}: {', '.join(ids)}")
+        else:
+            raise click.UsageError("give --date with one or more --point, or --undo ID, or --list")
+    except (CorrectionError, SequenceError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not no_track:
+        click.echo(_run_track(site, st, checkpoint=sam2_checkpoint).summary())
+
+
+@main.command()
+@click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
+@click.option("--truth", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Folder of truth masks: GeoTIFFs with YYYY-MM-DD in their names, any grid (reprojected).")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as_json: bool) -> None:
+    """Compare stored masks with truth masks: per-frame IoU, precision, recall (paper Eqs. 2-4) and their means."""
+    import json
+
+    from scarmon.evaluate import evaluate_site
+    from scarmon.site import load_site
+    from scarmon.store import open_store
+
+    site = _or_exit(load_site, site_file)
+    try:
+        result = evaluate_site(site, _or_exit(open_store, store, endpoint_url=s3_endpoint), Path(truth))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    click.echo(f"{'date':10s} {'IoU':>6s} {'prec':>6s} {'recall':>6s}")
+    for r in result["frames"]:
+        click.echo(f"{r['date']:10s} {r['iou']:6.3f} {r['precision']:6.3f} {r['recall']:6.3f}")
+    m = result["mean"]
+    click.echo(f"{'mean':10s} {m['iou']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f}  ({len(result['frames'])} frames)")
 
 
 @main.command()
@@ -178,6 +275,112 @@ def check_site(site_files: tuple[str, ...]) -> None:
         g = site_grid(site.polygon, site.resolution_m)
         click.echo(f"{path}: ok: {site.id} ({site.display_name}), grid EPSG:{g.epsg} {g.width}x{g.height} at {g.resolution} m")
     sys.exit(1 if bad else 0)
+
+
+# --- Monitoring service (issue 4): Prefect flows, alerts -------------------------------------------------------------
+
+def _prefect_env() -> None:
+    import os
+
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@main.command()
+@click.option("--site", "site_file", default=None, type=click.Path(dir_okay=False), help="One site file (YAML).")
+@click.option("--sites", "sites_dir", default=None, type=click.Path(file_okay=False),
+              help="Every site file in this folder, in parallel (monitor_all).")
+@click.option("--catalog", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option("--collection", default=None, help="Collection id.")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--end", callback=_date, help="Search scenes up to this date (replaying history); default: now.")
+@click.option("--dask", "dask_workers", type=int, default=None,
+              help="With --sites: run the site ticks on a local Dask cluster of this many worker processes.")
+@click.option("--dask-address", default=None, help="With --sites: run on this Dask scheduler (tcp://host:8786).")
+@click.option("--no-notify", is_flag=True, help="Record alerts but send nothing (they stay in the outbox).")
+def monitor(site_file, sites_dir, catalog, collection, store, s3_endpoint, end, dask_workers, dask_address,
+            no_notify) -> None:  # type: ignore[no-untyped-def]
+    """One monitoring tick now (ingest, track, alert, notify), through Prefect in ephemeral mode (no server)."""
+    import json
+
+    _prefect_env()
+    if bool(site_file) == bool(sites_dir):
+        raise click.UsageError("give --site FILE or --sites FOLDER")
+    if site_file:
+        from flows import monitor_site
+
+        report = monitor_site(site_file, store=store, catalog=catalog, collection=collection,
+                              s3_endpoint=s3_endpoint, end=end, notify=not no_notify)
+        click.echo(json.dumps(report, indent=1, default=str))
+        return
+    kwargs = dict(sites_dir=sites_dir, store=store, catalog=catalog, collection=collection, s3_endpoint=s3_endpoint,
+                  end=end, notify=not no_notify)
+    if dask_workers or dask_address:
+        from flows.dask import monitor_all_on_dask
+
+        summary = monitor_all_on_dask(address=dask_address, n_workers=dask_workers, **kwargs)
+    else:
+        from flows import monitor_all
+
+        summary = monitor_all(**kwargs)
+    for name, r in summary["results"].items():
+        click.echo(f"{name}: {r['status']}, {r['appended']} appended, {len(r['events'])} alert event(s), "
+                   f"{len(r['sent'])} sent, {r['outbox']} in the outbox, state {r['alert_state']}/{r['alert_level']}")
+
+
+@main.command()
+@click.option("--sites", "sites_dir", default="sites", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of site files: one scheduled deployment each (cron from the site's `schedule`).")
+@click.option("--catalog", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option("--collection", default=None, help="Collection id.")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+def serve(sites_dir, catalog, collection, store, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
+    """Unattended operation on one machine: serve one monitor_site deployment per site on its schedule
+    (Prefect `serve`; needs a Prefect server: `prefect server start`, then PREFECT_API_URL). Ctrl-C stops."""
+    _prefect_env()
+    from prefect import serve as prefect_serve
+
+    from flows import site_deployments
+
+    deployments = site_deployments(sites_dir, store=str(Path(store).resolve()) if "://" not in store else store,
+                                   catalog=catalog, collection=collection, s3_endpoint=s3_endpoint)
+    if not deployments:
+        raise click.ClickException(f"no site files in {sites_dir}")
+    for d in deployments:
+        click.echo(f"deployment monitor-site/{d.name}: {d.schedules[0].schedule.cron if d.schedules else 'no schedule'}")
+    prefect_serve(*deployments)
+
+
+@main.command()
+@click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--send", is_flag=True, help="Try to deliver what waits in the outbox now.")
+def alerts(site_file, store, s3_endpoint, send) -> None:  # type: ignore[no-untyped-def]
+    """Show a site's alert history, its alert state and what waits in its outbox."""
+    from scarmon.alert_store import load_state, outbox, read_history
+    from scarmon.site import load_site
+    from scarmon.store import open_store
+
+    site = _or_exit(load_site, site_file)
+    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
+    for r in read_history(st, site.id):
+        note = f" [{r['note']}]" if r.get("note") else ""
+        click.echo(f"{r['date']}  {r['event']:11s} {r['level']:7s} area {r['area_m2']:>10,.0f} m²  baseline "
+                   f"{(r['baseline_m2'] or 0):>10,.0f} m² ({r['baseline_kind']})  {r['reason']}{note}")
+    state = load_state(st, site.id)
+    click.echo(f"state: {state.status} ({('none', 'watch', 'warning', 'alarm')[state.level]}), "
+               f"{state.observations} observations, last {state.last[0] if state.last else '-'}")
+    if send:
+        from scarmon.monitor import notify_stage
+
+        click.echo(notify_stage(site, st).summary())
+    for e in outbox(st, site.id):
+        chans = ", ".join(f"{c}: {v['status']} ({v.get('attempts', 0)} attempt(s)) {v.get('last_error', '')}"
+                          for c, v in e.channels.items())
+        click.echo(f"outbox: {e.event.id}  {chans}")
 
 
 if __name__ == "__main__":

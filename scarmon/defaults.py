@@ -40,6 +40,12 @@ MIN_SCAR_CONTRAST = 0.1
 """The scar must be at least this much lower in NDVI than the ground around it for its boundary band to be grown;
 a revegetated scar (contrast gone) then falls back to the plain threshold and drops out."""
 
+KEEP_RECENT_STATES = 8
+"""Tracking states kept for the newest frames (SAM 2's memory reaches 7 frames back): corrections usually land there."""
+
+STATE_EVERY = 10
+"""Older frames keep a tracking state every 10 frames, so a correction far back re-tracks at most 9 extra frames."""
+
 LOW_CONFIDENCE_CLEAR = 0.9
 """A frame with fewer clear AOI pixels than this leans on the previous mask under clouds: flag it."""
 
@@ -136,10 +142,10 @@ ALERT_SEASON_WINDOW_DAYS = 45
 """The seasonal baseline is the median area of confident frames within ±45 days of the same day of year in the most
 recent earlier year that has any: the same phenology, so the summer regrowth dip does not look like change."""
 
-ALERT_ROLLING_DAYS = 180
-"""The robust rolling baseline is the upper envelope (max) of the 3-frame running median of confident frames over
-the last 180 days: the running median drops single odd frames, the max over half a year keeps the winter level of
-the scar through the summer regrowth dip, so autumn's return to the winter level is not growth."""
+ALERT_ROLLING_DAYS = 365
+"""Before a site has a year of history, the baseline is the upper envelope (max) of the 3-frame running median of
+confident frames over the last 365 days: the running median drops single odd frames, the max over the seasonal
+cycle keeps the winter level of the scar through the summer regrowth dip, so autumn's return to it is not growth."""
 
 ALERT_WARMUP_DAYS = 300
 """No alert is raised before the confident frames span this many days: a baseline needs most of a seasonal cycle
@@ -157,10 +163,6 @@ ALERT_STABLE_PCT; the new area then becomes part of the baseline, so a later fai
 
 ALERT_STABLE_PCT = 10.0
 """Growth below 10 % over the alert's previous clear observation counts as 'no further growth' (noise, regrowth)."""
-
-ALERT_TREND_WATCH_PCT = 40.0
-"""Slow creep (Baige: +53 % in a year before failing) never jumps over the rolling baseline; a same-season
-(year-on-year) growth of 40 % or more raises at most a 'watch'. Set to null to switch it off."""
 
 ALERT_NOTIFY_ON = ("confirmed", "escalated")
 """Events sent to recipients; 'provisional' (first detection) and 'finished'/'reset' are kept in the history only,

@@ -52,3 +52,28 @@ def truth_on_grid(path: Path, grid: SiteGrid) -> np.ndarray:
         reproject(rasterio.band(src, 1), dst, dst_transform=grid.transform, dst_crs=grid.crs,
                   resampling=Resampling.nearest, dst_nodata=0)
     return dst > 0
+
+
+def evaluate_site(site, store, truth_dir: Path) -> dict:  # type: ignore[no-untyped-def]
+    """Scores of every stored mask that has a truth mask of the same date (inside the AOI)."""
+    from scarmon.sequence import load_manifest
+    from scarmon.track import mask_key, read_mask
+
+    manifest, _ = load_manifest(store, site.id)
+    if not manifest.frames:
+        raise ValueError(f"site {site.id} has no frames in {store.uri}: ingest and track first")
+    grid = SiteGrid.from_dict(manifest.grid)
+    aoi = grid.mask(site.polygon)
+    truths = truth_files(truth_dir)
+    rows = []
+    for frame in manifest.frames:
+        if frame.date not in truths:
+            continue
+        pred = read_mask(store, mask_key(site.id, frame)) & aoi
+        iou, p, r = scores(pred, truth_on_grid(truths[frame.date], grid) & aoi)
+        rows.append({"date": frame.date, "scene_id": frame.scene_id, "iou": iou, "precision": p, "recall": r})
+    if not rows:
+        raise ValueError(f"no truth mask in {truth_dir} matches a frame date of site {site.id} "
+                         f"(frames {manifest.frames[0].date}..{manifest.frames[-1].date}; name files YYYY-MM-DD*.tif)")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("iou", "precision", "recall")}
+    return {"site": site.id, "frames": rows, "mean": mean}

@@ -478,7 +478,28 @@ def mark_tracked(store: Store, site_id: str, *, tracked_until: str, clear_dirty:
                         "attempts (other runs kept writing it); run the tracker again")
 
 
+def mark_dirty(store: Store, site_id: str, *, dirty_from: str, max_attempts: int = 10) -> Manifest:
+    """Record that tracking must re-run from `dirty_from` (a correction was added or undone on that frame)."""
+    check_site_id(site_id)
+    for attempt in range(max_attempts):
+        manifest, tag = load_manifest(store, site_id)
+        if tag is None:
+            raise SequenceError(f"site {site_id!r} has no manifest in store {store.uri}; ingest scenes first")
+        dirty = min([dirty_from, *([manifest.dirty_from] if manifest.dirty_from else [])], key=parse_datetime)
+        if manifest.dirty_from == dirty:
+            return manifest
+        new = replace(manifest, dirty_from=dirty, revision=manifest.revision + 1)
+        try:
+            _swap(store, site_id, new, tag)
+            return new
+        except Conflict:
+            if attempt + 1 < max_attempts:
+                _backoff(attempt)
+    raise SequenceError(f"site {site_id!r}: could not swap {store.url(manifest_key(site_id))} after {max_attempts} "
+                        "attempts (other runs kept writing it); try again")
+
+
 __all__ = [
     "FORMAT", "FrameEntry", "Manifest", "MergeReport", "Rejection", "SequenceError", "append", "check_site_id",
-    "frames_prefix", "load_manifest", "manifest_key", "mark_tracked", "merge", "parse_datetime",
+    "frames_prefix", "load_manifest", "manifest_key", "mark_dirty", "mark_tracked", "merge", "parse_datetime",
 ]

@@ -35,6 +35,62 @@ class Prompt(BaseModel):
     date: dt.date
 
 
+class Level(BaseModel):
+    """Growth over the baseline that a level needs: relative AND absolute, both at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    pct: float = Field(gt=0, description="Growth over the baseline, percent.")
+    m2: float = Field(ge=0, description="Growth over the baseline, square metres.")
+
+
+def _level(name: str) -> Any:
+    pct, m2 = defaults.ALERT_LEVELS[name]
+    return Field(Level(pct=pct, m2=m2), description=f"Default {pct:g} % and {m2:g} m² over the baseline.")
+
+
+class AlertRules(BaseModel):
+    """When a site's scar growth raises an alert. Every key is optional; defaults are in scarmon/defaults.py."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    watch: Level = _level("watch")
+    warning: Level = _level("warning")
+    alarm: Level = _level("alarm")
+    season_window_days: int = Field(defaults.ALERT_SEASON_WINDOW_DAYS, ge=1, le=182)
+    rolling_days: int = Field(defaults.ALERT_ROLLING_DAYS, ge=10, le=730)
+    warmup_days: int = Field(defaults.ALERT_WARMUP_DAYS, ge=0, le=1000)
+    confirm_count: int = Field(defaults.ALERT_CONFIRM_COUNT, ge=1, le=10)
+    confirm_window: int = Field(defaults.ALERT_CONFIRM_WINDOW, ge=1, le=20)
+    finish_after: int = Field(defaults.ALERT_FINISH_AFTER, ge=1, le=20)
+    stable_pct: float = Field(defaults.ALERT_STABLE_PCT, ge=0)
+    notify_on: tuple[Literal["provisional", "confirmed", "escalated", "finished", "reset"], ...] = defaults.ALERT_NOTIFY_ON
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlertRules:
+        if not (self.watch.pct <= self.warning.pct <= self.alarm.pct and self.watch.m2 <= self.warning.m2 <= self.alarm.m2):
+            raise ValueError("levels must not decrease: watch <= warning <= alarm (both pct and m2)")
+        if self.confirm_count > self.confirm_window:
+            raise ValueError(f"confirm_count ({self.confirm_count}) cannot exceed confirm_window ({self.confirm_window})")
+        return self
+
+
+class Recipients(BaseModel):
+    """Who hears about this site's alerts. Addresses and URLs only: SMTP and webhook credentials come from the
+    environment (SCARMON_SMTP_*, SCARMON_WEBHOOK_*) or Prefect blocks, never from site files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    email: tuple[str, ...] = ()
+    webhook: bool = Field(False, description="POST this site's alerts to $SCARMON_WEBHOOK_URL.")
+
+    @field_validator("email")
+    @classmethod
+    def _emails(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for addr in v:
+            if not re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+", addr):
+                raise ValueError(f"{addr!r} is not an e-mail address like name@example.org")
+        return v
+
+
 class Site(BaseModel):
     """A monitored landslide. Prompts are kept in lon/lat so they survive a change of grid resolution."""
 
@@ -48,9 +104,17 @@ class Site(BaseModel):
     min_coverage: float = Field(defaults.MIN_COVERAGE, ge=0, le=1)
     resolution_m: float = Field(defaults.RESOLUTION_M, gt=0, le=10)
     start: dt.date = dt.date.fromisoformat(defaults.START_DATE)
-    alerts: dict[str, Any] | None = None
-    recipients: dict[str, Any] | None = None
-    schedule: str | None = None
+    alerts: AlertRules = AlertRules()
+    recipients: Recipients = Recipients()
+    schedule: str = Field(defaults.SCHEDULE_CRON, description="Cron expression (UTC) of the monitoring tick.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        fields = v.split()
+        if len(fields) != 5 or not all(re.fullmatch(r"[0-9*/,\-A-Za-z?]+", f) for f in fields):
+            raise ValueError(f"{v!r} is not a 5-field cron expression like '0 6 * * *' (minute hour day month weekday)")
+        return v
 
     @field_validator("id")
     @classmethod

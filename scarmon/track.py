@@ -9,22 +9,21 @@ import io
 import json
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
+from scarmon import defaults
+from scarmon.corrections import load_corrections
 from scarmon.features import Observation, confidence_flags, measure, same_season_change
-from scarmon.frames import decode_ndvi, encode_cog
+from scarmon.frames import decode_ndvi, decode_png, encode_cog
 from scarmon.grid import SiteGrid
 from scarmon.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
-from scarmon.site import Site
+from scarmon.site import Prompt, Site
 from scarmon.store import KeyMissing, Store
-from scarmon.tracking.knowledge import KnowledgeParams, KnowledgeState, decode_state, encode_state, knowledge_step
+from scarmon.tracking.trackers import FrameData, Point, Tracker, make_tracker
 
 log = logging.getLogger(__name__)
-
-TRACKER_NAME = "knowledge"
-
 
 @dataclass
 class TrackReport:
@@ -35,18 +34,23 @@ class TrackReport:
     total_frames: int = 0
 
     def summary(self) -> str:
+        note = " (weight-free: no SAM 2 checkpoint configured)" if self.tracker == "knowledge" else ""
         if not self.tracked:
-            return f"site {self.site_id}: nothing new to track ({self.total_frames} frames, tracker {self.tracker})"
+            return f"site {self.site_id}: nothing new to track ({self.total_frames} frames, {self.tracker} tracker{note})"
         return (f"site {self.site_id}: tracked {len(self.tracked)} frame(s) from #{self.start_index} of "
-                f"{self.total_frames} with the {self.tracker} tracker (weight-free: no SAM 2 checkpoint configured)")
+                f"{self.total_frames} with the {self.tracker} tracker{note}")
 
 
 def mask_key(site_id: str, frame: FrameEntry) -> str:
     return f"{site_id}/masks/{frame.date}_{frame.scene_id}.tif"
 
 
-def state_key(site_id: str, frame: FrameEntry) -> str:
-    return f"{site_id}/tracking/{TRACKER_NAME}/{frame.date}_{frame.scene_id}.npz"
+def state_key(site_id: str, tracker: str, frame: FrameEntry) -> str:
+    return f"{site_id}/tracking/{tracker}/{frame.date}_{frame.scene_id}.state"
+
+
+def identity_key(site_id: str) -> str:
+    return f"{site_id}/tracking/tracker.json"
 
 
 def series_key(site_id: str) -> str:
@@ -57,64 +61,97 @@ def first_untracked(manifest: Manifest) -> int:
     """Index of the first frame to track: 1. dirty_from (a late, earlier frame); 2. after tracked_until; 3. all."""
     frames = manifest.frames
     if manifest.dirty_from:
-        return next(i for i, f in enumerate(frames) if f.datetime >= manifest.dirty_from)
+        return next((i for i, f in enumerate(frames) if f.datetime >= manifest.dirty_from), len(frames))
     if manifest.tracked_until:
         return next((i for i, f in enumerate(frames) if f.datetime > manifest.tracked_until), len(frames))
     return 0
 
 
-def prompts_by_frame(site: Site, frames: tuple[FrameEntry, ...], grid: SiteGrid) -> dict[int, list[tuple[float, float, int]]]:
-    """Each prompt goes to the first frame on or after its date (the frame it was clicked on, for corrections)."""
-    out: dict[int, list[tuple[float, float, int]]] = {}
+def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], grid: SiteGrid, *,
+                     to_first: bool = True) -> dict[int, list[Point]]:
+    """Each prompt goes to the first frame on or after its date. With `to_first`, prompts dated after the first
+    frame still start the video there (the knowledge tracker cannot track backward)."""
+    out: dict[int, list[Point]] = {}
     dates = [f.date for f in frames]
-    for p in site.prompts:
+    for p in prompts:
         i = next((k for k, d in enumerate(dates) if d >= p.date.isoformat()), None)
         if i is None:
             continue
         col, row = grid.lonlat_to_pixel(p.lon, p.lat)
         out.setdefault(i, []).append((float(col), float(row), p.label))
-    if out and min(out) > 0:  # prompts dated after the first frame still start the video (paper: frame 0)
+    if to_first and out and min(out) > 0:
         out.setdefault(0, []).extend(out.pop(min(out)))
     return out
 
 
-def track_site(site: Site, store: Store, *, progress: Callable[[int], object] | None = None,
+def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from_start: bool = False,
+               progress: Callable[[int], object] | None = None,
                on_frames: Callable[[int], object] | None = None) -> TrackReport:
+    """Track the frames not tracked yet, window by window, resuming from the stored state before them."""
+    tracker = tracker or make_tracker(site.ndvi_threshold)
     manifest, _ = load_manifest(store, site.id)
-    report = TrackReport(site.id, TRACKER_NAME, total_frames=len(manifest.frames))
+    report = TrackReport(site.id, tracker.name, total_frames=len(manifest.frames))
     if not manifest.frames:
         return report
     grid = SiteGrid.from_dict(manifest.grid)
-    start = first_untracked(manifest)
+    frames = manifest.frames
+    start, resume = _resume_point(store, site.id, tracker, manifest, 0 if from_start else first_untracked(manifest))
     report.start_index = start
-    todo = manifest.frames[start:]
     if on_frames:
-        on_frames(len(todo))
-    state = _state_before(store, site.id, manifest, start)
-    prompts = prompts_by_frame(site, manifest.frames, grid)
-    params = KnowledgeParams(threshold=site.ndvi_threshold)
-    for i, frame in enumerate(todo, start):
-        ndvi = decode_ndvi(store.get(frame.objects["ndvi"]))
-        mask, state = knowledge_step(state, ndvi=ndvi, prompts=prompts.get(i, []), params=params)
-        store.put(mask_key(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar"))
-        store.put(state_key(site.id, frame), encode_state(state))
-        report.tracked.append(frame.scene_id)
-        if progress:
-            progress(1)
-    write_series(store, site.id, manifest, grid, start)
-    mark_tracked(store, site.id, tracked_until=manifest.frames[-1].datetime, clear_dirty=True, based_on=manifest)
+        on_frames(len(frames) - start)
+    prompts = prompts_by_frame(site.prompts, frames, grid, to_first=tracker.name == "knowledge")
+    corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
+    for lo in range(start, len(frames), tracker.window):
+        window = [_frame_data(store, i, frames[i]) for i in range(lo, min(lo + tracker.window, len(frames)))]
+        masks, states = tracker.run(window, prompts, corrections, resume=resume)
+        for fd, mask, state in zip(window, masks, states):
+            frame = frames[fd.index]
+            store.put(mask_key(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar"))
+            store.put(state_key(site.id, tracker.name, frame), state)
+            report.tracked.append(frame.scene_id)
+            if progress:
+                progress(1)
+        resume = states[-1] or resume
+    store.put(identity_key(site.id), json.dumps(tracker.identity(), sort_keys=True).encode())
+    _prune_states(store, site.id, tracker.name, frames)
+    if report.tracked:
+        write_series(store, site.id, manifest, grid, start)
+    mark_tracked(store, site.id, tracked_until=frames[-1].datetime, clear_dirty=True, based_on=manifest)
     return report
 
 
-def _state_before(store: Store, site_id: str, manifest: Manifest, start: int) -> KnowledgeState:
-    if start == 0:
-        return KnowledgeState()
-    key = state_key(site_id, manifest.frames[start - 1])
+def _frame_data(store: Store, index: int, frame: FrameEntry) -> FrameData:
+    return FrameData(index, decode_ndvi(store.get(frame.objects["ndvi"])), decode_png(store.get(frame.objects["video"])))
+
+
+def _resume_point(store: Store, site_id: str, tracker: Tracker, manifest: Manifest, start: int) -> tuple[int, bytes | None]:
+    """Where to start and the state to start from: the nearest earlier frame with a stored state of this very
+    tracker (states of another tracker or other weights cannot be resumed from: then from the first frame)."""
     try:
-        return decode_state(store.get(key))
+        stored = json.loads(store.get(identity_key(site_id)))
     except KeyMissing:
-        raise RuntimeError(f"tracking state {key} is missing: re-track the site from its first frame "
-                           "(`scarmon track --site FILE --from-start`)") from None
+        stored = None
+    if stored != tracker.identity():
+        if stored is not None:
+            log.warning("site %s: tracker changed (%s -> %s): tracking from the first frame", site_id,
+                        stored.get("name"), tracker.name)
+        return 0, None
+    for i in range(start - 1, -1, -1):
+        try:
+            state = store.get(state_key(site_id, tracker.name, manifest.frames[i]))
+        except KeyMissing:
+            continue
+        if state:
+            return i + 1, state
+    return 0, None
+
+
+def _prune_states(store: Store, site_id: str, tracker: str, frames: Sequence[FrameEntry]) -> None:
+    """Keep the states of the last KEEP_RECENT_STATES frames and of every STATE_EVERY-th one: re-tracking after a
+    correction or a late frame then starts at most STATE_EVERY frames back, and storage stays bounded."""
+    for i, frame in enumerate(frames[: max(len(frames) - defaults.KEEP_RECENT_STATES, 0)]):
+        if (i + 1) % defaults.STATE_EVERY:
+            store.delete(state_key(site_id, tracker, frame))
 
 
 def read_mask(store: Store, key: str) -> np.ndarray:

@@ -36,6 +36,7 @@ class KnowledgeParams:
 class KnowledgeState:
     mask: np.ndarray | None = None           # the last frame's mask (the tracker's memory)
     exclusion: np.ndarray | None = None      # stable bare ground / water marked by negative prompts
+    anchors: np.ndarray | None = None        # every positive click so far: where the scar certainly is
     frames: int = 0                          # frames tracked so far (for people, not for the logic)
 
 
@@ -61,8 +62,9 @@ def despeckle(mask: np.ndarray, radius: int) -> np.ndarray:
 def exclusion_region(ndvi: np.ndarray, negatives: list[Point], anchors: np.ndarray, threshold: float) -> np.ndarray:
     """Low-NDVI ground (or water) under negative prompts: stable ground that must never be scar.
 
-    A component that also holds scar anchors (positive prompts, the previous mask) is split: only its pixels
-    nearer to a negative prompt than to an anchor are excluded.
+    A component that also holds scar anchors (positive clicks so far) is split: only its pixels nearer to a
+    negative prompt than to an anchor are excluded, so a negative click inside the scar cuts off the part of it
+    that lies on the click's side, in this frame and every later one.
     """
     low = np.isfinite(ndvi) & (ndvi <= threshold)
     labels, _ = ndimage.label(low, structure=np.ones((3, 3)))
@@ -82,7 +84,7 @@ def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Poi
     exclusion = state.exclusion if state.exclusion is not None else np.zeros(ndvi.shape, bool)
     negatives = [p for p in prompts if p[2] == 0]
     positives = [p for p in prompts if p[2] == 1]
-    anchors = _spots(positives, ndvi.shape, 0) | (state.mask if state.mask is not None else False)
+    anchors = _spots(positives, ndvi.shape, 0) | (state.anchors if state.anchors is not None else False)
     if negatives:
         exclusion = exclusion | exclusion_region(ndvi, negatives, anchors, threshold)
     if positives and exclusion.any():  # a positive click frees the excluded patch it falls in
@@ -96,7 +98,7 @@ def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Poi
     mask = ndimage.binary_fill_holes(mask)
     if negatives:  # a negative click removes its own spot even inside the scar
         mask &= ~_spots(negatives, ndvi.shape, radius=2)
-    return mask, KnowledgeState(mask, exclusion, state.frames + 1)
+    return mask, KnowledgeState(mask, exclusion, anchors, state.frames + 1)
 
 
 def _boundary(ndvi: np.ndarray, core: np.ndarray, prior: np.ndarray | None, blocked: np.ndarray, threshold: float,
@@ -166,7 +168,7 @@ def _disk(radius: int) -> np.ndarray:
 def encode_state(state: KnowledgeState) -> bytes:
     buf = io.BytesIO()
     arrays = {"frames": np.array(state.frames)}
-    for name in ("mask", "exclusion"):
+    for name in ("mask", "exclusion", "anchors"):
         arr = getattr(state, name)
         if arr is not None:
             arrays[name] = np.packbits(arr)
@@ -182,4 +184,4 @@ def decode_state(data: bytes) -> KnowledgeState:
                 return None
             shape = tuple(z[name + "_shape"])
             return np.unpackbits(z[name], count=int(np.prod(shape))).reshape(shape).astype(bool)
-        return KnowledgeState(unpack("mask"), unpack("exclusion"), int(z["frames"]))
+        return KnowledgeState(unpack("mask"), unpack("exclusion"), unpack("anchors"), int(z["frames"]))

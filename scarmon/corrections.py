@@ -1,0 +1,100 @@
+"""Correction prompts ("interactive refinement"): clicks people add on any frame after tracking.
+
+Kept in the store beside the sequence (`{site}/corrections.json`), not in the site file, so the service can
+take them from the CLI or the browser while it runs. Adding or undoing one marks tracking dirty from its frame.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any, Sequence
+
+from shapely.geometry import Point
+
+from scarmon.sequence import SequenceError, load_manifest, mark_dirty
+from scarmon.site import Prompt, Site
+from scarmon.store import Conflict, KeyMissing, Store
+
+
+class CorrectionError(ValueError):
+    """A correction that cannot be applied; says why and what to do."""
+
+
+def corrections_key(site_id: str) -> str:
+    return f"{site_id}/corrections.json"
+
+
+def _read(store: Store, site_id: str) -> tuple[list[dict[str, Any]], str | None]:
+    try:
+        data, tag = store.get_with_tag(corrections_key(site_id))
+    except KeyMissing:
+        return [], None
+    try:
+        return json.loads(data)["corrections"], tag
+    except (ValueError, KeyError) as exc:
+        raise CorrectionError(f"{store.url(corrections_key(site_id))} is not a corrections file ({exc}); "
+                              "restore it from a backup or remove it to drop all corrections") from None
+
+
+def load_corrections(store: Store, site_id: str) -> list[Prompt]:
+    return [Prompt(lon=c["lon"], lat=c["lat"], label=c["label"], date=c["date"]) for c in _read(store, site_id)[0]]
+
+
+def list_corrections(store: Store, site_id: str) -> list[dict[str, Any]]:
+    return _read(store, site_id)[0]
+
+
+def _update(store: Store, site_id: str, change: Any) -> list[dict[str, Any]]:
+    for _ in range(10):
+        current, tag = _read(store, site_id)
+        new = change(list(current))
+        try:
+            store.put_if(corrections_key(site_id), json.dumps({"corrections": new}, indent=1).encode(),
+                         expected_tag=tag, content_type="application/json")
+            return new
+        except Conflict:
+            continue
+    raise CorrectionError(f"{store.url(corrections_key(site_id))} kept changing under us; try again")
+
+
+def add_corrections(store: Store, site: Site, date: dt.date, points: Sequence[tuple[float, float, int]]) -> list[str]:
+    """Store clicks (lon, lat, label) on the frame of `date` and mark tracking dirty from that frame."""
+    frame = _frame_on(store, site, date)
+    for lon, lat, label in points:
+        if label not in (0, 1):
+            raise CorrectionError(f"label must be 1 (scar) or 0 (not scar), got {label}")
+        if not site.polygon.contains(Point(lon, lat)):
+            raise CorrectionError(f"point lon={lon}, lat={lat} lies outside the AOI of site {site.id}")
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    new = [{"id": uuid.uuid4().hex[:8], "lon": lon, "lat": lat, "label": label, "date": frame.date, "added": now}
+           for lon, lat, label in points]
+    _update(store, site.id, lambda cur: cur + new)
+    mark_dirty(store, site.id, dirty_from=frame.datetime)
+    return [c["id"] for c in new]
+
+
+def undo_correction(store: Store, site: Site, correction_id: str) -> dict[str, Any]:
+    """Remove one correction and mark tracking dirty from its frame."""
+    found = next((c for c in list_corrections(store, site.id) if c["id"] == correction_id), None)
+    if found is None:
+        raise CorrectionError(f"site {site.id} has no correction {correction_id!r}; `scarmon refine --list` shows them")
+    _update(store, site.id, lambda cur: [c for c in cur if c["id"] != correction_id])
+    mark_dirty(store, site.id, dirty_from=_frame_on(store, site, dt.date.fromisoformat(found["date"])).datetime)
+    return found
+
+
+def _frame_on(store: Store, site: Site, date: dt.date):  # type: ignore[no-untyped-def]
+    manifest, _ = load_manifest(store, site.id)
+    day = date.isoformat()
+    frame = next((f for f in manifest.frames if f.date == day), None)
+    if frame is None:
+        near = sorted(manifest.frames, key=lambda f: abs((dt.date.fromisoformat(f.date) - date).days))[:3]
+        hint = ", ".join(f.date for f in near) or "none: ingest scenes first"
+        raise CorrectionError(f"site {site.id} has no frame on {day}; nearest frames: {hint}")
+    return frame
+
+
+__all__ = ["CorrectionError", "SequenceError", "add_corrections", "list_corrections", "load_corrections",
+           "undo_correction"]

@@ -1,0 +1,140 @@
+"""The two trackers behind one interface: SAM 2 when a checkpoint is configured, the knowledge tracker otherwise.
+
+A tracker takes a window of frames with their global indices, the prompts that fall in it and the state after the
+frame before it, and returns masks plus the state after each frame. State is opaque bytes stored with the
+sequence, so tracking resumes at a cost that does not depend on the history length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from scarmon.tracking.knowledge import KnowledgeParams, KnowledgeState, decode_state, encode_state, knowledge_step
+
+Point = tuple[float, float, int]
+
+
+@dataclass(frozen=True)
+class FrameData:
+    index: int               # global index in the site's sequence
+    ndvi: np.ndarray         # float32, NaN where not clear
+    video: np.ndarray        # uint8 gray frame (fixed NDVI mapping)
+
+
+class Tracker(Protocol):
+    name: str
+    window: int  # frames per call: bounds memory whatever the history length
+
+    def identity(self) -> dict:
+        """What produced the stored states: a different identity means states cannot be resumed from."""
+        ...
+
+    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]], corrections: Mapping[int, list[Point]],
+            *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+        """Masks and the state after each frame. `corrections` are clicks added on already tracked frames."""
+        ...
+
+
+class KnowledgeTracker:
+    name = "knowledge"
+    window = 1
+
+    def __init__(self, params: KnowledgeParams):
+        self.params = params
+
+    def identity(self) -> dict:
+        return {"name": self.name, "params": {k: float(v) for k, v in vars(self.params).items()}}
+
+    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]], corrections: Mapping[int, list[Point]],
+            *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+        state = decode_state(resume) if resume else KnowledgeState()
+        masks, states = [], []
+        for f in frames:
+            clicks = list(prompts.get(f.index, [])) + list(corrections.get(f.index, []))
+            mask, state = knowledge_step(state, ndvi=f.ndvi, prompts=clicks, params=self.params)
+            masks.append(mask)
+            states.append(encode_state(state))
+        return masks, states
+
+
+@dataclass(frozen=True)
+class Sam2Settings:
+    """From the environment, so a service configures SAM 2 without touching site files."""
+
+    checkpoint: str | None
+    config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    device: str = "cpu"
+    image_size: int = 1024
+
+    @classmethod
+    def from_env(cls, checkpoint: str | None = None) -> Sam2Settings:
+        env = os.environ
+        device = env.get("SCARMON_SAM2_DEVICE") or _default_device()
+        size = int(env.get("SCARMON_SAM2_IMAGE_SIZE") or (1024 if device.startswith("cuda") else 512))
+        return cls(checkpoint or env.get("SCARMON_SAM2_CHECKPOINT") or None,
+                   env.get("SCARMON_SAM2_CONFIG") or cls.config, device, size)
+
+
+def _default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+class Sam2Tracker:
+    name = "sam2"
+    window = 8
+
+    def __init__(self, settings: Sam2Settings, predictor: object | None = None):
+        from scarmon.tracking.sam2_engine import EngineConfig, Sam2Engine
+
+        self.settings = settings
+        cfg = EngineConfig(config=settings.config, checkpoint=settings.checkpoint, device=settings.device,
+                           image_size=settings.image_size)
+        self.engine = Sam2Engine(cfg, predictor)
+
+    def identity(self) -> dict:
+        s = self.settings
+        return {"name": self.name, "config": s.config, "image_size": s.image_size,
+                "checkpoint_sha256": _sha256(s.checkpoint) if s.checkpoint else None}
+
+    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]], corrections: Mapping[int, list[Point]],
+            *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+        first = frames[0].index
+        videos = [f.video for f in frames]
+        clicks = corrections.get(first, [])
+        if clicks and resume is not None:  # corrections stick: the corrected frame becomes conditioning memory
+            later = {k: v for k, v in prompts.items() if k > first}
+            result = self.engine.refine_detailed(videos, clicks, resume=resume, first_index=first, prompts=later,
+                                                 snapshots=True)
+        else:
+            merged = {k: list(prompts.get(k, [])) + list(corrections.get(k, [])) for k in {*prompts, *corrections}}
+            result = self.engine.track_detailed(videos, {k: v for k, v in merged.items() if k >= first},
+                                                resume=resume, first_index=first, snapshots=True)
+        by_index = dict(zip(result.frame_indices, result.masks))
+        # Frames tracked backward have no snapshot: store none, so a later resume goes back to a real one.
+        return [by_index[f.index] for f in frames], [result.snapshots.get(f.index, b"") for f in frames]
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_tracker(threshold: float, *, checkpoint: str | None = None) -> Tracker:
+    """SAM 2 when a checkpoint is configured (argument or $SCARMON_SAM2_CHECKPOINT), else the knowledge tracker."""
+    settings = Sam2Settings.from_env(checkpoint)
+    if settings.checkpoint:
+        return Sam2Tracker(settings)
+    return KnowledgeTracker(KnowledgeParams(threshold=threshold))
