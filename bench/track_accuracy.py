@@ -45,7 +45,7 @@ def run(scenario: str, out: Path, years: float) -> dict[str, tuple[float, float,
     manifest, _ = load_manifest(store, site.id)
     grid = SiteGrid.from_dict(manifest.grid)
     aoi = grid.mask(site.polygon)
-    positives = [p for ps in prompts_by_frame(site, manifest.frames, grid).values() for p in ps if p[2] == 1]
+    positives = [p for ps in prompts_by_frame(site.prompts, manifest.frames, grid).values() for p in ps if p[2] == 1]
     results: dict[str, list[tuple[float, float, float]]] = {"knowledge tracker": [], "NDVI threshold": [],
                                                             "prompt-connected threshold": []}
     for frame in manifest.frames:

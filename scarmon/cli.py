@@ -240,8 +240,15 @@ def run(site_file: str, catalog: str | None, collection: str | None, store: str,
 @click.option("--scenario", default="creep-failure", show_default=True, help="Synthetic scenario.")
 @click.option("--start", default="2021-06-01", show_default=True)
 @click.option("--end", default="2023-06-01", show_default=True)
-def demo(out: str, scenario: str, start: str, end: str) -> None:
+@click.option("--ticks", is_flag=True, help="Replay the history as scheduled monitoring ticks through the monitor_site "
+              "flow, e-mailing alerts to a local SMTP sink (issue 4).")
+@click.option("--every", default=30, show_default=True, help="With --ticks: days between ticks.")
+def demo(out: str, scenario: str, start: str, end: str, ticks: bool = False, every: int = 30) -> None:
     """Offline demo: generate a synthetic Sentinel-2 L2A catalog for a demo site, ingest it, track the scar."""
+    if ticks:
+        from scarmon.demo_monitor import run_tick_demo
+
+        return run_tick_demo(Path(out), scenario=scenario, start=start, end=end, every_days=every, echo=click.echo)
     from scarmon.demo import run_demo
 
     run_demo(Path(out), scenario=scenario, start=start, end=end, echo=click.echo, ingest=_run_ingest, track=_run_track)

@@ -142,7 +142,8 @@ def boundary_image(store: Store, site_id: str, event: AlertEvent, *, panel_px: i
         frames = list(manifest.frames)
         now = next(f for f in frames if f.date == event.date and f.scene_id == event.scene_id)
         earlier = [f for f in frames if f.date < event.first_date]
-        before = earlier[-1] if earlier else frames[0]
+        clear = [f for f in earlier if f.clear_fraction >= 0.9]
+        before = (clear or earlier or frames)[-1 if (clear or earlier) else 0]
         panels = []
         masks = [read_mask(store, mask_key(site_id, f)) for f in (before, now)]
         edges = [m & ~ndimage.binary_erosion(m, iterations=2) for m in masks]

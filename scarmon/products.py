@@ -725,6 +725,19 @@ def dashboard_url(store: Store, site_id: str | None = None) -> str:
     return url + (f"#site={site_id}" if site_id else "")
 
 
+def s3_public_read_policy(store: Store) -> str | None:
+    """The bucket policy that lets browsers read the store's objects over plain HTTP (the dashboard needs it on S3);
+    None for local stores. Apply with `aws s3api put-bucket-policy --bucket B --policy '<this>'`, or serve the
+    bucket through a CDN / reverse proxy that signs requests instead."""
+    bucket = getattr(store, "bucket", None)
+    if not bucket:
+        return None
+    prefix = getattr(store, "prefix", "")
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "ScarmonDashboardRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"}]})
+
+
 def publish_failed(store: Store, site: Site, error: str) -> None:
     """Mark a site whose publish failed in `sites.json` (the dashboard shows it plainly); keeps its old products."""
     index, _ = load_index(store, site.id)
@@ -734,5 +747,5 @@ def publish_failed(store: Store, site: Site, error: str) -> None:
 __all__ = [
     "FORMAT", "ProductsError", "PublishReport", "current_alert_level", "dashboard_url", "index_key", "load_index",
     "mask_to_pixel_polygon", "publish_dashboard", "publish_failed", "publish_site", "read_alerts",
-    "update_sites_index",
+    "s3_public_read_policy", "update_sites_index",
 ]

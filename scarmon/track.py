@@ -113,7 +113,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
                 progress(1)
         resume = states[-1] or resume
     store.put(identity_key(site.id), json.dumps(tracker.identity(), sort_keys=True).encode())
-    _prune_states(store, site.id, tracker.name, frames)
+    _prune_states(store, site.id, tracker.name, frames, since=start)
     if report.tracked:
         write_series(store, site.id, manifest, grid, start)
     mark_tracked(store, site.id, tracked_until=frames[-1].datetime, clear_dirty=True, based_on=manifest)
@@ -146,12 +146,14 @@ def _resume_point(store: Store, site_id: str, tracker: Tracker, manifest: Manife
     return 0, None
 
 
-def _prune_states(store: Store, site_id: str, tracker: str, frames: Sequence[FrameEntry]) -> None:
+def _prune_states(store: Store, site_id: str, tracker: str, frames: Sequence[FrameEntry], *, since: int) -> None:
     """Keep the states of the last KEEP_RECENT_STATES frames and of every STATE_EVERY-th one: re-tracking after a
-    correction or a late frame then starts at most STATE_EVERY frames back, and storage stays bounded."""
-    for i, frame in enumerate(frames[: max(len(frames) - defaults.KEEP_RECENT_STATES, 0)]):
+    correction or a late frame then starts at most STATE_EVERY frames back, and storage stays bounded. Only frames
+    that this run pushed out of the recent window are visited, so a tick costs the same whatever the history."""
+    stop = max(len(frames) - defaults.KEEP_RECENT_STATES, 0)
+    for i in range(max(since - defaults.KEEP_RECENT_STATES, 0), stop):
         if (i + 1) % defaults.STATE_EVERY:
-            store.delete(state_key(site_id, tracker, frame))
+            store.delete(state_key(site_id, tracker, frames[i]))
 
 
 def read_mask(store: Store, key: str) -> np.ndarray:
