@@ -390,5 +390,70 @@ def alerts(site_file, store, s3_endpoint, send) -> None:  # type: ignore[no-unty
         click.echo(f"outbox: {e.event.id}  {chans}")
 
 
+
+# --- products, dashboard, refinement in the browser (issue 5) --------------------------------------------------
+@main.command()
+@click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="Validate the site's STAC catalog offline after publishing.")
+def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool) -> None:
+    """Write the site's products (polygons, quicklooks, plots, STAC catalog, dashboard) into the store."""
+    from scarmon.products import ProductsError, publish_failed, publish_site, s3_public_read_policy
+    from scarmon.sequence import SequenceError
+    from scarmon.site import load_site
+    from scarmon.stac_products import StacError, validate_store
+    from scarmon.store import StoreError, open_store
+
+    site = _or_exit(load_site, site_file)
+    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
+    try:
+        report = publish_site(site, st)
+        click.echo(report.summary())
+        if validate:
+            click.echo(f"STAC catalog valid (STAC 1.1.0, offline): {validate_store(st, site.id)} document(s)")
+    except (ProductsError, SequenceError, StoreError, StacError, OSError) as exc:
+        try:
+            publish_failed(st, site, str(exc).splitlines()[0])
+        except Exception:  # noqa: BLE001 - the store itself may be what failed
+            pass
+        raise click.ClickException(str(exc)) from None
+    root = getattr(st, "root", None)
+    if st.local_path("sites.json") is not None and root is not None:
+        click.echo(f"open it: python -m http.server --bind 127.0.0.1 --directory {root} 8000  ->  "
+                   f"http://127.0.0.1:8000/dashboard/index.html#site={site.id}")
+    elif s3_public_read_policy(st):
+        click.echo("browsers read the bucket anonymously: apply a read policy such as "
+                   f"{s3_public_read_policy(st)} (or serve it through a proxy)")
+
+
+@main.command()
+@click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
+@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--port", default=0, show_default=True, type=int, help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--no-track", is_flag=True, help="Only store corrections; the next `track` re-propagates.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the URL in the default browser.")
+def ui(site_file: str, store: str, s3_endpoint: str | None, port: int, no_track: bool, open_browser: bool) -> None:
+    """Refine a site in the browser: pick a frame, click scar / not-scar points, submit (as `scarmon refine`)."""
+    from scarmon.store import open_store
+    from scarmon.ui import make_server
+
+    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
+    server = _or_exit(make_server, site_file, st, port=port, retrack=not no_track)
+    click.echo(f"scarmon ui on loopback only; open (the token in it is the key): {server.url}")
+    click.echo("Ctrl-C stops it.")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
 if __name__ == "__main__":
     main()

@@ -719,10 +719,10 @@ def update_sites_index(store: Store, site_id: str, name: str, index: dict | None
 
 
 def dashboard_url(store: Store, site_id: str | None = None) -> str:
+    """Where the dashboard is: an http URL for S3 stores with an endpoint, else the file (serve its store folder
+    over HTTP to open it: browsers do not let a page fetch() from file://)."""
     url = store.url(DASHBOARD_PREFIX + "index.html")
-    if store.local_path(DASHBOARD_PREFIX + "index.html") is not None:
-        url = "file://" + url if url.startswith("/") else url
-    return url + (f"#site={site_id}" if site_id else "")
+    return url + (f"#site={site_id}" if site_id and url.startswith("http") else "")
 
 
 def s3_public_read_policy(store: Store) -> str | None:

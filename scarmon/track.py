@@ -101,8 +101,13 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
         on_frames(len(frames) - start)
     prompts = prompts_by_frame(site.prompts, frames, grid, to_first=tracker.name == "knowledge")
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
-    for lo in range(start, len(frames), tracker.window):
-        window = [_frame_data(store, i, frames[i]) for i in range(lo, min(lo + tracker.window, len(frames)))]
+    lo = start
+    while lo < len(frames):
+        hi = min(lo + tracker.window, len(frames))
+        if resume is None and prompts:  # a fresh start must reach the first prompted frame (SAM 2 tracks back)
+            hi = max(hi, min(prompts) + 1)
+        window = [_frame_data(store, i, frames[i]) for i in range(lo, hi)]
+        lo = hi
         masks, states = tracker.run(window, prompts, corrections, resume=resume)
         for fd, mask, state in zip(window, masks, states):
             frame = frames[fd.index]

@@ -59,6 +59,14 @@ class Refiner:
         manifest, _ = load_manifest(self.store, site.id)
         rows = {r["scene_id"]: r for r in read_series(self.store, site.id)}
         grid = manifest.grid or {}
+        corrections = list_corrections(self.store, site.id)
+        if manifest.grid:
+            from scarmon.grid import SiteGrid
+
+            g = SiteGrid.from_dict(manifest.grid)
+            for c in corrections:  # where to draw them: fractional pixel coordinates, like the clicks
+                col, row = g.lonlat_to_pixel(c["lon"], c["lat"])
+                c["col"], c["row"] = round(float(col), 2), round(float(row), 2)
         return {
             "site": site.id, "name": site.display_name,
             "width": grid.get("width"), "height": grid.get("height"),
@@ -66,7 +74,7 @@ class Refiner:
                         "area_m2": rows.get(f.scene_id, {}).get("area_m2"),
                         "low_confidence": bool(rows.get(f.scene_id, {}).get("low_confidence")),
                         "tracked": f.scene_id in rows} for i, f in enumerate(manifest.frames)],
-            "corrections": list_corrections(self.store, site.id),
+            "corrections": corrections,
             "dirty_from": manifest.dirty_from,
         }
 
@@ -142,8 +150,9 @@ class Refiner:
             from scarmon.products import index_key, publish_site
 
             if self.store.exists(index_key(site.id)):
-                out["published"] = publish_site(site, self.store).summary()
-                out["message"] += "; products updated"
+                report = publish_site(site, self.store)
+                out["published"] = report.summary()
+                out["message"] += "; products updated" if report.index_changed else "; products unchanged"
         return out
 
 
@@ -354,6 +363,10 @@ ol { padding-left: 1.2rem; }
   }
   function drawOld() {
     var g = $("old-points"); g.innerHTML = "";
+    var f = data.frames[cur];
+    data.corrections.forEach(function (c) {
+      if (f && c.date === f.date && c.col !== undefined) { dot(g, c.col, c.row, c.label, "old"); }
+    });
     $("n-corrections").textContent = data.corrections.length;
   }
   function showFrame(i) {
@@ -365,7 +378,7 @@ ol { padding-left: 1.2rem; }
       (f.low_confidence ? " · low confidence" : "") + (f.tracked ? "" : " · not tracked yet");
     $("mask").setAttribute("d", "");
     api("/api/boundary/" + i).then(function (j) { if (cur === i) { $("mask").setAttribute("d", ringsPath(j.rings)); } });
-    points = []; drawPoints();
+    points = []; drawPoints(); drawOld();
   }
   function load(keep) {
     return api("/api/frames").then(function (j) {

@@ -150,3 +150,25 @@ def test_alert_history_from_a_tick_has_the_fields(harness, world, tmp_path):
     rows = read_history(LocalStore(store), "alerty")
     for r in rows:
         assert {"site", "date", "level", "state", "area_m2", "baseline_m2"} <= set(r)
+
+
+def test_prefect_yaml_is_current_and_one_deployment_per_site():
+    import importlib.util
+
+    from scarmon.site import load_site
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("mk", root / "deploy" / "make_prefect_yaml.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    assert (root / "deploy" / "prefect.yaml").read_text() == mk.prefect_yaml()
+    doc = yaml.safe_load((root / "deploy" / "prefect.yaml").read_text())
+    sites = {load_site(f).id: load_site(f) for f in (root / "sites").glob("*.yaml")}
+    assert {d["name"] for d in doc["deployments"]} == set(sites)
+    for d in doc["deployments"]:
+        assert d["schedules"][0]["cron"] == sites[d["name"]].schedule
+        assert d["work_pool"]["name"] == "scarmon-process" and d["concurrency_limit"] == 1
+        module, fn = d["entrypoint"].split(":")
+        assert (root / module).exists() and f"def {fn}(" in (root / module).read_text()
+    k8s = yaml.safe_load((root / "deploy" / "prefect-kubernetes.yaml").read_text())
+    assert k8s["deployments"][0]["entrypoint"] == "flows/dask.py:monitor_all_dask"

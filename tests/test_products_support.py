@@ -140,3 +140,76 @@ def test_support_builds_a_tracked_site(tracked_store_dir: Path) -> None:
     assert len(rows) == N_FRAMES
     assert rows[-1]["area_m2"] > 1.5 * rows[0]["area_m2"] > 0  # the scar grew, and was found
     assert any(r["low_confidence"] for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# browser (real headless Chromium through playwright; Debian `chromium`, never `playwright install`)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ['--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1', "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium for the session; skips (saying why) when chromium or playwright is missing."""
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (.ci/install-system-packages.sh)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is missing: pip install -r requirements/dev.txt")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, tmp_path: Path):
+    """A fresh page that records console errors, failed requests and every URL it asked for."""
+    ctx = browser.new_context(viewport={"width": 1300, "height": 1000})
+    pg = ctx.new_page()
+    pg.errors, pg.requests = [], []  # type: ignore[attr-defined]
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.on("request", lambda r: pg.requests.append(r.url))
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+class StaticServer:
+    """`python -m http.server` on 127.0.0.1 (a random port) for a folder, in a thread."""
+
+    def __init__(self, root: Path) -> None:
+        import functools
+        import http.server
+        import threading
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *a):  # noqa: D401
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def screenshot_dir() -> Path:
+    """Where browser tests leave screenshots for people to look at ($SCARMON_TEST_ARTIFACTS or a temp folder)."""
+    import os
+    import tempfile
+
+    d = Path(os.environ.get("SCARMON_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "scarmon-test-screenshots")
+    d.mkdir(parents=True, exist_ok=True)
+    return d

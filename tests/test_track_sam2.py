@@ -100,3 +100,20 @@ def test_bad_checkpoint_is_a_clear_cli_error(demo, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["track", "--site", str(root / "site.yaml"), "--store", str(store),
                                   "--sam2-checkpoint", str(junk)])
     assert r.exit_code == 1 and "weights.pt" in r.output and "Traceback" not in r.output
+
+
+def test_prompt_after_first_frame_tracks_backward_then_resumes(demo, checkpoint, tmp_path):
+    site, items, _ = demo
+    store = open_store(str(tmp_path / "s"))
+    ingest(site, open_catalog(str(items)), store, end=dt.date(2022, 2, 20))
+    manifest, _ = load_manifest(store, site.id)
+    late = manifest.frames[2].date
+    moved = site.model_copy(update={"prompts": tuple(p.model_copy(update={"date": dt.date.fromisoformat(late)})
+                                                    for p in site.prompts)})
+    tracker = sam2_tracker(checkpoint)
+    report = track_site(moved, store, tracker=tracker)
+    assert report.tracked == [f.scene_id for f in manifest.frames]  # frames 0-1 tracked backward from frame 2
+    assert all(inc_state for inc_state in [store.get(state_key(site.id, "sam2", f)) for f in manifest.frames[2:]])
+    ingest(site, open_catalog(str(items)), store)
+    again = track_site(moved, store, tracker=tracker)
+    assert again.start_index == len(manifest.frames) and again.tracked
