@@ -117,3 +117,28 @@ def test_prompt_after_first_frame_tracks_backward_then_resumes(demo, checkpoint,
     ingest(site, open_catalog(str(items)), store)
     again = track_site(moved, store, tracker=tracker)
     assert again.start_index == len(manifest.frames) and again.tracked
+
+
+def test_sam2_correction_sticks_and_only_retracks_from_its_frame(demo, checkpoint, tmp_path):
+    from scarmon.corrections import add_corrections
+    from scarmon.grid import SiteGrid
+    from scarmon.tracking.sam2_engine import describe_resume
+
+    site, items, _ = demo
+    store = open_store(str(tmp_path / "s"))
+    ingest(site, open_catalog(str(items)), store, end=dt.date(2022, 3, 10))
+    tracker = sam2_tracker(checkpoint)
+    track_site(site, store, tracker=tracker)
+    manifest, _ = load_manifest(store, site.id)
+    before = [read_mask(store, mask_key(site.id, f)) for f in manifest.frames]
+    j = len(manifest.frames) - 3
+    grid = SiteGrid.from_dict(manifest.grid)
+    lon, lat = grid.pixel_to_lonlat(grid.width * 0.5, grid.height * 0.5)
+    add_corrections(store, site, dt.date.fromisoformat(manifest.frames[j].date), [(float(lon), float(lat), 0)])
+    report = track_site(site, store, tracker=tracker)
+    assert report.start_index == j and len(report.tracked) == 3
+    after = [read_mask(store, mask_key(site.id, f)) for f in manifest.frames]
+    assert all(np.array_equal(a, b) for a, b in zip(after[:j], before[:j]))
+    assert not np.array_equal(after[j], before[j])
+    last_state = describe_resume(store.get(state_key(site.id, "sam2", manifest.frames[-1])))
+    assert j in last_state["corrections"] or j in last_state.get("conditioning_frames", [])
