@@ -38,7 +38,7 @@ def build_sequence(src_store, site_id: str, dst: Path, n: int) -> None:
 
     manifest, _ = load_manifest(src_store, site_id)
     store = open_store(str(dst))
-    base = dt.datetime(2018, 1, 1, 4, 17, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2021, 6, 1, 4, 17, tzinfo=dt.timezone.utc)  # the demo site prompts are on 2021-06-01
     for i in range(n):
         src = manifest.frames[i % len(manifest.frames)]
         when = base + dt.timedelta(days=5 * i)
