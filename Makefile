@@ -20,7 +20,8 @@ $(VENV)/.base: requirements/base.txt pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base requirements/dev.txt
-	$(PIP) install -q -r requirements/dev.txt
+	# Both files at once, so the resolver keeps the base pins (prefect needs fastapi<0.151).
+	$(PIP) install -q -r requirements/base.txt -r requirements/dev.txt
 	touch $@
 
 install: $(VENV)/.base

@@ -6,6 +6,8 @@ set -euo pipefail
 
 PG_MAJOR="${PG_MAJOR:-15}"
 PACKAGES=(postgresql "postgresql-${PG_MAJOR}" "postgresql-${PG_MAJOR}-postgis-3")
+# chromium: the dashboard and `scarmon ui` browser tests (driven by Python playwright at /usr/bin/chromium).
+PACKAGES+=(chromium)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -240,12 +240,12 @@ def run(site_file: str, catalog: str | None, collection: str | None, store: str,
 @click.option("--scenario", default="creep-failure", show_default=True, help="Synthetic scenario.")
 @click.option("--start", default="2021-06-01", show_default=True)
 @click.option("--end", default="2023-06-01", show_default=True)
-@click.option("--ticks", is_flag=True, help="Replay the history as scheduled monitoring ticks through the monitor_site "
-              "flow, e-mailing alerts to a local SMTP sink (issue 4).")
-@click.option("--every", default=30, show_default=True, help="With --ticks: days between ticks.")
-def demo(out: str, scenario: str, start: str, end: str, ticks: bool = False, every: int = 30) -> None:
-    """Offline demo: generate a synthetic Sentinel-2 L2A catalog for a demo site, ingest it, track the scar."""
-    if ticks:
+@click.option("--quick", is_flag=True, help="Only ingest and track the whole history at once (no Prefect, no alerts).")
+@click.option("--every", default=30, show_default=True, help="Days between the replayed monitoring ticks.")
+def demo(out: str, scenario: str, start: str, end: str, quick: bool = False, every: int = 30) -> None:
+    """Offline demo: a synthetic Sentinel-2 L2A catalog for a demo site, replayed as scheduled monitoring ticks
+    (ingest, track, alert by e-mail to a local SMTP sink, publish products and the dashboard)."""
+    if not quick:
         from scarmon.demo_monitor import run_tick_demo
 
         return run_tick_demo(Path(out), scenario=scenario, start=start, end=end, every_days=every, echo=click.echo)

@@ -49,6 +49,9 @@ STATE_EVERY = 10
 LOW_CONFIDENCE_CLEAR = 0.9
 """A frame with fewer clear AOI pixels than this leans on the previous mask under clouds: flag it."""
 
+SCAR_MARGIN_PX = 10
+"""The scar's surroundings (pixels, 20 m at 2 m) count in its clear share: growth shows there first."""
+
 LOW_CONFIDENCE_JUMP = 0.25
 """An area change above 25 % against both neighbours, in the same direction, is a spike or dip the next frame
 undoes (missed cloud shadow, snow): flag it; true failures persist and are not flagged."""

@@ -23,6 +23,7 @@ class Observation:
     scene_id: str
     area_m2: float
     clear_fraction: float
+    scar_clear_fraction: float | None = None     # clear share of the scar and its surroundings (the AOI's can hide it)
     change_m2: float | None = None              # against the previous frame
     change_pct: float | None = None
     same_season_change_pct: float | None = None  # against the frame nearest one year before (±45 days)
@@ -70,15 +71,29 @@ def same_season_change(dates: list[str], areas: list[float], i: int, window_days
     return 100.0 * (areas[i] - areas[best]) / areas[best]
 
 
-def confidence_flags(areas: list[float], clear: list[float], *, min_clear: float = defaults.LOW_CONFIDENCE_CLEAR,
+def scar_clear_fraction(valid: np.ndarray, mask: np.ndarray, margin_px: int = defaults.SCAR_MARGIN_PX) -> float | None:
+    """Clear share of the scar and a margin around it: a cloud sitting on the scar hides its change even when the
+    AOI as a whole is clear enough."""
+    if not mask.any():
+        return None
+    around = ndimage.binary_dilation(mask, iterations=margin_px)
+    return round(float(valid[around].mean()), 4)
+
+
+def confidence_flags(areas: list[float], clear: list[float], *, scar_clear: list[float | None] | None = None,
+                     min_clear: float = defaults.LOW_CONFIDENCE_CLEAR,
                      jump: float = defaults.LOW_CONFIDENCE_JUMP) -> list[tuple[bool, str]]:
-    """Low-confidence frames: few clear pixels, or an area spike/dip against BOTH neighbours (a cloud shadow SCL
-    missed, a snow patch) that the next frame undoes. The newest frame has one neighbour and cannot be a spike yet."""
+    """Low-confidence frames: few clear pixels (over the AOI or over the scar), or an area spike/dip against BOTH
+    neighbours (a cloud shadow SCL missed, a snow patch) that the next frame undoes. The newest frame has one
+    neighbour and cannot be a spike yet."""
     flags = []
+    scar_clear = scar_clear or [None] * len(areas)
     for i, (a, c) in enumerate(zip(areas, clear)):
         reasons = []
         if c < min_clear:
             reasons.append(f"clear fraction {c:.2f} < {min_clear:.2f}")
+        if scar_clear[i] is not None and scar_clear[i] < min_clear:
+            reasons.append(f"{100 * (1 - scar_clear[i]):.0f}% of the scar under cloud, shadow or snow")
         if 0 < i < len(areas) - 1 and areas[i - 1] and areas[i + 1]:
             d_prev, d_next = (a - areas[i - 1]) / areas[i - 1], (a - areas[i + 1]) / areas[i + 1]
             if abs(d_prev) > jump and abs(d_next) > jump and d_prev * d_next > 0:

@@ -75,8 +75,16 @@ def notify_stage(site: Site, store: Store, **kwargs: Any):  # type: ignore[no-un
 
 
 def publish_stage(site: Site, store: Store, report: TickReport) -> None:
-    """A small status document the dashboard reads: the last tick and the alert state."""
+    """Products (polygons, quicklooks, plots, STAC catalog, dashboard), then a small status document of the last
+    tick. A failed publish keeps the previous products readable and marks the site in `sites.json`."""
     from scarmon.alert_store import read_history
+    from scarmon.products import publish_failed, publish_site
+
+    try:
+        publish_site(site, store)
+    except Exception as exc:
+        publish_failed(store, site, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
 
     doc = {"site": site.id, "name": site.display_name, "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(
         timespec="seconds"), "frames": report.frames, "alert_state": report.alert_state,

@@ -15,7 +15,7 @@ import numpy as np
 
 from scarmon import defaults
 from scarmon.corrections import load_corrections
-from scarmon.features import Observation, confidence_flags, measure, same_season_change
+from scarmon.features import Observation, confidence_flags, measure, same_season_change, scar_clear_fraction
 from scarmon.frames import decode_ndvi, decode_png, encode_cog
 from scarmon.grid import SiteGrid
 from scarmon.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
@@ -101,6 +101,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
         on_frames(len(frames) - start)
     prompts = prompts_by_frame(site.prompts, frames, grid, to_first=tracker.name == "knowledge")
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
+    visible: dict[str, float | None] = {}
     lo = start
     while lo < len(frames):
         hi = min(lo + tracker.window, len(frames))
@@ -113,6 +114,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
             frame = frames[fd.index]
             store.put(mask_key(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar"))
             store.put(state_key(site.id, tracker.name, frame), state)
+            visible[frame.scene_id] = scar_clear_fraction(np.isfinite(fd.ndvi), mask)
             report.tracked.append(frame.scene_id)
             if progress:
                 progress(1)
@@ -120,7 +122,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
     store.put(identity_key(site.id), json.dumps(tracker.identity(), sort_keys=True).encode())
     _prune_states(store, site.id, tracker.name, frames, since=start)
     if report.tracked:
-        write_series(store, site.id, manifest, grid, start)
+        write_series(store, site.id, manifest, grid, start, scar_clear=visible)
     mark_tracked(store, site.id, tracked_until=frames[-1].datetime, clear_dirty=True, based_on=manifest)
     return report
 
@@ -168,8 +170,11 @@ def read_mask(store: Store, key: str) -> np.ndarray:
         return src.read(1).astype(bool)
 
 
-def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid, start: int) -> list[Observation]:
-    """Recompute rows from `start` (reading the masks of new frames and the one before), keep older rows."""
+def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid, start: int, *,
+                 scar_clear: dict[str, float | None] | None = None) -> list[Observation]:
+    """Recompute rows from `start` (reading the masks of new frames and the one before), keep older rows.
+    `scar_clear`: the clear share over the scar of the frames just tracked (measured while their NDVI was loaded)."""
+    scar_clear = scar_clear or {}
     old = {r["scene_id"]: r for r in read_series(store, site_id)}
     frames = manifest.frames
     rows: list[Observation] = []
@@ -181,10 +186,11 @@ def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
         mask = read_mask(store, mask_key(site_id, frame))
         days = (dt.date.fromisoformat(frame.date) - dt.date.fromisoformat(frames[i - 1].date)).days if i else None
         m = measure(mask, prev, pixel_m=grid.resolution, days=days)
-        rows.append(Observation(frame.date, frame.scene_id, clear_fraction=frame.clear_fraction, **m))
+        rows.append(Observation(frame.date, frame.scene_id, clear_fraction=frame.clear_fraction,
+                                scar_clear_fraction=scar_clear.get(frame.scene_id), **m))
         prev = mask
     dates, areas = [r.date for r in rows], [r.area_m2 for r in rows]
-    flags = confidence_flags(areas, [r.clear_fraction for r in rows])
+    flags = confidence_flags(areas, [r.clear_fraction for r in rows], scar_clear=[r.scar_clear_fraction for r in rows])
     rows = [replace(r, same_season_change_pct=same_season_change(dates, areas, i), low_confidence=f, low_confidence_reason=why)
             for i, (r, (f, why)) in enumerate(zip(rows, flags))]
     buf = io.StringIO()

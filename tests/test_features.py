@@ -43,3 +43,16 @@ def test_low_confidence_spike_needs_both_neighbours_and_a_persistent_jump_is_not
     assert [f for f, _ in flags] == [False, False, True, False, False, False, True]
     assert "spike of +49%" in flags[2][1] and "clear fraction 0.85" in flags[6][1]
     assert not confidence_flags([100, 60, 100], [1, 1, 1])[0][0] and "dip" in confidence_flags([100, 60, 100], [1, 1, 1])[1][1]
+
+
+def test_scar_under_cloud_is_low_confidence_even_when_the_aoi_is_clear():
+    from scarmon.features import scar_clear_fraction
+
+    mask = disk(100, 100, 20)
+    valid = np.ones(mask.shape, bool)
+    valid[70:130, 70:130] = False  # a cloud exactly on the scar: 9 % of the AOI
+    sc = scar_clear_fraction(valid, mask)
+    assert sc < 0.5 and scar_clear_fraction(np.ones(mask.shape, bool), mask) == 1.0
+    flags = confidence_flags([100, 101], [0.95, 0.95], scar_clear=[1.0, sc])
+    assert flags[0] == (False, "") and flags[1][0] and "of the scar under cloud" in flags[1][1]
+    assert scar_clear_fraction(valid, np.zeros(mask.shape, bool)) is None
