@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC
 from datetime import date as _date
 from datetime import datetime as _datetime
-from typing import Any
+from typing import Any, Callable
 
 from scarmon.store import Conflict, KeyMissing, Store, StoreError, validate_key
 
@@ -453,42 +453,45 @@ def mark_tracked(store: Store, site_id: str, *, tracked_until: str, clear_dirty:
     any frame appended since then at or before `tracked_until` was not tracked, so `dirty_from` is set to it
     instead of being lost (without `based_on` the caller guarantees no such frame exists).
     """
-    check_site_id(site_id)
     until = parse_datetime(tracked_until, what="tracked_until")
     seen = {f.scene_id for f in based_on.frames} if based_on is not None else None
-    for attempt in range(max_attempts):
-        manifest, tag = load_manifest(store, site_id)
-        if tag is None:
-            raise SequenceError(f"site {site_id!r} has no manifest in store {store.uri}; nothing to mark tracked")
+
+    def change(manifest: Manifest) -> Manifest | None:
         dirty = None if clear_dirty else manifest.dirty_from
         if seen is not None:
             unseen = [f.datetime for f in manifest.frames if f.scene_id not in seen and f.sort_key[0] <= until]
             if unseen:
                 dirty = min([*unseen, *([dirty] if dirty else [])], key=parse_datetime)
         if manifest.tracked_until == tracked_until and manifest.dirty_from == dirty:
-            return manifest
-        new = replace(manifest, tracked_until=tracked_until, dirty_from=dirty, revision=manifest.revision + 1)
-        try:
-            _swap(store, site_id, new, tag)
-            return new
-        except Conflict:
-            if attempt + 1 < max_attempts:
-                _backoff(attempt)
-    raise SequenceError(f"site {site_id!r}: could not swap {store.url(manifest_key(site_id))} after {max_attempts} "
-                        "attempts (other runs kept writing it); run the tracker again")
+            return None
+        return replace(manifest, tracked_until=tracked_until, dirty_from=dirty, revision=manifest.revision + 1)
+
+    return _update(store, site_id, change, max_attempts=max_attempts, action="mark it tracked",
+                   retry="run the tracker again")
 
 
 def mark_dirty(store: Store, site_id: str, *, dirty_from: str, max_attempts: int = 10) -> Manifest:
     """Record that tracking must re-run from `dirty_from` (a correction was added or undone on that frame)."""
+
+    def change(manifest: Manifest) -> Manifest | None:
+        dirty = min([dirty_from, *([manifest.dirty_from] if manifest.dirty_from else [])], key=parse_datetime)
+        return None if manifest.dirty_from == dirty else replace(manifest, dirty_from=dirty,
+                                                                 revision=manifest.revision + 1)
+
+    return _update(store, site_id, change, max_attempts=max_attempts, action="mark it dirty", retry="try again")
+
+
+def _update(store: Store, site_id: str, change: Callable[[Manifest], Manifest | None], *, max_attempts: int,
+            action: str, retry: str) -> Manifest:
+    """Optimistic read-change-swap of a manifest that exists; `change` returns None when nothing is to change."""
     check_site_id(site_id)
     for attempt in range(max_attempts):
         manifest, tag = load_manifest(store, site_id)
         if tag is None:
-            raise SequenceError(f"site {site_id!r} has no manifest in store {store.uri}; ingest scenes first")
-        dirty = min([dirty_from, *([manifest.dirty_from] if manifest.dirty_from else [])], key=parse_datetime)
-        if manifest.dirty_from == dirty:
+            raise SequenceError(f"site {site_id!r} has no manifest in store {store.uri}; nothing to {action}")
+        new = change(manifest)
+        if new is None:
             return manifest
-        new = replace(manifest, dirty_from=dirty, revision=manifest.revision + 1)
         try:
             _swap(store, site_id, new, tag)
             return new
@@ -496,7 +499,7 @@ def mark_dirty(store: Store, site_id: str, *, dirty_from: str, max_attempts: int
             if attempt + 1 < max_attempts:
                 _backoff(attempt)
     raise SequenceError(f"site {site_id!r}: could not swap {store.url(manifest_key(site_id))} after {max_attempts} "
-                        "attempts (other runs kept writing it); try again")
+                        f"attempts (other runs kept writing it); {retry}")
 
 
 __all__ = [
