@@ -91,6 +91,22 @@ class Recipients(BaseModel):
         return v
 
 
+class BoxPrompt(BaseModel):
+    """A box around the scar, [west, south, east, north] in lon/lat, on the frame of `date` (SAM 2's box prompt)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    box: tuple[float, float, float, float]
+    date: dt.date
+
+    @field_validator("box")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        w, s, e, n = v
+        if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+            raise ValueError("box must be [west, south, east, north] in degrees with west < east and south < north")
+        return v
+
+
 class Site(BaseModel):
     """A monitored landslide. Prompts are kept in lon/lat so they survive a change of grid resolution."""
 
@@ -99,6 +115,7 @@ class Site(BaseModel):
     name: str | None = None
     aoi: dict[str, Any]
     prompts: tuple[Prompt, ...]
+    boxes: tuple[BoxPrompt, ...] = ()
     ndvi_threshold: float = Field(defaults.NDVI_THRESHOLD, ge=-1, le=1)
     max_cloud_fraction: float = Field(defaults.MAX_CLOUD_FRACTION, ge=0, le=1)
     min_coverage: float = Field(defaults.MIN_COVERAGE, ge=0, le=1)
@@ -135,8 +152,11 @@ class Site(BaseModel):
     @model_validator(mode="after")
     def _prompts_in_aoi(self) -> Site:
         poly = self.polygon
-        if not any(p.label == 1 for p in self.prompts):
-            raise ValueError("prompts: at least one prompt with label 1 (a point inside the scar) is needed")
+        if not any(p.label == 1 for p in self.prompts) and not self.boxes:
+            raise ValueError("prompts: at least one prompt with label 1 (a point inside the scar) or a box is needed")
+        for i, b in enumerate(self.boxes):
+            if not poly.intersects(box_polygon(b.box)):
+                raise ValueError(f"boxes[{i}] {list(b.box)} lies outside the aoi polygon")
         for i, p in enumerate(self.prompts):
             if not poly.contains(Point(p.lon, p.lat)):
                 raise ValueError(f"prompts[{i}] at lon={p.lon}, lat={p.lat} lies outside the aoi polygon")
@@ -149,6 +169,12 @@ class Site(BaseModel):
     @property
     def display_name(self) -> str:
         return self.name or self.id
+
+
+def box_polygon(bounds: tuple[float, float, float, float]) -> Polygon:
+    from shapely.geometry import box
+
+    return box(*bounds)
 
 
 def aoi_polygon(geojson: dict[str, Any]) -> Polygon:

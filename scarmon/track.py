@@ -19,7 +19,7 @@ from scarmon.features import Observation, confidence_flags, measure, same_season
 from scarmon.frames import decode_ndvi, decode_png, encode_cog
 from scarmon.grid import SiteGrid
 from scarmon.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
-from scarmon.site import Prompt, Site
+from scarmon.site import BoxPrompt, Prompt, Site
 from scarmon.store import KeyMissing, Store
 from scarmon.tracking.trackers import FrameData, Point, Tracker, make_tracker
 
@@ -68,17 +68,25 @@ def first_untracked(manifest: Manifest) -> int:
 
 
 def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], grid: SiteGrid, *,
-                     to_first: bool = True) -> dict[int, list[Point]]:
-    """Each prompt goes to the first frame on or after its date. With `to_first`, prompts dated after the first
-    frame still start the video there (the knowledge tracker cannot track backward)."""
+                     boxes: Sequence[BoxPrompt] = (), to_first: bool = True) -> dict[int, list[Point]]:
+    """Prompts in pixels, keyed by the first frame on or after their date. A box becomes two corner points
+    labelled 2 (top-left) and 3 (bottom-right), as SAM 2 encodes boxes. With `to_first`, prompts dated after the
+    first frame still start the video there (the knowledge tracker cannot track backward)."""
     out: dict[int, list[Point]] = {}
     dates = [f.date for f in frames]
+
+    def frame_of(day: dt.date) -> int | None:
+        return next((k for k, d in enumerate(dates) if d >= day.isoformat()), None)
+
     for p in prompts:
-        i = next((k for k, d in enumerate(dates) if d >= p.date.isoformat()), None)
-        if i is None:
-            continue
-        col, row = grid.lonlat_to_pixel(p.lon, p.lat)
-        out.setdefault(i, []).append((float(col), float(row), p.label))
+        if (i := frame_of(p.date)) is not None:
+            col, row = grid.lonlat_to_pixel(p.lon, p.lat)
+            out.setdefault(i, []).append((float(col), float(row), p.label))
+    for b in boxes:
+        if (i := frame_of(b.date)) is not None:
+            w, s, e, n = b.box
+            cols, rows = grid.lonlat_to_pixel([w, e, w, e], [n, n, s, s])
+            out.setdefault(i, []).extend([(float(min(cols)), float(min(rows)), 2), (float(max(cols)), float(max(rows)), 3)])
     if to_first and out and min(out) > 0:
         out.setdefault(0, []).extend(out.pop(min(out)))
     return out
@@ -99,7 +107,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
     report.start_index = start
     if on_frames:
         on_frames(len(frames) - start)
-    prompts = prompts_by_frame(site.prompts, frames, grid, to_first=tracker.name == "knowledge")
+    prompts = prompts_by_frame(site.prompts, frames, grid, boxes=site.boxes, to_first=tracker.name == "knowledge")
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
     visible: dict[str, float | None] = {}
     lo = start

@@ -110,3 +110,11 @@ def test_positive_click_overrides_exclusion_and_negative_click_removes_spot():
     assert not masks[0][30, 34]
     m, _ = knowledge_step(state, ndvi=frame(scar), prompts=[(34, 30, 1)], params=P)
     assert m[30, 34]
+
+
+def test_box_prompt_selects_and_bounds_the_scar():
+    scar, other = disk(30, 30, 8), disk(65, 65, 6)
+    box = [(18, 18, 2), (42, 42, 3)]  # corners, as SAM 2 encodes boxes
+    masks, _ = run([frame(scar | other), frame(scar | other)], {0: box})
+    assert masks[0].sum() == scar.sum() and not (masks[0] & other).any()
+    assert masks[1].sum() == scar.sum()  # followed through memory afterwards

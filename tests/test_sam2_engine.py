@@ -235,3 +235,17 @@ def test_checkpoint_round_trip_and_errors(engine, frames, tmp_path):
         build_predictor(EngineConfig(image_size=SIZE, checkpoint=str(junk)))
     with pytest.raises(CheckpointError, match=r"nowhere\.pt"):
         build_predictor(EngineConfig(image_size=SIZE, checkpoint=str(tmp_path / "nowhere.pt")))
+
+
+def test_box_corners_equal_sam2_box_prompt(engine, frames):
+    """A box prompt given as two corner points (labels 2 and 3), as scarmon passes boxes, equals SAM 2's own box."""
+    p = engine.predictor
+    box = [14.0, 16.0, 44.0, 46.0]
+    st = vanilla_state(p, frames[:4])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        p.add_new_points_or_box(st, 0, 1, box=box)
+        want = [m[0, 0].float().numpy() for _, _, m in p.propagate_in_video(st)]
+    got = engine.track_detailed(frames[:4], {0: [(box[0], box[1], 2), (box[2], box[3], 3)]})
+    assert_same(got.logits[:1], want[:1], "box prompt, prompted frame")
+    # Later frames: the engine pads num_frames to 16 (object-pointer window), vanilla sees a 4-frame video.
+    assert_same(got.logits[1:], want[1:], "box prompt, propagated", tol=2e-2)

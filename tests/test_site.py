@@ -77,3 +77,13 @@ def test_schema_in_docs_is_current():
     from scarmon.site import site_schema
 
     assert json.loads((ROOT / "docs" / "site.schema.json").read_text()) == site_schema()
+
+
+def test_box_prompts():
+    box = {"box": [98.695, 31.075, 98.705, 31.085], "date": "2020-01-01"}
+    site = parse_site(with_(prompts=[{"lon": 98.70, "lat": 31.08, "label": 0, "date": "2020-01-01"}], boxes=[box]))
+    assert site.boxes[0].box == (98.695, 31.075, 98.705, 31.085)  # a box alone is enough as a positive prompt
+    with pytest.raises(SiteError, match=r"key 'boxes.0.box'.*west < east"):
+        parse_site(with_(boxes=[{"box": [98.705, 31.075, 98.695, 31.085], "date": "2020-01-01"}]))
+    with pytest.raises(SiteError, match="outside the aoi"):
+        parse_site(with_(boxes=[{"box": [99.5, 31.0, 99.6, 31.1], "date": "2020-01-01"}]))

@@ -81,3 +81,27 @@ def test_late_frame_retracks_from_there(demo, tmp_path):
     assert report.tracked == [f.scene_id for f in frames[-3:]]
     manifest, _ = load_manifest(store, site.id)
     assert manifest.dirty_from is None and manifest.tracked_until == frames[-1].datetime
+
+
+def test_prompts_and_boxes_map_to_frames_and_pixels():
+    from scarmon.sequence import FrameEntry
+    from scarmon.site import BoxPrompt, Prompt
+    from scarmon.track import prompts_by_frame
+
+    grid = SiteGrid(32647, 2.0, 470300.0, 3440300.0, 1520, 1510)
+    frames = [FrameEntry(date=d, scene_id=f"S2A_{d.replace('-', '')}_R033", datetime=f"{d}T04:00:00Z", item_ids=("x",),
+                         processing_baseline="05.00", coverage=1.0, clear_fraction=1.0, objects={"ndvi": "a", "video": "b"})
+              for d in ("2021-01-05", "2021-02-04", "2021-03-06")]
+    lon, lat = grid.pixel_to_lonlat(100, 200)
+    point = Prompt(lon=lon, lat=lat, label=1, date=dt.date(2021, 2, 1))
+    w, n = grid.pixel_to_lonlat(10, 20)
+    e, s = grid.pixel_to_lonlat(50, 80)
+    box = BoxPrompt(box=(w, s, e, n), date=dt.date(2021, 3, 1))
+    got = prompts_by_frame([point], frames, grid, boxes=[box], to_first=False)
+    assert list(got) == [1, 2]
+    (c, r, label), = got[1]
+    assert (round(c - 0.5), round(r - 0.5), label) == (100, 200, 1)
+    (c0, r0, l0), (c1, r1, l1) = got[2]
+    assert (l0, l1) == (2, 3)
+    assert max(abs(c0 - 10.5), abs(r0 - 20.5), abs(c1 - 50.5), abs(r1 - 80.5)) < 1.0  # UTM vs lon/lat skew
+    assert list(prompts_by_frame([point], frames, grid, boxes=[box], to_first=True)) == [0, 2]

@@ -84,7 +84,8 @@ def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Poi
     exclusion = state.exclusion if state.exclusion is not None else np.zeros(ndvi.shape, bool)
     negatives = [p for p in prompts if p[2] == 0]
     positives = [p for p in prompts if p[2] == 1]
-    anchors = _spots(positives, ndvi.shape, 0) | (state.anchors if state.anchors is not None else False)
+    box = box_region(prompts, ndvi.shape)
+    anchors = _spots(positives, ndvi.shape, 0) | box | (state.anchors if state.anchors is not None else False)
     if negatives:
         exclusion = exclusion | exclusion_region(ndvi, negatives, anchors, threshold)
     if positives and exclusion.any():  # a positive click frees the excluded patch it falls in
@@ -93,9 +94,11 @@ def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Poi
     valid = np.isfinite(ndvi)
     under_cloud = state.mask & ~valid if state.mask is not None else np.zeros(ndvi.shape, bool)
     cand = despeckle((candidates(ndvi, threshold, params) & ~exclusion) | under_cloud, params.open_px)
-    core = _anchored(cand, state.mask, positives, params.min_overlap)
+    core = _anchored(cand, state.mask, positives, params.min_overlap, box)
     mask = _boundary(ndvi, core, state.mask, exclusion | ~(valid | under_cloud), threshold, params) | under_cloud
     mask = ndimage.binary_fill_holes(mask)
+    if box.any():  # a box says the scar lies inside it, on the frame it was drawn on
+        mask &= ndimage.binary_dilation(box, iterations=2)
     if negatives:  # a negative click removes its own spot even inside the scar
         mask &= ~_spots(negatives, ndvi.shape, radius=2)
     return mask, KnowledgeState(mask, exclusion, anchors, state.frames + 1)
@@ -132,14 +135,28 @@ def weak_threshold(ndvi: np.ndarray, reference: np.ndarray, threshold: float, pa
     return min(max((scar + around) / 2, threshold), threshold + params.max_weak_raise)
 
 
-def _anchored(cand: np.ndarray, prior: np.ndarray | None, positives: list[Point], min_overlap: float) -> np.ndarray:
-    """Components that hold a positive prompt, or that overlap the previous mask enough to be its continuation."""
+def box_region(prompts: list[Point], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels inside the boxes given as corner pairs (label 2 top-left, then label 3 bottom-right)."""
+    out = np.zeros(shape, bool)
+    corners = [p for p in prompts if p[2] in (2, 3)]
+    for (c0, r0, l0), (c1, r1, l1) in zip(corners[::2], corners[1::2]):
+        if (l0, l1) == (2, 3):
+            out[max(int(r0), 0): int(r1) + 1, max(int(c0), 0): int(c1) + 1] = True
+    return out
+
+
+def _anchored(cand: np.ndarray, prior: np.ndarray | None, positives: list[Point], min_overlap: float,
+              box: np.ndarray | None = None) -> np.ndarray:
+    """Components that hold a positive prompt, lie in a box prompt, or overlap the previous mask enough to be its
+    continuation."""
     labels, n = ndimage.label(cand, structure=np.ones((3, 3)))
     if n == 0:
         return np.zeros(cand.shape, bool)
     keep = np.zeros(n + 1, bool)
     for c, r in _pixels(positives, cand.shape):
         keep[labels[r, c]] = True
+    if box is not None and box.any():
+        keep[np.unique(labels[box])] = True
     if prior is not None and prior.any():
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         overlap = np.bincount(labels[prior].ravel(), minlength=n + 1)

@@ -289,8 +289,9 @@ def _check_points(frame: int, pts) -> tuple[list[list[float]], list[int], list[l
         if len(p) != 3:
             raise ValueError(f"prompt on frame {frame} must be (col, row, label), got {p!r}")
         c, r, lab = float(p[0]), float(p[1]), int(p[2])
-        if lab not in (0, 1):
-            raise ValueError(f"prompt label on frame {frame} must be 1 (scar) or 0 (not scar), got {p[2]!r}")
+        if lab not in (0, 1, 2, 3):  # 2/3: a box's top-left/bottom-right corners, as SAM 2 encodes boxes
+            raise ValueError(f"prompt label on frame {frame} must be 1 (scar), 0 (not scar) or a box corner (2, 3), "
+                             f"got {p[2]!r}")
         coords.append([c, r])
         labels.append(lab)
         raw.append([c, r, lab])
