@@ -87,8 +87,8 @@ def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], gr
             w, s, e, n = b.box
             cols, rows = grid.lonlat_to_pixel([w, e, w, e], [n, n, s, s])
             out.setdefault(i, []).extend([(float(min(cols)), float(min(rows)), 2), (float(max(cols)), float(max(rows)), 3)])
-    if to_first and out and min(out) > 0:
-        out.setdefault(0, []).extend(out.pop(min(out)))
+    if to_first and out and (first := min(out)) > 0:
+        out[0] = out.pop(first)
     return out
 
 
