@@ -107,7 +107,7 @@ def test_monitor_all_reports_a_failing_site_without_stopping_others(harness, wor
     state = monitor_all(str(sites), store=str(store), catalog=items, return_state=True)
     assert state.is_failed()
     with pytest.raises(SitesFailed, match="s2.yaml.*catalog exploded"):
-        state.result()
+        state.result(_sync=True)  # sync whatever event loop earlier tests left behind
     st = LocalStore(store)
     assert st.exists("s0/series.json") and st.exists("s1/series.json") and not st.exists("s2/series.json")
 
