@@ -58,3 +58,10 @@ def test_unreachable_catalog_exit_code(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["ingest", "--site", str(site_file), "--catalog", "http://127.0.0.1:9/api",
                                        "--store", str(tmp_path / "s")])
     assert result.exit_code == 1 and "http://127.0.0.1:9/api" in result.output and "Traceback" not in result.output
+
+
+def test_public_face_names_resolve():
+    import scarmon
+
+    for name in scarmon.__all__:
+        assert getattr(scarmon, name) is not None, name
