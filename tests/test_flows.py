@@ -172,3 +172,34 @@ def test_prefect_yaml_is_current_and_one_deployment_per_site():
         assert (root / module).exists() and f"def {fn}(" in (root / module).read_text()
     k8s = yaml.safe_load((root / "deploy" / "prefect-kubernetes.yaml").read_text())
     assert k8s["deployments"][0]["entrypoint"] == "flows/dask.py:monitor_all_dask"
+
+
+def test_refine_flow_stores_the_correction_and_retracks_from_its_frame(harness, world, tmp_path):
+    import datetime as dt
+
+    import numpy as np
+
+    from flows import monitor_site, refine
+    from scarmon.corrections import list_corrections
+    from scarmon.grid import SiteGrid
+    from scarmon.sequence import load_manifest
+    from scarmon.track import mask_key, read_mask
+
+    _, sites, items = world
+    site_file = str(sites / "s0.yaml")
+    store = str(tmp_path / "store")
+    monitor_site(site_file, store=store, catalog=items, notify=False)
+    st = LocalStore(store)
+    manifest, _ = load_manifest(st, "s0")
+    grid = SiteGrid.from_dict(manifest.grid)
+    last = manifest.frames[-1]
+    before = read_mask(st, mask_key("s0", last))
+    rows, cols = np.nonzero(before)
+    lon, lat = grid.pixel_to_lonlat(int(cols.max()) - 3, int(rows[np.argmax(cols)]))
+    out = refine(site_file, store=store, date=dt.date.fromisoformat(last.date), points=[(float(lon), float(lat), 0)])
+    assert len(out["corrections"]) == 1 and out["tracked"] == 1  # only the corrected (last) frame re-tracked
+    assert [c["id"] for c in list_corrections(st, "s0")] == out["corrections"]
+    assert read_mask(st, mask_key("s0", last)).sum() < before.sum()
+    undone = refine(site_file, store=store, undo=out["corrections"][0])
+    assert undone["undone"] == out["corrections"][0] and list_corrections(st, "s0") == []
+    assert np.array_equal(read_mask(st, mask_key("s0", last)), before)
