@@ -451,13 +451,16 @@ def mark_tracked(store: Store, site_id: str, *, tracked_until: str, clear_dirty:
 
     `clear_dirty=True` says the run re-tracked from `dirty_from`. Pass `based_on`, the manifest the tracker read:
     any frame appended since then at or before `tracked_until` was not tracked, so `dirty_from` is set to it
-    instead of being lost (without `based_on` the caller guarantees no such frame exists).
+    instead of being lost, and a `dirty_from` set since then (a correction) is kept (without `based_on` the
+    caller guarantees neither happened).
     """
     until = parse_datetime(tracked_until, what="tracked_until")
     seen = {f.scene_id for f in based_on.frames} if based_on is not None else None
 
     def change(manifest: Manifest) -> Manifest | None:
         dirty = None if clear_dirty else manifest.dirty_from
+        if based_on is not None and manifest.dirty_from != based_on.dirty_from:
+            dirty = manifest.dirty_from  # marked dirty (a correction) while this run tracked: keep it
         if seen is not None:
             unseen = [f.datetime for f in manifest.frames if f.scene_id not in seen and f.sort_key[0] <= until]
             if unseen:

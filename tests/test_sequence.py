@@ -336,3 +336,24 @@ def test_kill_during_append_leaves_previous_manifest(store, tmp_path: Path) -> N
     assert [f.scene_id for f in manifest.frames] == ["s1"] and "late" not in manifest.known_scene_ids()
     rep = append(store, SITE, frames=[late], rejections=[], grid=GRID, data=data_for(late))  # the next run
     assert rep.appended == ("late",) and load_manifest(store, SITE)[0].revision == 2
+
+
+def test_mark_tracked_keeps_a_dirty_mark_set_while_tracking(tmp_path):
+    """A correction stored while a tracker runs (mark_dirty) survives that run's mark_tracked(clear_dirty=True)."""
+    from scarmon.sequence import mark_dirty, mark_tracked
+    from scarmon.store import LocalStore
+
+    store = LocalStore(tmp_path)
+    grid = {"epsg": 32647, "resolution": 2.0, "x0": 0.0, "y0": 0.0, "width": 4, "height": 4}
+    frames = [FrameEntry(date=f"2022-01-0{d}", scene_id=f"S2A_2022010{d}_R033", datetime=f"2022-01-0{d}T04:00:00Z",
+                         item_ids=("i",), processing_baseline="04.00", coverage=1.0, clear_fraction=1.0,
+                         objects={"ndvi": f"site-a/frames/{d}.tif"}) for d in (1, 2, 3)]
+    append(store, "site-a", frames=frames, rejections=[], grid=grid,
+           data={f.objects["ndvi"]: b"x" for f in frames})
+    read_by_tracker, _ = load_manifest(store, "site-a")
+    mark_dirty(store, "site-a", dirty_from=frames[1].datetime)  # a correction arrives mid-run
+    after = mark_tracked(store, "site-a", tracked_until=frames[-1].datetime, clear_dirty=True, based_on=read_by_tracker)
+    assert after.dirty_from == frames[1].datetime
+    # The next run, which read the dirty mark, clears it.
+    again = mark_tracked(store, "site-a", tracked_until=frames[-1].datetime, clear_dirty=True, based_on=after)
+    assert again.dirty_from is None
