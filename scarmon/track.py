@@ -109,7 +109,8 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
         on_frames(len(frames) - start)
     prompts = prompts_by_frame(site.prompts, frames, grid, boxes=site.boxes, to_first=tracker.name == "knowledge")
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
-    visible: dict[str, float | None] = {}
+    measured: dict[str, dict] = {}  # per tracked frame, measured while its mask and NDVI are in memory
+    prev = read_mask(store, mask_key(site.id, frames[start - 1])) if start > 0 else None
     lo = start
     while lo < len(frames):
         hi = min(lo + tracker.window, len(frames))
@@ -122,7 +123,8 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
             frame = frames[fd.index]
             store.put(mask_key(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar"))
             store.put(state_key(site.id, tracker.name, frame), state)
-            visible[frame.scene_id] = scar_clear_fraction(np.isfinite(fd.ndvi), mask)
+            measured[frame.scene_id] = _measure(frames, fd.index, mask, prev, grid, np.isfinite(fd.ndvi))
+            prev = mask
             report.tracked.append(frame.scene_id)
             if progress:
                 progress(1)
@@ -130,7 +132,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
     store.put(identity_key(site.id), json.dumps(tracker.identity(), sort_keys=True).encode())
     _prune_states(store, site.id, tracker.name, frames, since=start)
     if report.tracked:
-        write_series(store, site.id, manifest, grid, start, scar_clear=visible)
+        write_series(store, site.id, manifest, grid, measured)
     mark_tracked(store, site.id, tracked_until=frames[-1].datetime, clear_dirty=True, based_on=manifest)
     return report
 
@@ -178,25 +180,29 @@ def read_mask(store: Store, key: str) -> np.ndarray:
         return src.read(1).astype(bool)
 
 
-def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid, start: int, *,
-                 scar_clear: dict[str, float | None] | None = None) -> list[Observation]:
-    """Recompute rows from `start` (reading the masks of new frames and the one before), keep older rows.
-    `scar_clear`: the clear share over the scar of the frames just tracked (measured while their NDVI was loaded)."""
-    scar_clear = scar_clear or {}
+def _measure(frames: Sequence[FrameEntry], i: int, mask: np.ndarray, prev: np.ndarray | None, grid: SiteGrid,
+             valid: np.ndarray | None) -> dict:
+    days = (dt.date.fromisoformat(frames[i].date) - dt.date.fromisoformat(frames[i - 1].date)).days if i else None
+    m = measure(mask, prev, pixel_m=grid.resolution, days=days)
+    return {**m, "scar_clear_fraction": scar_clear_fraction(valid, mask) if valid is not None else None}
+
+
+def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
+                 measured: dict[str, dict]) -> list[Observation]:
+    """The series with the rows of the frames just tracked (`measured`), older rows kept as stored. A frame in
+    neither (a series lost or written by an older version) is measured again from the stored masks."""
     old = {r["scene_id"]: r for r in read_series(store, site_id)}
     frames = manifest.frames
     rows: list[Observation] = []
-    prev = read_mask(store, mask_key(site_id, frames[start - 1])) if start > 0 else None
     for i, frame in enumerate(frames):
-        if i < start and frame.scene_id in old:
+        if frame.scene_id not in measured and frame.scene_id in old:
             rows.append(_from_row(old[frame.scene_id]))
             continue
-        mask = read_mask(store, mask_key(site_id, frame))
-        days = (dt.date.fromisoformat(frame.date) - dt.date.fromisoformat(frames[i - 1].date)).days if i else None
-        m = measure(mask, prev, pixel_m=grid.resolution, days=days)
-        rows.append(Observation(frame.date, frame.scene_id, clear_fraction=frame.clear_fraction,
-                                scar_clear_fraction=scar_clear.get(frame.scene_id), **m))
-        prev = mask
+        m = measured.get(frame.scene_id)
+        if m is None:
+            prev = read_mask(store, mask_key(site_id, frames[i - 1])) if i else None
+            m = _measure(frames, i, read_mask(store, mask_key(site_id, frame)), prev, grid, None)
+        rows.append(Observation(frame.date, frame.scene_id, clear_fraction=frame.clear_fraction, **m))
     dates, areas = [r.date for r in rows], [r.area_m2 for r in rows]
     flags = confidence_flags(areas, [r.clear_fraction for r in rows], scar_clear=[r.scar_clear_fraction for r in rows])
     rows = [replace(r, same_season_change_pct=same_season_change(dates, areas, i), low_confidence=f, low_confidence_reason=why)
