@@ -1,6 +1,6 @@
 """Alert benchmark.
 
-1. On the synthetic scenarios (scarmon.synthetic.SCENARIOS), through the real pipeline (catalog → ingest → track →
+1. On the synthetic scenarios (scarmon.demo.synthetic.SCENARIOS), through the real pipeline (catalog → ingest → track →
    alert rules): every true growth event confirmed within 3 clear acquisitions of its date and first detected
    within 1; zero confirmed alerts on the stable seasonal control. One table per scenario, on the tracked areas and,
    to separate the alert rules from the tracker, on the true areas of the same frames (same low-confidence flags).
@@ -35,12 +35,12 @@ START, END = "2021-06-01", "2023-06-01"
 
 def pipeline(work: Path, scenario: str) -> tuple[list[dict], dict]:
     """Series rows and truth.json of `scenario`, computing them unless work/<scenario> has them already."""
-    from scarmon.discovery import open_catalog
-    from scarmon.ingest import ingest
+    from scarmon.ingest.discovery import open_catalog
+    from scarmon.ingest.pipeline import ingest
     from scarmon.site import parse_site
-    from scarmon.store import open_store
-    from scarmon.synthetic import demo_site, generate_catalog
-    from scarmon.track import read_series, track_site
+    from scarmon.store.backends import open_store
+    from scarmon.demo.synthetic import demo_site, generate_catalog
+    from scarmon.tracking.pipeline import read_series, track_site
 
     d = work / scenario
     site = parse_site(demo_site(scenario))
@@ -55,7 +55,7 @@ def pipeline(work: Path, scenario: str) -> tuple[list[dict], dict]:
 
 
 def table(scenario: str, rows: list[dict], truth: dict, label: str) -> bool:
-    from scarmon.alerts import AlertObservation, detection_lags, replay
+    from scarmon.alerts.rules import AlertObservation, detection_lags, replay
 
     obs = [AlertObservation.from_row(r) for r in rows]
     _, events = replay(obs, site=scenario)
@@ -94,9 +94,9 @@ def tick_bench(n_sites: int, work: Path) -> None:
     """50 sites, no new scenes: their search windows (from `start`) lie after the catalog's last scene."""
     import yaml
 
-    from flows import monitor_all
-    from flows.dask import monitor_all_on_dask
-    from scarmon.synthetic import demo_site, generate_catalog
+    from scarmon.service.flows import monitor_all
+    from scarmon.service.dask import monitor_all_on_dask
+    from scarmon.demo.synthetic import demo_site, generate_catalog
     from tests.stac_api import start_stac_api
 
     site = demo_site("creep-failure")
@@ -137,7 +137,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     ok = True
     if not args.skip_pipeline:
-        from scarmon.synthetic import SCENARIOS
+        from scarmon.demo.synthetic import SCENARIOS
 
         for scenario in SCENARIOS:
             t0 = time.perf_counter()

@@ -20,12 +20,12 @@ import rasterio
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from scarmon.discovery import open_catalog
-from scarmon.ingest import ingest
-from scarmon.reader import RasterioReader
+from scarmon.ingest.discovery import open_catalog
+from scarmon.ingest.pipeline import ingest
+from scarmon.ingest.reader import RasterioReader
 from scarmon.site import parse_site
-from scarmon.store import open_store
-from scarmon.synthetic import demo_site, generate_catalog
+from scarmon.store.backends import open_store
+from scarmon.demo.synthetic import demo_site, generate_catalog
 
 
 def aoi_block_bytes(href: str, aoi_bounds_lonlat: tuple[float, float, float, float]) -> int:

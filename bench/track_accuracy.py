@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from scarmon.discovery import open_catalog
-from scarmon.evaluate import scores
-from scarmon.frames import decode_ndvi
+from scarmon.ingest.discovery import open_catalog
+from scarmon.tracking.evaluate import scores
+from scarmon.ingest.frames import decode_ndvi
 from scarmon.grid import SiteGrid
-from scarmon.ingest import ingest
-from scarmon.sequence import load_manifest
+from scarmon.ingest.pipeline import ingest
+from scarmon.store.sequence import load_manifest
 from scarmon.site import parse_site
-from scarmon.store import open_store
-from scarmon.synthetic import SCENARIOS, demo_site, generate_catalog, truth_mask
-from scarmon.track import mask_key, prompts_by_frame, read_mask, track_site
+from scarmon.store.backends import open_store
+from scarmon.demo.synthetic import SCENARIOS, demo_site, generate_catalog, truth_mask
+from scarmon.tracking.pipeline import mask_key, prompts_by_frame, read_mask, track_site
 
 
 def prompt_components(low: np.ndarray, positives: list[tuple[float, float, int]]) -> np.ndarray:

@@ -24,12 +24,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from scarmon.discovery import open_catalog
-from scarmon.ingest import ingest
-from scarmon.sequence import append, load_manifest
+from scarmon.ingest.discovery import open_catalog
+from scarmon.ingest.pipeline import ingest
+from scarmon.store.sequence import append, load_manifest
 from scarmon.site import parse_site
-from scarmon.store import open_store
-from scarmon.synthetic import demo_site, generate_catalog
+from scarmon.store.backends import open_store
+from scarmon.demo.synthetic import demo_site, generate_catalog
 
 
 def build_sequence(src_store, site_id: str, dst: Path, n: int) -> None:
@@ -52,7 +52,7 @@ def build_sequence(src_store, site_id: str, dst: Path, n: int) -> None:
 
 def worker(store_dir: str, site_json: str, tracker_name: str, image_size: int, checkpoint: str | None) -> None:
     """In its own process: track the whole sequence, then one appended frame; print times and peak RSS."""
-    from scarmon.track import track_site
+    from scarmon.tracking.pipeline import track_site
     from scarmon.tracking.knowledge import KnowledgeParams
     from scarmon.tracking.trackers import KnowledgeTracker, Sam2Settings, Sam2Tracker
 

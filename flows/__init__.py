@@ -1,5 +1,2 @@
-"""Prefect 3 flows of scarmon: `monitor_site`, `monitor_all`, `backfill`, `refine` (see flows/README.md)."""
-
-from flows.monitor import backfill, monitor_all, monitor_site, refine, site_deployments
-
-__all__ = ["backfill", "monitor_all", "monitor_site", "refine", "site_deployments"]
+"""Prefect entry points for deployments (deploy/prefect.yaml). The flows themselves live in the library
+(`scarmon.service.flows`); this folder only names them for `prefect deploy` and is not installed by the wheel."""

@@ -48,9 +48,9 @@ def main(verbose: bool) -> None:
 def ingest(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
            start: dt.date | None, end: dt.date | None) -> None:
     """Append new cloud-free Sentinel-2 L2A scenes of a site to its stored NDVI frame sequence."""
-    from scarmon.discovery import open_catalog
+    from scarmon.ingest.discovery import open_catalog
     from scarmon.site import load_site
-    from scarmon.store import open_store
+    from scarmon.store.backends import open_store
 
     site = _or_exit(load_site, site_file)
     report = _run_ingest(site, open_catalog(catalog, collection=collection), _or_exit(open_store, store, endpoint_url=s3_endpoint),
@@ -61,10 +61,10 @@ def ingest(site_file: str, catalog: str | None, collection: str | None, store: s
 def _run_ingest(site, catalog, store, start, end):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    from scarmon.discovery import CatalogError
-    from scarmon.ingest import ingest as run
-    from scarmon.sequence import SequenceError
-    from scarmon.store import StoreError
+    from scarmon.ingest.discovery import CatalogError
+    from scarmon.ingest.pipeline import ingest as run
+    from scarmon.store.sequence import SequenceError
+    from scarmon.store.backends import StoreError
 
     bar = tqdm(total=0, unit="scene", desc=f"ingest {site.id}", file=sys.stderr, disable=None)
     try:
@@ -79,7 +79,7 @@ def _run_ingest(site, catalog, store, start, end):  # type: ignore[no-untyped-de
 def _or_exit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     """Run a loader; turn the errors meant for users into a clean CLI error."""
     from scarmon.site import SiteError
-    from scarmon.store import StoreError
+    from scarmon.store.backends import StoreError
 
     try:
         return fn(*args, **kwargs)
@@ -90,10 +90,10 @@ def _or_exit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 def _run_track(site, store, *, checkpoint=None, from_start=False):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    from scarmon.corrections import CorrectionError
-    from scarmon.sequence import SequenceError
-    from scarmon.store import StoreError
-    from scarmon.track import track_site
+    from scarmon.tracking.corrections import CorrectionError
+    from scarmon.store.sequence import SequenceError
+    from scarmon.store.backends import StoreError
+    from scarmon.tracking.pipeline import track_site
     from scarmon.tracking.trackers import make_tracker
 
     try:
@@ -124,7 +124,7 @@ SAM2_HELP = ("SAM 2 checkpoint file (e.g. sam2.1_hiera_tiny.pt); default $SCARMO
 def track(site_file: str, store: str, s3_endpoint: str | None, sam2_checkpoint: str | None, from_start: bool) -> None:
     """Track the scar through the frames appended since the last run (masks, tracking state, area series)."""
     from scarmon.site import load_site
-    from scarmon.store import open_store
+    from scarmon.store.backends import open_store
 
     site = _or_exit(load_site, site_file)
     st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
@@ -155,10 +155,10 @@ def _point(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 def refine(site_file: str, store: str, s3_endpoint: str | None, date: dt.date | None, points: list, undo_id: str | None,
            list_only: bool, no_track: bool, sam2_checkpoint: str | None) -> None:
     """Interactive refinement: add correction points on a frame (or undo one), then re-propagate from that frame."""
-    from scarmon.corrections import CorrectionError, add_corrections, list_corrections, undo_correction
-    from scarmon.sequence import SequenceError
+    from scarmon.tracking.corrections import CorrectionError, add_corrections, list_corrections, undo_correction
+    from scarmon.store.sequence import SequenceError
     from scarmon.site import load_site
-    from scarmon.store import open_store
+    from scarmon.store.backends import open_store
 
     site = _or_exit(load_site, site_file)
     st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
@@ -194,9 +194,9 @@ def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as
     """Compare stored masks with truth masks: per-frame IoU, precision, recall (paper Eqs. 2-4) and their means."""
     import json
 
-    from scarmon.evaluate import evaluate_site
+    from scarmon.tracking.evaluate import evaluate_site
     from scarmon.site import load_site
-    from scarmon.store import open_store
+    from scarmon.store.backends import open_store
 
     site = _or_exit(load_site, site_file)
     try:
@@ -224,9 +224,9 @@ def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as
 def run(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
         start: dt.date | None, end: dt.date | None) -> None:
     """Ingest new scenes, then track them: one monitoring tick for a site."""
-    from scarmon.discovery import open_catalog
+    from scarmon.ingest.discovery import open_catalog
     from scarmon.site import load_site
-    from scarmon.store import open_store
+    from scarmon.store.backends import open_store
 
     site = _or_exit(load_site, site_file)
     st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
@@ -246,10 +246,10 @@ def demo(out: str, scenario: str, start: str, end: str, quick: bool = False, eve
     """Offline demo: a synthetic Sentinel-2 L2A catalog for a demo site, replayed as scheduled monitoring ticks
     (ingest, track, alert by e-mail to a local SMTP sink, publish products and the dashboard)."""
     if not quick:
-        from scarmon.demo_monitor import run_tick_demo
+        from scarmon.demo.ticks import run_tick_demo
 
         return run_tick_demo(Path(out), scenario=scenario, start=start, end=end, every_days=every, echo=click.echo)
-    from scarmon.demo import run_demo
+    from scarmon.demo.quick import run_demo
 
     run_demo(Path(out), scenario=scenario, start=start, end=end, echo=click.echo, ingest=_run_ingest, track=_run_track)
 
@@ -315,7 +315,7 @@ def monitor(site_file, sites_dir, catalog, collection, store, s3_endpoint, end, 
     if bool(site_file) == bool(sites_dir):
         raise click.UsageError("give --site FILE or --sites FOLDER")
     if site_file:
-        from flows import monitor_site
+        from scarmon.service.flows import monitor_site
 
         report = monitor_site(site_file, store=store, catalog=catalog, collection=collection,
                               s3_endpoint=s3_endpoint, end=end, notify=not no_notify)
@@ -324,11 +324,11 @@ def monitor(site_file, sites_dir, catalog, collection, store, s3_endpoint, end, 
     kwargs = dict(sites_dir=sites_dir, store=store, catalog=catalog, collection=collection, s3_endpoint=s3_endpoint,
                   end=end, notify=not no_notify)
     if dask_workers or dask_address:
-        from flows.dask import monitor_all_on_dask
+        from scarmon.service.dask import monitor_all_on_dask
 
         summary = monitor_all_on_dask(address=dask_address, n_workers=dask_workers, **kwargs)
     else:
-        from flows import monitor_all
+        from scarmon.service.flows import monitor_all
 
         summary = monitor_all(**kwargs)
     for name, r in summary["results"].items():
@@ -349,7 +349,7 @@ def serve(sites_dir, catalog, collection, store, s3_endpoint) -> None:  # type: 
     _prefect_env()
     from prefect import serve as prefect_serve
 
-    from flows import site_deployments
+    from scarmon.service.flows import site_deployments
 
     deployments = site_deployments(sites_dir, store=str(Path(store).resolve()) if "://" not in store else store,
                                    catalog=catalog, collection=collection, s3_endpoint=s3_endpoint)
@@ -367,9 +367,9 @@ def serve(sites_dir, catalog, collection, store, s3_endpoint) -> None:  # type: 
 @click.option("--send", is_flag=True, help="Try to deliver what waits in the outbox now.")
 def alerts(site_file, store, s3_endpoint, send) -> None:  # type: ignore[no-untyped-def]
     """Show a site's alert history, its alert state and what waits in its outbox."""
-    from scarmon.alert_store import load_state, outbox, read_history
+    from scarmon.alerts.history import load_state, outbox, read_history
     from scarmon.site import load_site
-    from scarmon.store import open_store
+    from scarmon.store.backends import open_store
 
     site = _or_exit(load_site, site_file)
     st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
@@ -381,7 +381,7 @@ def alerts(site_file, store, s3_endpoint, send) -> None:  # type: ignore[no-unty
     click.echo(f"state: {state.status} ({('none', 'watch', 'warning', 'alarm')[state.level]}), "
                f"{state.observations} observations, last {state.last[0] if state.last else '-'}")
     if send:
-        from scarmon.monitor import notify_stage
+        from scarmon.service.runner import notify_stage
 
         click.echo(notify_stage(site, st).summary())
     for e in outbox(st, site.id):
@@ -400,11 +400,11 @@ def alerts(site_file, store, s3_endpoint, send) -> None:  # type: ignore[no-unty
               help="Validate the site's STAC catalog offline after publishing.")
 def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool) -> None:
     """Write the site's products (polygons, quicklooks, plots, STAC catalog, dashboard) into the store."""
-    from scarmon.products import ProductsError, publish_failed, publish_site, s3_public_read_policy
-    from scarmon.sequence import SequenceError
+    from scarmon.products.publish import ProductsError, publish_failed, publish_site, s3_public_read_policy
+    from scarmon.store.sequence import SequenceError
     from scarmon.site import load_site
-    from scarmon.stac_products import StacError, validate_store
-    from scarmon.store import StoreError, open_store
+    from scarmon.products.stac import StacError, validate_store
+    from scarmon.store.backends import StoreError, open_store
 
     site = _or_exit(load_site, site_file)
     st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
@@ -437,8 +437,8 @@ def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool)
 @click.option("--open", "open_browser", is_flag=True, help="Open the URL in the default browser.")
 def ui(site_file: str, store: str, s3_endpoint: str | None, port: int, no_track: bool, open_browser: bool) -> None:
     """Refine a site in the browser: pick a frame, click scar / not-scar points, submit (as `scarmon refine`)."""
-    from scarmon.store import open_store
-    from scarmon.ui import make_server
+    from scarmon.store.backends import open_store
+    from scarmon.ui.server import make_server
 
     st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
     server = _or_exit(make_server, site_file, st, port=port, retrack=not no_track)

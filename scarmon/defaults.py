@@ -201,3 +201,19 @@ TASK_RETRIES = 3
 
 TASK_RETRY_DELAYS_S = (10, 60, 300)
 """Backoff of network task retries: a short blip, a restarted service, a rate-limit window."""
+
+# --- The store ------------------------------------------------------------------------------------------------------
+
+STORE_UPDATE_ATTEMPTS = 10
+"""Conditional writes of a shared document (manifest, corrections, alert history, sites.json, catalog.json) retried
+this often when another run wrote first: sites in parallel touch the store-wide documents once per tick each."""
+
+STORE_BACKOFF_BASE_S = 0.01
+"""First backoff after a lost conditional write; doubles per attempt (jittered), so colliding runs spread out."""
+
+STORE_BACKOFF_MAX_S = 0.5
+"""Backoff cap: a lost write is settled within a few seconds even on S3 round trips."""
+
+SITE_FILE_MAX_BYTES = 1_000_000
+"""A site file is a few hundred bytes of YAML (an AOI of a few hundred vertices at most); a bigger file is a mistake
+(a GeoTIFF or a log given as --site) and is refused before parsing."""

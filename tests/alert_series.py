@@ -6,7 +6,7 @@ import datetime as dt
 import math
 import random
 
-from scarmon.alerts import AlertObservation
+from scarmon.alerts.rules import AlertObservation
 
 
 def series(area, *, start="2020-01-03", end="2023-01-01", seed=0, seasonal=0.10, p_cloud=0.5, dips=(),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from scarmon.alerts import LEVELS, AlertObservation, AlertState, detection_lags, replay, step
+from scarmon.alerts.rules import LEVELS, AlertObservation, AlertState, detection_lags, replay, step
 from scarmon.site import AlertRules
 from tests.alert_series import BAIGE_EVENTS, SELA_EVENT, baige, sela, stable
 

@@ -5,7 +5,7 @@ import yaml
 from click.testing import CliRunner
 
 from scarmon.cli import main
-from scarmon.synthetic import demo_site, generate_catalog
+from scarmon.demo.synthetic import demo_site, generate_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 

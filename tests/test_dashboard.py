@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from scarmon.products import publish_failed, publish_site
-from scarmon.store import LocalStore, open_store
+from scarmon.products.publish import publish_failed, publish_site
+from scarmon.store.backends import LocalStore, open_store
 from tests.test_products_support import (N_FRAMES, SITE_DOC, StaticServer, browser, build_site,  # noqa: F401
                                          copy_store, make_site, page, published_store_dir, screenshot_dir,
                                          tracked_store_dir)
@@ -80,12 +80,12 @@ def test_dashboard_shows_the_site_and_the_slider_changes_the_frame(published_sto
 def test_dashboard_served_from_s3_over_http(s3_uri: str, page, moto_endpoint: str) -> None:
     import boto3
 
-    from scarmon.products import s3_public_read_policy
+    from scarmon.products.publish import s3_public_read_policy
 
     store = open_store(s3_uri)
     site = build_site(store, n_frames=6)
     report = publish_site(site, store)
-    # browsers read the bucket anonymously: the policy a deployment applies (documented in scarmon.products)
+    # browsers read the bucket anonymously: the policy a deployment applies (documented in scarmon.products.publish)
     boto3.client("s3", endpoint_url=moto_endpoint).put_bucket_policy(Bucket=store.bucket,
                                                                      Policy=s3_public_read_policy(store))
     url = store.url("dashboard/index.html")
@@ -134,7 +134,7 @@ def test_empty_and_broken_sites_are_shown_plainly(tracked_store_dir: Path, tmp_p
 
 
 def test_a_store_without_sites_says_so(tmp_path: Path, page) -> None:
-    from scarmon.products import publish_dashboard
+    from scarmon.products.publish import publish_dashboard
 
     store = LocalStore(tmp_path / "store")
     publish_dashboard(store)

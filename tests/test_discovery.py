@@ -9,7 +9,7 @@ import threading
 import pytest
 from shapely.geometry import box
 
-from scarmon.discovery import CatalogError, open_catalog
+from scarmon.ingest.discovery import CatalogError, open_catalog
 
 UTC = dt.timezone.utc
 AOI = box(96.0, 31.09, 96.02, 31.11)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from scarmon.features import confidence_flags, measure, same_season_change
+from scarmon.tracking.features import confidence_flags, measure, same_season_change
 
 
 def disk(cx, cy, r, n=200):
@@ -46,7 +46,7 @@ def test_low_confidence_spike_needs_both_neighbours_and_a_persistent_jump_is_not
 
 
 def test_scar_under_cloud_is_low_confidence_even_when_the_aoi_is_clear():
-    from scarmon.features import scar_clear_fraction
+    from scarmon.tracking.features import scar_clear_fraction
 
     mask = disk(100, 100, 20)
     valid = np.ones(mask.shape, bool)

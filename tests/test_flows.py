@@ -17,10 +17,10 @@ os.environ.setdefault("SCARMON_TASK_RETRY_DELAYS", "0,0,0")
 
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from scarmon.alert_store import read_history  # noqa: E402
-from scarmon.lock import SiteBusy, lock_key, site_lock  # noqa: E402
-from scarmon.store import LocalStore  # noqa: E402
-from scarmon.synthetic import demo_site, generate_catalog  # noqa: E402
+from scarmon.alerts.history import read_history  # noqa: E402
+from scarmon.store.lock import SiteBusy, lock_key, site_lock  # noqa: E402
+from scarmon.store.backends import LocalStore  # noqa: E402
+from scarmon.demo.synthetic import demo_site, generate_catalog  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def world(tmp_path_factory):
 
 
 def test_monitor_site_tick_and_rerun_is_idempotent(harness, world, tmp_path):
-    from flows import monitor_site
+    from scarmon.service.flows import monitor_site
 
     _, sites, items = world
     store = str(tmp_path / "store")
@@ -61,7 +61,7 @@ def test_monitor_site_tick_and_rerun_is_idempotent(harness, world, tmp_path):
 
 
 def test_site_lock_one_run_at_a_time(harness, world, tmp_path):
-    from flows import monitor_site
+    from scarmon.service.flows import monitor_site
 
     _, sites, items = world
     store = LocalStore(tmp_path / "store")
@@ -90,19 +90,19 @@ def test_stale_lock_is_taken_over(tmp_path):
 
 
 def test_monitor_all_reports_a_failing_site_without_stopping_others(harness, world, tmp_path, monkeypatch):
-    import scarmon.ingest
-    from flows import monitor_all
-    from flows.monitor import SitesFailed
+    import scarmon.ingest.pipeline
+    from scarmon.service.flows import monitor_all
+    from scarmon.service.flows import SitesFailed
 
     _, sites, items = world
-    real = scarmon.ingest.ingest
+    real = scarmon.ingest.pipeline.ingest
 
     def flaky(site, *a, **kw):
         if site.id == "s2":
             raise RuntimeError("catalog exploded for s2")
         return real(site, *a, **kw)
 
-    monkeypatch.setattr(scarmon.ingest, "ingest", flaky)
+    monkeypatch.setattr(scarmon.ingest.pipeline, "ingest", flaky)
     store = tmp_path / "store"
     state = monitor_all(str(sites), store=str(store), catalog=items, return_state=True)
     assert state.is_failed()
@@ -115,7 +115,7 @@ def test_monitor_all_reports_a_failing_site_without_stopping_others(harness, wor
 def test_backfill_records_alert_history_without_sending(harness, world, tmp_path):
     import datetime as dt
 
-    from flows import backfill
+    from scarmon.service.flows import backfill
 
     _, sites, items = world
     store = tmp_path / "store"
@@ -125,7 +125,7 @@ def test_backfill_records_alert_history_without_sending(harness, world, tmp_path
 
 @pytest.mark.slow
 def test_dask_path_runs_sites_on_two_worker_processes(harness, world, tmp_path):
-    from flows.dask import monitor_all_on_dask
+    from scarmon.service.dask import monitor_all_on_dask
 
     _, sites, items = world
     summary = monitor_all_on_dask(str(sites), store=str(tmp_path / "store"), catalog=items, n_workers=2)
@@ -137,7 +137,7 @@ def test_dask_path_runs_sites_on_two_worker_processes(harness, world, tmp_path):
 
 def test_alert_history_from_a_tick_has_the_fields(harness, world, tmp_path):
     """With relaxed rules the short synthetic series alerts; the history rows carry the documented fields."""
-    from flows import monitor_site
+    from scarmon.service.flows import monitor_site
 
     root, sites, items = world
     site = yaml.safe_load((sites / "s0.yaml").read_text())
@@ -169,9 +169,24 @@ def test_prefect_yaml_is_current_and_one_deployment_per_site():
         assert d["schedules"][0]["cron"] == sites[d["name"]].schedule
         assert d["work_pool"]["name"] == "scarmon-process" and d["concurrency_limit"] == 1
         module, fn = d["entrypoint"].split(":")
-        assert (root / module).exists() and f"def {fn}(" in (root / module).read_text()
+        assert _entrypoint(root / module, fn).name == "monitor-site"
     k8s = yaml.safe_load((root / "deploy" / "prefect-kubernetes.yaml").read_text())
     assert k8s["deployments"][0]["entrypoint"] == "flows/dask.py:monitor_all_dask"
+    assert _entrypoint(root / "flows" / "dask.py", "monitor_all_dask").name == "monitor-all-dask"
+
+
+def _entrypoint(path: Path, name: str):
+    """Load a deployment entrypoint as Prefect does (a file path, then an attribute): it must be a Prefect flow."""
+    import importlib.util
+
+    from prefect import Flow
+
+    spec = importlib.util.spec_from_file_location(f"entry_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    flow = getattr(mod, name)
+    assert isinstance(flow, Flow)
+    return flow
 
 
 def test_refine_flow_stores_the_correction_and_retracks_from_its_frame(harness, world, tmp_path):
@@ -179,11 +194,11 @@ def test_refine_flow_stores_the_correction_and_retracks_from_its_frame(harness, 
 
     import numpy as np
 
-    from flows import monitor_site, refine
-    from scarmon.corrections import list_corrections
+    from scarmon.service.flows import monitor_site, refine
+    from scarmon.tracking.corrections import list_corrections
     from scarmon.grid import SiteGrid
-    from scarmon.sequence import load_manifest
-    from scarmon.track import mask_key, read_mask
+    from scarmon.store.sequence import load_manifest
+    from scarmon.tracking.pipeline import mask_key, read_mask
 
     _, sites, items = world
     site_file = str(sites / "s0.yaml")

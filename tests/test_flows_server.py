@@ -14,8 +14,8 @@ import pytest
 import requests
 import yaml
 
-from scarmon.store import LocalStore
-from scarmon.synthetic import demo_site, generate_catalog
+from scarmon.store.backends import LocalStore
+from scarmon.demo.synthetic import demo_site, generate_catalog
 
 BIN = Path(sys.executable).parent
 

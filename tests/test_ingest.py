@@ -15,15 +15,15 @@ import pytest
 from scipy import ndimage
 
 from scarmon import defaults
-from scarmon.discovery import CatalogError, open_catalog
-from scarmon.frames import decode_ndvi
+from scarmon.ingest.discovery import CatalogError, open_catalog
+from scarmon.ingest.frames import decode_ndvi
 from scarmon.grid import site_grid
-from scarmon.ingest import ingest
-from scarmon.reader import RasterioReader
-from scarmon.sequence import load_manifest, mark_tracked
+from scarmon.ingest.pipeline import ingest
+from scarmon.ingest.reader import RasterioReader
+from scarmon.store.sequence import load_manifest, mark_tracked
 from scarmon.site import parse_site
-from scarmon.store import open_store
-from scarmon.synthetic import demo_site, generate_catalog, truth_mask
+from scarmon.store.backends import open_store
+from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
 
 START, END = "2021-12-01", "2022-03-10"  # straddles the 2022-01-25 baseline change
 

@@ -13,10 +13,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from scarmon.alert_store import enqueue, outbox, read_history, record, sent
-from scarmon.alerts import AlertEvent, replay
-from scarmon.notify import SmtpSettings, WebhookSettings, build_email, deliver, send_email
-from scarmon.store import LocalStore
+from scarmon.alerts.history import enqueue, outbox, read_history, record, sent
+from scarmon.alerts.rules import AlertEvent, replay
+from scarmon.alerts.notify import SmtpSettings, WebhookSettings, build_email, deliver, send_email
+from scarmon.store.backends import LocalStore
 from tests.alert_series import sela
 
 NOTIFY_ALL = ("provisional", "confirmed", "escalating", "escalated", "finished")

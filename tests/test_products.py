@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scarmon.products import (ProductsError, current_alert_level, index_key, load_index, publish_site,
+from scarmon.products.publish import (ProductsError, current_alert_level, index_key, load_index, publish_site,
                               mask_to_pixel_polygon, read_alerts)
-from scarmon.store import LocalStore, Store, open_store
-from scarmon.track import track_site
+from scarmon.store.backends import LocalStore, Store, open_store
+from scarmon.tracking.pipeline import track_site
 from tests.test_products_support import (N_FRAMES, append_frames, build_site, copy_store, frame_dates, make_site,
                                          published_store_dir, tracked_store_dir)  # noqa: F401 (fixtures)
 
@@ -127,7 +127,7 @@ def test_second_run_writes_nothing_and_a_new_frame_touches_only_what_changed(tra
 def test_a_run_failing_half_way_leaves_the_previous_products_readable(tracked_store_dir: Path, tmp_path: Path,
                                                                       fail_at: int,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from scarmon import products
+    from scarmon.products import publish as products
 
     inner = copy_store(tracked_store_dir, tmp_path / "store")
     site = make_site()
@@ -205,8 +205,8 @@ def test_publish_to_s3(s3_uri: str) -> None:
 
 def test_conflicting_publishers_retry_then_give_up(tracked_store_dir: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from scarmon import products
-    from scarmon.store import Conflict
+    from scarmon.products import publish as products
+    from scarmon.store.backends import Conflict
 
     store = copy_store(tracked_store_dir, tmp_path / "store")
     calls = []

@@ -2,7 +2,7 @@
 
 `build_site(store)` appends synthetic NDVI frames (a growing elliptical scar on seasonal vegetation, a jump after a
 'failure', a few cloudy frames) to a store through the real sequence code, tracks them with the real tracker and
-writes an alert history shaped like scarmon.alert_store's. The helpers here are imported by the test modules.
+writes an alert history shaped like scarmon.alerts.history's. The helpers here are imported by the test modules.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
-from scarmon.frames import encode_ndvi, encode_png
+from scarmon.ingest.frames import encode_ndvi, encode_png
 from scarmon.grid import site_grid
-from scarmon.sequence import FrameEntry, append
+from scarmon.store.sequence import FrameEntry, append
 from scarmon.site import Site, parse_site
-from scarmon.store import LocalStore, Store
-from scarmon.track import track_site
+from scarmon.store.backends import LocalStore, Store
+from scarmon.tracking.pipeline import track_site
 
 LON, LAT = 96.0, 31.1
 SITE_DOC = {
@@ -125,7 +125,7 @@ def tracked_store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def published_store_dir(tmp_path_factory: pytest.TempPathFactory, tracked_store_dir: Path) -> Path:
     """The tracked store with products published (read-only for tests: copy before changing it)."""
-    from scarmon.products import publish_site
+    from scarmon.products.publish import publish_site
 
     if "published" not in _BUILT:
         root = tmp_path_factory.mktemp("published") / "store"
@@ -141,7 +141,7 @@ def copy_store(src: Path, dst: Path) -> LocalStore:
 
 
 def test_support_builds_a_tracked_site(tracked_store_dir: Path) -> None:
-    from scarmon.track import read_series
+    from scarmon.tracking.pipeline import read_series
 
     rows = read_series(LocalStore(tracked_store_dir), "test-slide")
     assert len(rows) == N_FRAMES

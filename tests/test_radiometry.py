@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from scarmon.radiometry import baseline_has_offset, ndvi, reflectance_scaling, to_reflectance, video_frame
+from scarmon.ingest.radiometry import baseline_has_offset, ndvi, reflectance_scaling, to_reflectance, video_frame
 
 
 def item(baseline=None, raster_bands=None, **props):

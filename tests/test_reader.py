@@ -6,7 +6,7 @@ from affine import Affine
 from rasterio.io import MemoryFile
 
 from scarmon.grid import SiteGrid
-from scarmon.reader import RasterioReader, ReadError, source_window
+from scarmon.ingest.reader import RasterioReader, ReadError, source_window
 
 EPSG = 32647
 T = Affine(10, 0, 400000, 0, -10, 3500000)
@@ -77,7 +77,7 @@ def test_corrupt_and_missing_files_raise_read_error(tmp_path):
 
 
 def test_signing_only_touches_planetary_computer_blobs():
-    from scarmon.reader import sign_href
+    from scarmon.ingest.reader import sign_href
 
     assert sign_href("/data/x.tif") == "/data/x.tif"
     assert sign_href("http://127.0.0.1:9000/x.tif") == "http://127.0.0.1:9000/x.tif"

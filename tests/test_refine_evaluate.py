@@ -11,15 +11,15 @@ from affine import Affine
 from click.testing import CliRunner
 
 from scarmon.cli import main
-from scarmon.corrections import list_corrections
-from scarmon.discovery import open_catalog
+from scarmon.tracking.corrections import list_corrections
+from scarmon.ingest.discovery import open_catalog
 from scarmon.grid import SiteGrid
-from scarmon.ingest import ingest
-from scarmon.sequence import load_manifest
+from scarmon.ingest.pipeline import ingest
+from scarmon.store.sequence import load_manifest
 from scarmon.site import parse_site
-from scarmon.store import open_store
-from scarmon.synthetic import demo_site, generate_catalog, truth_mask
-from scarmon.track import mask_key, read_mask, track_site
+from scarmon.store.backends import open_store
+from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
+from scarmon.tracking.pipeline import mask_key, read_mask, track_site
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_evaluate_against_truth_on_another_grid(tracked):
 
 
 def test_scores_are_the_paper_equations():
-    from scarmon.evaluate import scores
+    from scarmon.tracking.evaluate import scores
 
     pred = np.array([1, 1, 0, 0], bool)
     truth = np.array([1, 0, 1, 0], bool)

@@ -1,4 +1,4 @@
-from scarmon.scenes import asset_key, group_scenes, missing_bands, scene_id
+from scarmon.ingest.scenes import asset_key, group_scenes, missing_bands, scene_id
 
 
 def item(id_, dt="2023-02-16T04:07:01.024Z", tile="47RKQ", gen="2023-02-17T08:00:00Z", platform="Sentinel-2A", orbit=33, assets=("B04", "B08", "SCL")):

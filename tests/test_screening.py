@@ -1,6 +1,6 @@
 import numpy as np
 
-from scarmon.screening import clear_pixels, screen
+from scarmon.ingest.screening import clear_pixels, screen
 
 AOI = np.ones((10, 10), bool)
 

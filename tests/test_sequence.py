@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from scarmon.sequence import (
+from scarmon.store.sequence import (
     FORMAT, FrameEntry, Manifest, Rejection, SequenceError, append, load_manifest, manifest_key, mark_tracked, merge,
 )
-from scarmon.store import open_store
+from scarmon.store.backends import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {"crs": "EPSG:32633", "transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 4100000.0], "shape": [64, 64]}
@@ -257,8 +257,8 @@ _WORKER = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
     from tests.test_sequence import GRID, SITE, data_for, frame
-    from scarmon.sequence import append
-    from scarmon.store import open_store
+    from scarmon.store.sequence import append
+    from scarmon.store.backends import open_store
     uri, go, tag, n = sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
     store = open_store(uri)
     while not go.exists():
@@ -297,8 +297,8 @@ _KILLED = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
     from tests.test_sequence import GRID, SITE, data_for, frame
-    from scarmon.sequence import append
-    from scarmon.store import open_store
+    from scarmon.store.sequence import append
+    from scarmon.store.backends import open_store
     store, ready = open_store(sys.argv[2]), Path(sys.argv[3])
     real_put_if = store.put_if
     def paused_put_if(key, data, **kw):   # data objects are written; the manifest swap is next
@@ -340,8 +340,8 @@ def test_kill_during_append_leaves_previous_manifest(store, tmp_path: Path) -> N
 
 def test_mark_tracked_keeps_a_dirty_mark_set_while_tracking(tmp_path):
     """A correction stored while a tracker runs (mark_dirty) survives that run's mark_tracked(clear_dirty=True)."""
-    from scarmon.sequence import mark_dirty, mark_tracked
-    from scarmon.store import LocalStore
+    from scarmon.store.sequence import mark_dirty, mark_tracked
+    from scarmon.store.backends import LocalStore
 
     store = LocalStore(tmp_path)
     grid = {"epsg": 32647, "resolution": 2.0, "x0": 0.0, "y0": 0.0, "width": 4, "height": 4}

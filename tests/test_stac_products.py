@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scarmon.stac_products import StacError, validate, validate_store
-from scarmon.store import LocalStore
+from scarmon.products.stac import StacError, validate, validate_store
+from scarmon.store.backends import LocalStore
 from tests.test_products_support import N_FRAMES, published_store_dir, tracked_store_dir  # noqa: F401 (fixtures)
 
 SITE = "test-slide"
@@ -78,6 +78,6 @@ def test_invalid_documents_are_rejected(published_store_dir: Path, no_network: N
 def test_schemas_are_vendored_package_data() -> None:
     import scarmon
 
-    base = Path(scarmon.__path__[0]) / "data" / "stac-schemas"
+    base = Path(scarmon.__path__[0]) / "products" / "data" / "stac-schemas"
     names = {p.name for p in base.rglob("*.json")}
     assert {"item.json", "collection.json", "catalog.json", "Feature.json", "Geometry.json"} <= names

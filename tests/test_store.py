@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scarmon.store import Conflict, KeyMissing, LocalStore, S3Store, StoreError, open_store
+from scarmon.store.backends import Conflict, KeyMissing, LocalStore, S3Store, StoreError, open_store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -220,7 +220,7 @@ def test_local_failed_write_keeps_old_content_and_no_temp(tmp_path: Path, monkey
 _KILL_MID_PUT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from scarmon.store import LocalStore
+    from scarmon.store.backends import LocalStore
     store = LocalStore(sys.argv[1])
     real_fsync = os.fsync
     def slow_fsync(fd):

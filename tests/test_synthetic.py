@@ -15,9 +15,9 @@ import rasterio
 from pyproj import Transformer
 from rasterio.warp import Resampling, reproject
 
-from scarmon import synthetic
+from scarmon.demo import synthetic
 from scarmon.grid import site_grid
-from scarmon.radiometry import ndvi, reflectance_scaling, to_reflectance
+from scarmon.ingest.radiometry import ndvi, reflectance_scaling, to_reflectance
 from scarmon.site import parse_site
 
 # 2021-12-03 and 2022-01-22 are reprocessed (05.00) with seed 0; 2022-01-25 switches to 04.00.

@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from scarmon.discovery import open_catalog
+from scarmon.ingest.discovery import open_catalog
 from scarmon.grid import SiteGrid
-from scarmon.ingest import ingest
-from scarmon.sequence import load_manifest
+from scarmon.ingest.pipeline import ingest
+from scarmon.store.sequence import load_manifest
 from scarmon.site import parse_site
-from scarmon.store import open_store
-from scarmon.synthetic import demo_site, generate_catalog, truth_mask
-from scarmon.track import mask_key, read_mask, track_site
+from scarmon.store.backends import open_store
+from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
+from scarmon.tracking.pipeline import mask_key, read_mask, track_site
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +84,9 @@ def test_late_frame_retracks_from_there(demo, tmp_path):
 
 
 def test_prompts_and_boxes_map_to_frames_and_pixels():
-    from scarmon.sequence import FrameEntry
+    from scarmon.store.sequence import FrameEntry
     from scarmon.site import BoxPrompt, Prompt
-    from scarmon.track import prompts_by_frame
+    from scarmon.tracking.pipeline import prompts_by_frame
 
     grid = SiteGrid(32647, 2.0, 470300.0, 3440300.0, 1520, 1510)
     frames = [FrameEntry(date=d, scene_id=f"S2A_{d.replace('-', '')}_R033", datetime=f"{d}T04:00:00Z", item_ids=("x",),

@@ -11,13 +11,13 @@ import yaml
 from click.testing import CliRunner
 
 from scarmon.cli import main
-from scarmon.discovery import open_catalog
-from scarmon.ingest import ingest
-from scarmon.sequence import load_manifest
+from scarmon.ingest.discovery import open_catalog
+from scarmon.ingest.pipeline import ingest
+from scarmon.store.sequence import load_manifest
 from scarmon.site import parse_site
-from scarmon.store import open_store
-from scarmon.synthetic import demo_site, generate_catalog
-from scarmon.track import mask_key, read_mask, state_key, track_site
+from scarmon.store.backends import open_store
+from scarmon.demo.synthetic import demo_site, generate_catalog
+from scarmon.tracking.pipeline import mask_key, read_mask, state_key, track_site
 
 torch = pytest.importorskip("torch")
 SIZE = 256
@@ -120,7 +120,7 @@ def test_prompt_after_first_frame_tracks_backward_then_resumes(demo, checkpoint,
 
 
 def test_sam2_correction_sticks_and_only_retracks_from_its_frame(demo, checkpoint, tmp_path):
-    from scarmon.corrections import add_corrections
+    from scarmon.tracking.corrections import add_corrections
     from scarmon.grid import SiteGrid
     from scarmon.tracking.sam2_engine import describe_resume
 

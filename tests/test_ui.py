@@ -1,5 +1,5 @@
 """`scarmon ui` in real headless Chromium: pick a frame, click positive/negative points, submit -> corrections
-stored through scarmon.corrections (as `scarmon refine`), tracking re-run, products updated. Loopback + token."""
+stored through scarmon.tracking.corrections (as `scarmon refine`), tracking re-run, products updated. Loopback + token."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from scarmon.corrections import list_corrections
+from scarmon.tracking.corrections import list_corrections
 from scarmon.grid import SiteGrid
-from scarmon.products import index_key, publish_site
-from scarmon.sequence import load_manifest
-from scarmon.ui import make_server
+from scarmon.products.publish import index_key, publish_site
+from scarmon.store.sequence import load_manifest
+from scarmon.ui.server import make_server
 from tests.test_products_support import (browser, copy_store, make_site, screenshot_dir,  # noqa: F401
                                          tracked_store_dir, write_site_file)
 

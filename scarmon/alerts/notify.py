@@ -1,4 +1,4 @@
-"""Notifications: e-mail over SMTP and a JSON webhook, delivered from each site's outbox (scarmon.alert_store).
+"""Notifications: e-mail over SMTP and a JSON webhook, delivered from each site's outbox (scarmon.alerts.history).
 
 Settings and credentials come from the environment only (or Prefect Secret blocks named there), never from site
 files; they are never logged, and error messages are scrubbed of them.
@@ -35,9 +35,9 @@ from typing import Any, Callable
 import numpy as np
 
 from scarmon import defaults
-from scarmon.alert_store import OutboxEntry, mark, outbox, update_entry
-from scarmon.alerts import AlertEvent
-from scarmon.store import KeyMissing, Store
+from scarmon.alerts.history import OutboxEntry, mark, outbox, update_entry
+from scarmon.alerts.rules import AlertEvent
+from scarmon.store.backends import KeyMissing, Store
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ def boundary_image(store: Store, site_id: str, event: AlertEvent, *, panel_px: i
     from PIL import Image, ImageDraw
     from scipy import ndimage
 
-    from scarmon.frames import decode_png
-    from scarmon.sequence import load_manifest
-    from scarmon.track import mask_key, read_mask
+    from scarmon.ingest.frames import decode_png
+    from scarmon.store.sequence import load_manifest
+    from scarmon.tracking.pipeline import mask_key, read_mask
 
     try:
         manifest, _ = load_manifest(store, site_id)
@@ -302,7 +302,7 @@ def _deliver_entry(store: Store, site_id: str, entry: OutboxEntry, report: Deliv
         try:
             if channel == "email":
                 if smtp is None:
-                    raise NotConfigured("SMTP is not configured: set SCARMON_SMTP_HOST (see scarmon.notify)")
+                    raise NotConfigured("SMTP is not configured: set SCARMON_SMTP_HOST (see scarmon.alerts.notify)")
                 if not recipients:
                     raise NotConfigured("no e-mail recipients in the site file (recipients.email)")
                 msg = build_email(e, site_name=site_name, sender=smtp.sender, to=recipients,

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 
 from scarmon import defaults
-from scarmon.store import Conflict, KeyMissing, Store
+from scarmon.store.backends import Conflict, KeyMissing, Store
 
 
 class SiteBusy(RuntimeError):

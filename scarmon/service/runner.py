@@ -13,10 +13,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scarmon.alert_store import load_state, outbox, record
-from scarmon.alerts import AlertState, replay
+from scarmon.alerts.history import load_state, outbox, record
+from scarmon.alerts.rules import AlertState, replay
 from scarmon.site import Site
-from scarmon.store import Store
+from scarmon.store.backends import Store
 
 
 @dataclass
@@ -58,7 +58,7 @@ def alert_stage(site: Site, store: Store, *, rebuild: bool = False, suppress: bo
                 ) -> tuple[AlertState, list[dict[str, Any]], int]:
     """Step the site's alert state machine over the series rows it has not seen; persist state, history, outbox.
     `rebuild` replays the whole series from a fresh state (after a backfill); `suppress` records without notifying."""
-    from scarmon.track import read_series
+    from scarmon.tracking.pipeline import read_series
 
     rows = read_series(store, site.id)
     prior = AlertState(site=site.id) if rebuild else load_state(store, site.id)
@@ -69,7 +69,7 @@ def alert_stage(site: Site, store: Store, *, rebuild: bool = False, suppress: bo
 
 
 def notify_stage(site: Site, store: Store, **kwargs: Any):  # type: ignore[no-untyped-def]
-    from scarmon.notify import deliver
+    from scarmon.alerts.notify import deliver
 
     return deliver(store, site.id, recipients=list(site.recipients.email), site_name=site.display_name, **kwargs)
 
@@ -77,8 +77,8 @@ def notify_stage(site: Site, store: Store, **kwargs: Any):  # type: ignore[no-un
 def publish_stage(site: Site, store: Store, report: TickReport) -> None:
     """Products (polygons, quicklooks, plots, STAC catalog, dashboard), then a small status document of the last
     tick. A failed publish keeps the previous products readable and marks the site in `sites.json`."""
-    from scarmon.alert_store import read_history
-    from scarmon.products import publish_failed, publish_site
+    from scarmon.alerts.history import read_history
+    from scarmon.products.publish import publish_failed, publish_site
 
     try:
         publish_site(site, store)
@@ -96,9 +96,9 @@ def publish_stage(site: Site, store: Store, report: TickReport) -> None:
 def tick(site: Site, store: Store, catalog: Any, *, start: dt.date | None = None, end: dt.date | None = None,
          notify: bool = True, rebuild_alerts: bool = False, lock: bool = True, **notify_kwargs: Any) -> TickReport:
     """The whole tick without Prefect. Holds the site lock; a busy site gives status 'busy' and does nothing."""
-    from scarmon.ingest import ingest
-    from scarmon.lock import SiteBusy, site_lock
-    from scarmon.track import track_site
+    from scarmon.ingest.pipeline import ingest
+    from scarmon.store.lock import SiteBusy, site_lock
+    from scarmon.tracking.pipeline import track_site
 
     t0 = time.monotonic()
     report = TickReport(site.id)

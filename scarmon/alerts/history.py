@@ -1,6 +1,6 @@
 """Where alerts live in the store, per site:
 
-    {site}/alerts/state.json            the state machine's state (scarmon.alerts.AlertState)
+    {site}/alerts/state.json            the state machine's state (scarmon.alerts.rules.AlertState)
     {site}/alerts.jsonl                 the alert history: one JSON object per event, append-only, deduplicated by id
     {site}/alerts/outbox/{id}.json      events still to deliver, with per-channel status (pending / sent)
     {site}/alerts/sent/{id}.json        delivered events, moved out of the outbox
@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from scarmon.alerts import AlertEvent, AlertState
-from scarmon.store import Conflict, KeyMissing, Store
+from scarmon.alerts.rules import AlertEvent, AlertState
+from scarmon.store.backends import Conflict, KeyMissing, Store
 
 CHANNELS = ("email", "webhook")
 

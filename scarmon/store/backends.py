@@ -1,6 +1,6 @@
 """Object storage seam: one small interface over a local folder and an S3 bucket.
 
-Everything scarmon persists goes through a `Store`, so the sequence logic (scarmon.sequence) is written once and
+Everything scarmon persists goes through a `Store`, so the sequence logic (scarmon.store.sequence) is written once and
 tested against both a folder and a real S3 API (moto). The one primitive that logic needs beyond get/put is a
 *conditional put* (`put_if`): replace an object only if nobody changed it since we read it. S3 gives that with
 If-Match / If-None-Match; the local store gives it with an exclusive `flock` per key stripe.

@@ -50,8 +50,8 @@ def run_tick_demo(out: Path, *, scenario: str, start: str, end: str, every_days:
                   echo: Callable[[str], object] = print) -> None:
     from aiosmtpd.controller import Controller
 
-    from scarmon.demo import write_demo_site
-    from scarmon.synthetic import generate_catalog
+    from scarmon.demo.quick import write_demo_site
+    from scarmon.demo.synthetic import generate_catalog
 
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -74,7 +74,7 @@ def run_tick_demo(out: Path, *, scenario: str, start: str, end: str, every_days:
                        "SCARMON_SMTP_FROM": "scarmon-demo@localhost",
                        "SCARMON_DASHBOARD_URL": DASHBOARD + "#site={site}"})
     try:
-        from flows import monitor_site
+        from scarmon.service.flows import monitor_site
 
         dates = tick_dates(start, end, every_days)
         echo(f"replaying {len(dates)} scheduled ticks (every {every_days} days) through the monitor_site flow; "

@@ -1,4 +1,4 @@
-"""Alert rules and the confirmation state machine. Pure: numbers in, numbers out, no I/O (see scarmon.alert_store).
+"""Alert rules and the confirmation state machine. Pure: numbers in, numbers out, no I/O (see scarmon.alerts.history).
 
 One observation is one tracked frame: its date, scar area and whether it is low-confidence. For each new
 observation, `step(prior=state, observation=obs)` returns the new state and the events it caused:
@@ -51,7 +51,7 @@ class ObservationLike(Protocol):
 
 @dataclass(frozen=True)
 class AlertObservation:
-    """The part of a tracked frame the alert rules need (scarmon.features.Observation also fits)."""
+    """The part of a tracked frame the alert rules need (scarmon.tracking.features.Observation also fits)."""
 
     date: str
     scene_id: str

@@ -9,7 +9,7 @@ Layout (keys relative to the store root; `S` is the site id):
 - `S/products/polygons.parquet`         the same as GeoParquet in the site grid's UTM CRS (exact areas)
 - `S/products/quicklooks/{frame}.png`   NDVI in colour with the scar boundary in red
 - `S/products/plots/*.png`              the paper's plots (matplotlib)
-- `S/stac/...`                          the STAC collection of all of it (scarmon.stac_products)
+- `S/stac/...`                          the STAC collection of all of it (scarmon.products.stac)
 - `S/products/index.json`               THE products manifest: the only object that makes products visible
 - `sites.json`, `dashboard/`            the store-wide site list and the static dashboard (scarmon/dashboard)
 
@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from scarmon.grid import SiteGrid
-from scarmon.sequence import FrameEntry, check_site_id, load_manifest
+from scarmon.store.sequence import FrameEntry, check_site_id, load_manifest
 from scarmon.site import Site
-from scarmon.store import Conflict, KeyMissing, Store
-from scarmon.track import mask_key, read_series
+from scarmon.store.backends import Conflict, KeyMissing, Store
+from scarmon.tracking.pipeline import mask_key, read_series
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ SITES_INDEX = "sites.json"
 DASHBOARD_PREFIX = "dashboard/"
 DASHBOARD_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                    "style.css": "text/css; charset=utf-8"}
-ALERT_STATE_KEYS = ("alerts/state.json", "alert-state.json")  # the first is scarmon.alert_store's
+ALERT_STATE_KEYS = ("alerts/state.json", "alert-state.json")  # the first is scarmon.alerts.history's
 FINAL_STATES = {"finished", "reset", "cleared", "closed", "none", "resolved"}
 
 
@@ -523,8 +523,8 @@ def publish_site(site: Site, store: Store, *, dashboard: bool = True, stac: bool
 
 
 def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> PublishReport:
-    from scarmon.frames import decode_ndvi
-    from scarmon.track import read_mask
+    from scarmon.ingest.frames import decode_ndvi
+    from scarmon.tracking.pipeline import read_mask
 
     sid = site.id
     manifest, _ = load_manifest(store, sid)
@@ -640,7 +640,7 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
         "stac": {"collection": "stac/collection.json"} if stac else None,
     }
     if stac and grid is not None:
-        from scarmon.stac_products import write_stac
+        from scarmon.products.stac import write_stac
 
         report.stac_items_written = write_stac(site, store, manifest, index, old, writer=w)
     content_tag = _tag({k: v for k, v in index.items()})

@@ -56,8 +56,8 @@ def truth_on_grid(path: Path, grid: SiteGrid) -> np.ndarray:
 
 def evaluate_site(site, store, truth_dir: Path) -> dict:  # type: ignore[no-untyped-def]
     """Scores of every stored mask that has a truth mask of the same date (inside the AOI)."""
-    from scarmon.sequence import load_manifest
-    from scarmon.track import mask_key, read_mask
+    from scarmon.store.sequence import load_manifest
+    from scarmon.tracking.pipeline import mask_key, read_mask
 
     manifest, _ = load_manifest(store, site.id)
     if not manifest.frames:

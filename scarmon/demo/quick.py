@@ -10,7 +10,7 @@ import yaml
 
 
 def write_demo_site(out: Path, scenario: str) -> Path:
-    from scarmon.synthetic import demo_site
+    from scarmon.demo.synthetic import demo_site
 
     path = out / "site.yaml"
     site = demo_site(scenario)
@@ -29,10 +29,10 @@ def _plain(value: Any) -> Any:
 
 def run_demo(out: Path, *, scenario: str, start: str, end: str, echo: Callable[[str], object],
              ingest: Callable[..., Any], track: Callable[..., Any]) -> None:
-    from scarmon.discovery import open_catalog
+    from scarmon.ingest.discovery import open_catalog
     from scarmon.site import load_site
-    from scarmon.store import open_store
-    from scarmon.synthetic import generate_catalog
+    from scarmon.store.backends import open_store
+    from scarmon.demo.synthetic import generate_catalog
 
     out.mkdir(parents=True, exist_ok=True)
     site_path = write_demo_site(out, scenario)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from scarmon.discovery import parse_datetime
+from scarmon.ingest.discovery import parse_datetime
 
 ASSET_KEYS = {"red": ("B04", "red"), "nir": ("B08", "nir"), "scl": ("SCL", "scl")}
 """Band → asset keys tried in order: Planetary Computer names first, Earth Search names second."""

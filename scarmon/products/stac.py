@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from scarmon.grid import SiteGrid
-from scarmon.sequence import Manifest
+from scarmon.store.sequence import Manifest
 from scarmon.site import Site
-from scarmon.store import Conflict, KeyMissing, Store
+from scarmon.store.backends import Conflict, KeyMissing, Store
 
 STAC_VERSION = "1.1.0"
 SCHEMA_BASE = f"https://schemas.stacspec.org/v{STAC_VERSION}/"

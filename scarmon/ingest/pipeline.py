@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from scarmon import defaults
-from scarmon.discovery import Catalog, parse_datetime
-from scarmon.frames import encode_ndvi, encode_png
+from scarmon.ingest.discovery import Catalog, parse_datetime
+from scarmon.ingest.frames import encode_ndvi, encode_png
 from scarmon.grid import SiteGrid, site_grid
-from scarmon.loading import Frame, SceneRejected, load_scene
-from scarmon.radiometry import video_frame
-from scarmon.reader import RasterioReader, ReadError, Reader
-from scarmon.scenes import Scene, group_scenes
-from scarmon.screening import Screening
-from scarmon.sequence import FrameEntry, Manifest, Rejection, append, load_manifest
+from scarmon.ingest.loading import Frame, SceneRejected, load_scene
+from scarmon.ingest.radiometry import video_frame
+from scarmon.ingest.reader import RasterioReader, ReadError, Reader
+from scarmon.ingest.scenes import Scene, group_scenes
+from scarmon.ingest.screening import Screening
+from scarmon.store.sequence import FrameEntry, Manifest, Rejection, append, load_manifest
 from scarmon.site import Site
-from scarmon.store import Store
+from scarmon.store.backends import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`scarmon ui`: refinement in the browser. A small local web app, on loopback only, behind a random token.
 
 A person picks a frame, clicks positive (scar) and negative (not scar) points on it and submits; the points go
-through the same code path as `scarmon refine`: `scarmon.corrections.add_corrections` (stored in the store in
+through the same code path as `scarmon refine`: `scarmon.tracking.corrections.add_corrections` (stored in the store in
 lon/lat, tracking marked dirty from that frame), then re-tracking from that frame, then (if the site has
 published products) a products update so the dashboard shows the refined boundary.
 
@@ -25,7 +25,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 from scarmon.site import Site, load_site
-from scarmon.store import KeyMissing, Store
+from scarmon.store.backends import KeyMissing, Store
 
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
@@ -51,9 +51,9 @@ class Refiner:
         return load_site(self.site_file)  # re-read: the site file may have changed while the UI runs
 
     def frames(self) -> dict:
-        from scarmon.corrections import list_corrections
-        from scarmon.sequence import load_manifest
-        from scarmon.track import read_series
+        from scarmon.tracking.corrections import list_corrections
+        from scarmon.store.sequence import load_manifest
+        from scarmon.tracking.pipeline import read_series
 
         site = self.site
         manifest, _ = load_manifest(self.store, site.id)
@@ -79,7 +79,7 @@ class Refiner:
         }
 
     def _frame(self, i: int):
-        from scarmon.sequence import load_manifest
+        from scarmon.store.sequence import load_manifest
 
         manifest, _ = load_manifest(self.store, self.site.id)
         if not 0 <= i < len(manifest.frames):
@@ -88,7 +88,7 @@ class Refiner:
 
     def image(self, i: int) -> bytes:
         """The frame as the people refining it should see it: the quicklook if published, else the video frame."""
-        from scarmon.products import quicklook_key
+        from scarmon.products.publish import quicklook_key
 
         manifest, frame = self._frame(i)
         for key in (quicklook_key(manifest.site_id, frame), frame.objects.get("video")):
@@ -100,8 +100,8 @@ class Refiner:
         raise UIError(f"frame {frame.date} has no image in the store")
 
     def boundary(self, i: int) -> list:
-        from scarmon.products import boundary_rings, mask_to_pixel_polygon
-        from scarmon.track import mask_key, read_mask
+        from scarmon.products.publish import boundary_rings, mask_to_pixel_polygon
+        from scarmon.tracking.pipeline import mask_key, read_mask
 
         manifest, frame = self._frame(i)
         try:
@@ -113,9 +113,9 @@ class Refiner:
     def submit(self, date: str, points: list[dict], retrack: bool | None = None) -> dict:
         """Pixel points (col, row as fractional pixel coordinates of the site grid; label 1/0) on the frame of
         `date` -> stored corrections (lon/lat), then re-track and re-publish, as `scarmon refine` does."""
-        from scarmon.corrections import add_corrections
+        from scarmon.tracking.corrections import add_corrections
         from scarmon.grid import SiteGrid
-        from scarmon.sequence import load_manifest
+        from scarmon.store.sequence import load_manifest
 
         site = self.site
         try:
@@ -142,12 +142,12 @@ class Refiner:
         out: dict[str, Any] = {"ids": ids, "date": day.isoformat(), "points": [list(p) for p in lonlat],
                                "message": f"stored {len(ids)} correction(s) on {day.isoformat()}"}
         if self.retrack if retrack is None else retrack:
-            from scarmon.track import track_site
+            from scarmon.tracking.pipeline import track_site
 
             tracker = self.tracker_factory(site) if self.tracker_factory else None
             out["tracked"] = track_site(site, self.store, tracker=tracker).summary()
             out["message"] += "; re-tracked"
-            from scarmon.products import index_key, publish_site
+            from scarmon.products.publish import index_key, publish_site
 
             if self.store.exists(index_key(site.id)):
                 report = publish_site(site, self.store)

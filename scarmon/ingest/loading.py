@@ -12,10 +12,10 @@ from shapely.geometry import Polygon
 
 from scarmon import defaults
 from scarmon.grid import SiteGrid
-from scarmon.radiometry import ndvi, reflectance_scaling, to_reflectance
-from scarmon.reader import Reader, Window2D
-from scarmon.scenes import Scene, asset_key, missing_bands
-from scarmon.screening import Screening, clear_pixels, screen
+from scarmon.ingest.radiometry import ndvi, reflectance_scaling, to_reflectance
+from scarmon.ingest.reader import Reader, Window2D
+from scarmon.ingest.scenes import Scene, asset_key, missing_bands
+from scarmon.ingest.screening import Screening, clear_pixels, screen
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 from shapely.geometry import Point
 
-from scarmon.sequence import SequenceError, load_manifest, mark_dirty
+from scarmon.store.sequence import SequenceError, load_manifest, mark_dirty
 from scarmon.site import Prompt, Site
-from scarmon.store import Conflict, KeyMissing, Store
+from scarmon.store.backends import Conflict, KeyMissing, Store
 
 
 class CorrectionError(ValueError):

@@ -37,7 +37,7 @@ from datetime import date as _date
 from datetime import datetime as _datetime
 from typing import Any, Callable
 
-from scarmon.store import Conflict, KeyMissing, Store, StoreError, validate_key
+from scarmon.store.backends import Conflict, KeyMissing, Store, StoreError, validate_key
 
 FORMAT = "scarmon.sequence/1"
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

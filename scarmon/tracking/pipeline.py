@@ -14,13 +14,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from scarmon import defaults
-from scarmon.corrections import load_corrections
-from scarmon.features import Observation, confidence_flags, measure, same_season_change, scar_clear_fraction
-from scarmon.frames import decode_ndvi, decode_png, encode_cog
+from scarmon.tracking.corrections import load_corrections
+from scarmon.tracking.features import Observation, confidence_flags, measure, same_season_change, scar_clear_fraction
+from scarmon.ingest.frames import decode_ndvi, decode_png, encode_cog
 from scarmon.grid import SiteGrid
-from scarmon.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
+from scarmon.store.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
 from scarmon.site import BoxPrompt, Prompt, Site
-from scarmon.store import KeyMissing, Store
+from scarmon.store.backends import KeyMissing, Store
 from scarmon.tracking.trackers import FrameData, Point, Tracker, make_tracker
 
 log = logging.getLogger(__name__)

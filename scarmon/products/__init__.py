@@ -1,0 +1,1 @@
+"""Products of a site: polygons, quicklooks, plots, the dashboard (`publish`) and a STAC catalog (`stac`)."""

@@ -1,0 +1,1 @@
+"""The monitoring service: the one stage runner (`runner`) and its Prefect face (`flows`, `dask`)."""

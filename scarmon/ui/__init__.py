@@ -1,0 +1,1 @@
+"""`scarmon ui`: refinement in the browser (`server`)."""
