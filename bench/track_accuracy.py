@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from scarmon.store import keys
 from scarmon.ingest.discovery import open_catalog
 from scarmon.tracking.evaluate import scores
 from scarmon.ingest.frames import decode_ndvi
@@ -25,7 +26,7 @@ from scarmon.store.sequence import load_manifest
 from scarmon.site import parse_site
 from scarmon.store.backends import open_store
 from scarmon.demo.synthetic import SCENARIOS, demo_site, generate_catalog, truth_mask
-from scarmon.tracking.pipeline import mask_key, prompts_by_frame, read_mask, track_site
+from scarmon.tracking.pipeline import prompts_by_frame, read_mask, track_site
 
 
 def prompt_components(low: np.ndarray, positives: list[tuple[float, float, int]]) -> np.ndarray:
@@ -52,7 +53,7 @@ def run(scenario: str, out: Path, years: float) -> dict[str, tuple[float, float,
         truth = truth_mask(site, grid, dt.date.fromisoformat(frame.date), scenario=scenario) & aoi
         ndvi = decode_ndvi(store.get(frame.objects["ndvi"]))
         low = (ndvi <= site.ndvi_threshold) & aoi
-        results["knowledge tracker"].append(scores(read_mask(store, mask_key(site.id, frame)) & aoi, truth))
+        results["knowledge tracker"].append(scores(read_mask(store, keys.mask(site.id, frame)) & aoi, truth))
         results["NDVI threshold"].append(scores(low, truth))
         results["prompt-connected threshold"].append(scores(prompt_components(low, positives), truth))
     return {k: tuple(float(np.mean([s[i] for s in v])) for i in range(3)) for k, v in results.items()}

@@ -6,6 +6,7 @@ before anything is read or written.
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError
 import datetime as dt
 import re
 from pathlib import Path
@@ -21,7 +22,7 @@ from scarmon import defaults
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-class SiteError(ValueError):
+class SiteError(ScarmonError, ValueError):
     """A site file that cannot be used; the message names the file, the key and what to fix."""
 
 

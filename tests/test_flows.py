@@ -17,8 +17,9 @@ os.environ.setdefault("SCARMON_TASK_RETRY_DELAYS", "0,0,0")
 
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
+from scarmon.store import keys
 from scarmon.alerts.history import read_history  # noqa: E402
-from scarmon.store.lock import SiteBusy, lock_key, site_lock  # noqa: E402
+from scarmon.store.lock import SiteBusy, site_lock  # noqa: E402
 from scarmon.store.backends import LocalStore  # noqa: E402
 from scarmon.demo.synthetic import demo_site, generate_catalog  # noqa: E402
 
@@ -57,7 +58,7 @@ def test_monitor_site_tick_and_rerun_is_idempotent(harness, world, tmp_path):
     assert r2["appended"] == 0 and r2["tracked"] == 0 and r2["events"] == [] and r2["sent"] == []
     after = {k: st.get(k) for k in st.list("s0/") if not k.endswith("status.json")}
     assert after == before            # nothing appended, re-tracked or re-alerted
-    assert not st.exists(lock_key("s0"))
+    assert not st.exists(keys.lock("s0"))
 
 
 def test_site_lock_one_run_at_a_time(harness, world, tmp_path):
@@ -83,10 +84,10 @@ def test_site_lock_one_run_at_a_time(harness, world, tmp_path):
 
 def test_stale_lock_is_taken_over(tmp_path):
     store = LocalStore(tmp_path)
-    store.put(lock_key("x"), json.dumps({"owner": "dead", "since": "2020-01-01T00:00:00+00:00", "ttl_s": 60}).encode())
+    store.put(keys.lock("x"), json.dumps({"owner": "dead", "since": "2020-01-01T00:00:00+00:00", "ttl_s": 60}).encode())
     with site_lock(store, "x") as token:
-        assert json.loads(store.get(lock_key("x")))["owner"] == token
-    assert not store.exists(lock_key("x"))
+        assert json.loads(store.get(keys.lock("x")))["owner"] == token
+    assert not store.exists(keys.lock("x"))
 
 
 def test_monitor_all_reports_a_failing_site_without_stopping_others(harness, world, tmp_path, monkeypatch):
@@ -198,7 +199,7 @@ def test_refine_flow_stores_the_correction_and_retracks_from_its_frame(harness, 
     from scarmon.tracking.corrections import list_corrections
     from scarmon.grid import SiteGrid
     from scarmon.store.sequence import load_manifest
-    from scarmon.tracking.pipeline import mask_key, read_mask
+    from scarmon.tracking.pipeline import read_mask
 
     _, sites, items = world
     site_file = str(sites / "s0.yaml")
@@ -208,13 +209,13 @@ def test_refine_flow_stores_the_correction_and_retracks_from_its_frame(harness, 
     manifest, _ = load_manifest(st, "s0")
     grid = SiteGrid.from_dict(manifest.grid)
     last = manifest.frames[-1]
-    before = read_mask(st, mask_key("s0", last))
+    before = read_mask(st, keys.mask("s0", last))
     rows, cols = np.nonzero(before)
     lon, lat = grid.pixel_to_lonlat(int(cols.max()) - 3, int(rows[np.argmax(cols)]))
     out = refine(site_file, store=store, date=dt.date.fromisoformat(last.date), points=[(float(lon), float(lat), 0)])
     assert len(out["corrections"]) == 1 and out["tracked"] == 1  # only the corrected (last) frame re-tracked
     assert [c["id"] for c in list_corrections(st, "s0")] == out["corrections"]
-    assert read_mask(st, mask_key("s0", last)).sum() < before.sum()
+    assert read_mask(st, keys.mask("s0", last)).sum() < before.sum()
     undone = refine(site_file, store=store, undo=out["corrections"][0])
     assert undone["undone"] == out["corrections"][0] and list_corrections(st, "s0") == []
-    assert np.array_equal(read_mask(st, mask_key("s0", last)), before)
+    assert np.array_equal(read_mask(st, keys.mask("s0", last)), before)

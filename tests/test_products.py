@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scarmon.products.publish import (ProductsError, current_alert_level, index_key, load_index, publish_site,
-                              mask_to_pixel_polygon, read_alerts)
+from scarmon.store import keys
+from scarmon.products.publish import ProductsError, current_alert_level, load_index, publish_site, mask_to_pixel_polygon, read_alerts
 from scarmon.store.backends import LocalStore, Store, open_store
 from scarmon.tracking.pipeline import track_site
 from tests.test_products_support import (N_FRAMES, append_frames, build_site, copy_store, frame_dates, make_site,
@@ -45,7 +45,7 @@ class CountingStore:
 
 
 def _index(store: Store) -> dict:
-    return json.loads(store.get(index_key(SITE)))
+    return json.loads(store.get(keys.products_index(SITE)))
 
 
 def test_publish_writes_every_product(published_store_dir: Path) -> None:
@@ -119,7 +119,7 @@ def test_second_run_writes_nothing_and_a_new_frame_touches_only_what_changed(tra
     assert report.index_changed and report.index_revision == 2
     assert report.frames_total == N_FRAMES + 1
     assert len(report.frames_updated) < 5  # the new frame (and rows whose series values changed)
-    assert counting.puts[-1] == "sites.json" or index_key(SITE) in counting.puts
+    assert counting.puts[-1] == "sites.json" or keys.products_index(SITE) in counting.puts
     assert len(_index(inner)["frames"]) == N_FRAMES + 1
 
 

@@ -10,6 +10,7 @@ import yaml
 from affine import Affine
 from click.testing import CliRunner
 
+from scarmon.store import keys
 from scarmon.cli import main
 from scarmon.tracking.corrections import list_corrections
 from scarmon.ingest.discovery import open_catalog
@@ -19,7 +20,7 @@ from scarmon.store.sequence import load_manifest
 from scarmon.site import parse_site
 from scarmon.store.backends import open_store
 from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
-from scarmon.tracking.pipeline import mask_key, read_mask, track_site
+from scarmon.tracking.pipeline import read_mask, track_site
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_refine_adds_sticks_and_undo_restores(tracked):
     manifest, _ = load_manifest(store, site.id)
     grid = SiteGrid.from_dict(manifest.grid)
     j = 1
-    before = [read_mask(store, mask_key(site.id, f)) for f in manifest.frames]
+    before = [read_mask(store, keys.mask(site.id, f)) for f in manifest.frames]
     rows, cols = np.nonzero(before[j])
     k = np.argmax(cols)  # the scar's easternmost pixel: declare the eastern lobe not scar
     lon, lat = grid.pixel_to_lonlat(cols[k] - 3, rows[k])
@@ -56,7 +57,7 @@ def test_refine_adds_sticks_and_undo_restores(tracked):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "stored 1 correction" in result.output and "tracked" in result.output
-    after = [read_mask(store, mask_key(site.id, f)) for f in manifest.frames]
+    after = [read_mask(store, keys.mask(site.id, f)) for f in manifest.frames]
     assert np.array_equal(after[0], before[0])  # frames before the correction untouched
     for b, a in zip(before[j:], after[j:]):  # the correction sticks on every later frame
         assert a.sum() < b.sum()
@@ -65,7 +66,7 @@ def test_refine_adds_sticks_and_undo_restores(tracked):
     assert corr["id"] in listed.output and "site file" in listed.output
     undo = CliRunner().invoke(main, ["refine", "--site", str(site_file), "--store", str(root / "s1"), "--undo", corr["id"]])
     assert undo.exit_code == 0, undo.output
-    restored = [read_mask(store, mask_key(site.id, f)) for f in manifest.frames]
+    restored = [read_mask(store, keys.mask(site.id, f)) for f in manifest.frames]
     assert all(np.array_equal(a, b) for a, b in zip(restored, before))
 
 

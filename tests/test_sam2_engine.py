@@ -17,15 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from scarmon.tracking.sam2_engine import (  # noqa: E402
-    CheckpointError,
-    EngineConfig,
-    ResumeError,
-    Sam2Engine,
-    build_predictor,
-    describe_resume,
-    preprocess_frame,
-)
+from scarmon.store import keys
+from scarmon.tracking.sam2_engine import # noqa: E402     CheckpointError, EngineConfig, ResumeError, Sam2Engine, build_predictor, describe_resume, preprocess_frame
 
 SIZE = 256
 N = 18  # > max_obj_ptrs_in_encoder (16): the pointer window saturates inside the test

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scarmon.store.sequence import (
-    FORMAT, FrameEntry, Manifest, Rejection, SequenceError, append, load_manifest, manifest_key, mark_tracked, merge,
-)
+from scarmon.store import keys
+from scarmon.store.sequence import FORMAT, FrameEntry, Manifest, Rejection, SequenceError, append, load_manifest, mark_tracked, merge
 from scarmon.store.backends import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,33 +159,33 @@ def test_append_then_load(store) -> None:
     manifest, tag = load_manifest(store, SITE)
     assert tag is not None and manifest.frames == (f1, f2) and manifest.grid == GRID and manifest.revision == 1
     assert store.get(f2.objects["ndvi"]) == b"s2:ndvi"
-    raw = store.get(manifest_key(SITE))
+    raw = store.get(keys.manifest(SITE))
     doc = json.loads(raw)
     assert doc["format"] == FORMAT and doc["site_id"] == SITE
     assert raw.decode() == json.dumps(doc, sort_keys=True, indent=1) + "\n"
-    assert sorted(store.list(f"{SITE}/")) == sorted([manifest_key(SITE), *data_for(f1, f2)])
+    assert sorted(store.list(f"{SITE}/")) == sorted([keys.manifest(SITE), *data_for(f1, f2)])
 
 
 def test_append_twice_is_idempotent(store) -> None:
     f1, f2 = frame("s1", "2024-05-01T10:00:00Z"), frame("s2", "2024-05-11T10:00:00Z")
     append(store, SITE, frames=[f1, f2], rejections=[rejection("r1", "2024-05-06T10:00:00Z")], grid=GRID,
            data=data_for(f1, f2))
-    before = store.get_with_tag(manifest_key(SITE))
+    before = store.get_with_tag(keys.manifest(SITE))
     spy = CountingStore(store)
     rep = append(spy, SITE, frames=[f1, f2], rejections=[rejection("r1", "2024-05-06T10:00:00Z")], grid=GRID,
                  data=data_for(f1, f2))
     assert rep.appended == () and rep.rejected == () and rep.already_present == ("s1", "r1", "s2")
     assert rep.revision == 1 and spy.puts == []  # no data rewritten, no manifest swap
-    assert store.get_with_tag(manifest_key(SITE)) == before
+    assert store.get_with_tag(keys.manifest(SITE)) == before
     # A mixed re-run writes only the new scene's objects.
     f3 = frame("s3", "2024-05-21T10:00:00Z")
     rep = append(spy, SITE, frames=[f1, f3], rejections=[], grid=GRID, data=data_for(f1, f3))
     assert rep.appended == ("s3",) and rep.already_present == ("s1",) and rep.revision == 2
-    assert sorted(spy.puts) == sorted([*f3.objects.values(), manifest_key(SITE)])
+    assert sorted(spy.puts) == sorted([*f3.objects.values(), keys.manifest(SITE)])
 
 
 def test_corrupt_manifest_raises_and_is_not_overwritten(store) -> None:
-    key = manifest_key(SITE)
+    key = keys.manifest(SITE)
     for bad in (b"{ not json", b'{"format": "scarmon.sequence/99"}', b'{"format": "scarmon.sequence/1"}',
                 json.dumps({"format": FORMAT, "site_id": "other-site"}).encode()):
         store.put(key, bad)
@@ -314,7 +313,7 @@ _KILLED = textwrap.dedent("""
 def test_kill_during_append_leaves_previous_manifest(store, tmp_path: Path) -> None:
     f1 = frame("s1", "2024-05-01T10:00:00Z")
     append(store, SITE, frames=[f1], rejections=[], grid=GRID, data=data_for(f1))
-    before = store.get(manifest_key(SITE))
+    before = store.get(keys.manifest(SITE))
     ready = tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(REPO), store.uri, str(ready)], env=_env(),
                             stderr=subprocess.PIPE, text=True)
@@ -331,7 +330,7 @@ def test_kill_during_append_leaves_previous_manifest(store, tmp_path: Path) -> N
     assert proc.returncode == -signal.SIGKILL
     late = frame("late", "2024-06-01T10:00:00Z")
     assert store.exists(late.objects["ndvi"])  # the killed run got as far as its data objects...
-    assert store.get(manifest_key(SITE)) == before  # ...but the manifest is the previous one, intact
+    assert store.get(keys.manifest(SITE)) == before  # ...but the manifest is the previous one, intact
     manifest, _ = load_manifest(store, SITE)
     assert [f.scene_id for f in manifest.frames] == ["s1"] and "late" not in manifest.known_scene_ids()
     rep = append(store, SITE, frames=[late], rejections=[], grid=GRID, data=data_for(late))  # the next run

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from scarmon.store import keys
 from scarmon.ingest.discovery import open_catalog
 from scarmon.grid import SiteGrid
 from scarmon.ingest.pipeline import ingest
@@ -16,7 +17,7 @@ from scarmon.store.sequence import load_manifest
 from scarmon.site import parse_site
 from scarmon.store.backends import open_store
 from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
-from scarmon.tracking.pipeline import mask_key, read_mask, track_site
+from scarmon.tracking.pipeline import read_mask, track_site
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_track_writes_masks_and_series(demo, tmp_path):
     rows = list(csv.DictReader(io.StringIO(store.get(f"{site.id}/series.csv").decode())))
     assert [r["date"] for r in rows] == [f.date for f in manifest.frames]
     for frame, row in zip(manifest.frames, rows):
-        key = mask_key(site.id, frame)
+        key = keys.mask(site.id, frame)
         assert key.split("/")[-1].startswith(frame.date) and key.endswith(".tif")
         mask = read_mask(store, key)
         assert float(row["area_m2"]) == mask.sum() * grid.pixel_area_m2
@@ -59,7 +60,7 @@ def test_resume_tracks_only_new_frames_and_equals_full_run(demo, tmp_path):
     manifest, _ = load_manifest(inc, site.id)
     assert second.start_index == len(first.tracked) and len(first.tracked) + len(second.tracked) == len(manifest.frames)
     for frame in manifest.frames:
-        assert np.array_equal(read_mask(inc, mask_key(site.id, frame)), read_mask(full, mask_key(site.id, frame)))
+        assert np.array_equal(read_mask(inc, keys.mask(site.id, frame)), read_mask(full, keys.mask(site.id, frame)))
     assert json.loads(inc.get(f"{site.id}/series.json")) == json.loads(full.get(f"{site.id}/series.json"))
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from scarmon.store import keys
 from scarmon.cli import main
 from scarmon.ingest.discovery import open_catalog
 from scarmon.ingest.pipeline import ingest
@@ -17,7 +18,7 @@ from scarmon.store.sequence import load_manifest
 from scarmon.site import parse_site
 from scarmon.store.backends import open_store
 from scarmon.demo.synthetic import demo_site, generate_catalog
-from scarmon.tracking.pipeline import mask_key, read_mask, state_key, track_site
+from scarmon.tracking.pipeline import read_mask, track_site
 
 torch = pytest.importorskip("torch")
 SIZE = 256
@@ -71,10 +72,10 @@ def test_resume_matches_full_repropagation(demo, checkpoint, tmp_path):
     second = track_site(site, inc, tracker=tracker)
     assert second.tracked == [f.scene_id for f in manifest.frames[n - 2:]]
     for f in manifest.frames:
-        a, b = read_mask(inc, mask_key(site.id, f)), read_mask(full, mask_key(site.id, f))
+        a, b = read_mask(inc, keys.mask(site.id, f)), read_mask(full, keys.mask(site.id, f))
         assert iou(a, b) >= 0.99, f.date
     # Masks are not trivially empty or full with these random weights, so the comparison means something.
-    fill = [read_mask(full, mask_key(site.id, f)).mean() for f in manifest.frames]
+    fill = [read_mask(full, keys.mask(site.id, f)).mean() for f in manifest.frames]
     assert any(0.001 < x < 0.999 for x in fill)
     # Bounded state: one resume state per kept frame, none larger than the first few.
     sizes = [len(inc.get(state_key(site.id, "sam2", f))) for f in manifest.frames[-3:]]
@@ -130,14 +131,14 @@ def test_sam2_correction_sticks_and_only_retracks_from_its_frame(demo, checkpoin
     tracker = sam2_tracker(checkpoint)
     track_site(site, store, tracker=tracker)
     manifest, _ = load_manifest(store, site.id)
-    before = [read_mask(store, mask_key(site.id, f)) for f in manifest.frames]
+    before = [read_mask(store, keys.mask(site.id, f)) for f in manifest.frames]
     j = len(manifest.frames) - 3
     grid = SiteGrid.from_dict(manifest.grid)
     lon, lat = grid.pixel_to_lonlat(grid.width * 0.5, grid.height * 0.5)
     add_corrections(store, site, dt.date.fromisoformat(manifest.frames[j].date), [(float(lon), float(lat), 0)])
     report = track_site(site, store, tracker=tracker)
     assert report.start_index == j and len(report.tracked) == 3
-    after = [read_mask(store, mask_key(site.id, f)) for f in manifest.frames]
+    after = [read_mask(store, keys.mask(site.id, f)) for f in manifest.frames]
     assert all(np.array_equal(a, b) for a, b in zip(after[:j], before[:j]))
     assert not np.array_equal(after[j], before[j])
     last_state = describe_resume(store.get(state_key(site.id, "sam2", manifest.frames[-1])))

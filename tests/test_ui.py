@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from scarmon.store import keys
 from scarmon.tracking.corrections import list_corrections
 from scarmon.grid import SiteGrid
-from scarmon.products.publish import index_key, publish_site
+from scarmon.products.publish import publish_site
 from scarmon.store.sequence import load_manifest
 from scarmon.ui.server import make_server
 from tests.test_products_support import (browser, copy_store, make_site, screenshot_dir,  # noqa: F401
@@ -71,7 +72,7 @@ def test_click_and_submit_stores_corrections_and_retracks(ui, page) -> None:
     assert page.locator("#point-list li").count() == 3
     assert page.locator("#points circle.pos").count() == 1 and page.locator("#points circle.neg").count() == 2
     page.screenshot(path=str(screenshot_dir() / "ui-points.png"), full_page=True)
-    revision = json.loads(store.get(index_key(SITE)))["revision"]
+    revision = json.loads(store.get(keys.products_index(SITE)))["revision"]
     page.click("#submit")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('stored')", timeout=60000)
     assert "stored 3 correction(s) on " + date in page.locator("#status").inner_text()
@@ -88,7 +89,7 @@ def test_click_and_submit_stores_corrections_and_retracks(ui, page) -> None:
     manifest, _ = load_manifest(store, SITE)
     assert manifest.dirty_from is None  # re-tracked from the corrected frame
     assert "products" in page.locator("#status").inner_text()  # re-published (unchanged if the masks were)
-    assert json.loads(store.get(index_key(SITE)))["revision"] in (revision, revision + 1)
+    assert json.loads(store.get(keys.products_index(SITE)))["revision"] in (revision, revision + 1)
     assert page.locator("#n-corrections").inner_text() == "3"
     assert page.errors == []
 

@@ -16,26 +16,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from scarmon.store import keys
 from scarmon.alerts.rules import AlertEvent, AlertState
 from scarmon.store.backends import Conflict, KeyMissing, Store
 
 CHANNELS = ("email", "webhook")
-
-
-def state_key(site_id: str) -> str:
-    return f"{site_id}/alerts/state.json"
-
-
-def history_key(site_id: str) -> str:
-    return f"{site_id}/alerts.jsonl"
-
-
-def outbox_key(site_id: str, event_id: str) -> str:
-    return f"{site_id}/alerts/outbox/{event_id}.json"
-
-
-def sent_key(site_id: str, event_id: str) -> str:
-    return f"{site_id}/alerts/sent/{event_id}.json"
 
 
 def _now() -> str:
@@ -44,18 +29,18 @@ def _now() -> str:
 
 def load_state(store: Store, site_id: str) -> AlertState:
     try:
-        return AlertState.from_dict(json.loads(store.get(state_key(site_id))))
+        return AlertState.from_dict(json.loads(store.get(keys.alert_state(site_id))))
     except KeyMissing:
         return AlertState(site=site_id)
 
 
 def save_state(store: Store, site_id: str, state: AlertState) -> None:
-    store.put(state_key(site_id), json.dumps(state.to_dict(), indent=1).encode(), content_type="application/json")
+    store.put(keys.alert_state(site_id), json.dumps(state.to_dict(), indent=1).encode(), content_type="application/json")
 
 
 def read_history(store: Store, site_id: str) -> list[dict[str, Any]]:
     try:
-        text = store.get(history_key(site_id)).decode()
+        text = store.get(keys.alert_history(site_id)).decode()
     except KeyMissing:
         return []
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -69,7 +54,7 @@ def append_history(store: Store, site_id: str, events: Iterable[AlertEvent], *, 
         return 0
     for _ in range(attempts):
         try:
-            data, tag = store.get_with_tag(history_key(site_id))
+            data, tag = store.get_with_tag(keys.alert_history(site_id))
         except KeyMissing:
             data, tag = b"", None
         known = {json.loads(line)["id"] for line in data.decode().splitlines() if line.strip()}
@@ -80,12 +65,12 @@ def append_history(store: Store, site_id: str, events: Iterable[AlertEvent], *, 
         if data and not data.endswith(b"\n"):
             data += b"\n"
         try:
-            store.put_if(history_key(site_id), data + lines.encode(), expected_tag=tag,
+            store.put_if(keys.alert_history(site_id), data + lines.encode(), expected_tag=tag,
                          content_type="application/x-ndjson")
             return len(new)
         except Conflict:
             continue
-    raise Conflict(f"{history_key(site_id)}: kept changing while appending alert events")
+    raise Conflict(f"{keys.alert_history(site_id)}: kept changing while appending alert events")
 
 
 @dataclass
@@ -110,11 +95,11 @@ class OutboxEntry:
 def enqueue(store: Store, site_id: str, event: AlertEvent, channels: Iterable[str]) -> bool:
     """Put an event in the outbox for `channels` unless it is already there or already sent; True if queued."""
     channels = list(channels)
-    if not channels or store.exists(sent_key(site_id, event.id)):
+    if not channels or store.exists(keys.sent_entry(site_id, event.id)):
         return False
     entry = OutboxEntry(event, {c: {"status": "pending", "attempts": 0} for c in channels}, _now())
     try:
-        store.put_if(outbox_key(site_id, event.id), entry.to_json(), expected_tag=None, content_type="application/json")
+        store.put_if(keys.outbox_entry(site_id, event.id), entry.to_json(), expected_tag=None, content_type="application/json")
         return True
     except Conflict:
         return False
@@ -123,7 +108,7 @@ def enqueue(store: Store, site_id: str, event: AlertEvent, channels: Iterable[st
 def outbox(store: Store, site_id: str) -> list[OutboxEntry]:
     """Pending deliveries, oldest event first."""
     out = []
-    for key in store.list(f"{site_id}/alerts/outbox/"):
+    for key in store.list(keys.outbox_prefix(site_id)):
         if key.endswith(".json"):
             try:
                 out.append(OutboxEntry.from_json(store.get(key)))
@@ -133,16 +118,16 @@ def outbox(store: Store, site_id: str) -> list[OutboxEntry]:
 
 
 def sent(store: Store, site_id: str) -> list[OutboxEntry]:
-    return [OutboxEntry.from_json(store.get(k)) for k in store.list(f"{site_id}/alerts/sent/") if k.endswith(".json")]
+    return [OutboxEntry.from_json(store.get(k)) for k in store.list(keys.sent_prefix(site_id)) if k.endswith(".json")]
 
 
 def update_entry(store: Store, site_id: str, entry: OutboxEntry) -> None:
     """Persist the channels' status; once every channel is sent, move the entry to alerts/sent/."""
-    key = outbox_key(site_id, entry.event.id)
+    key = keys.outbox_entry(site_id, entry.event.id)
     if entry.pending():
         store.put(key, entry.to_json(), content_type="application/json")
         return
-    store.put(sent_key(site_id, entry.event.id), entry.to_json(), content_type="application/json")
+    store.put(keys.sent_entry(site_id, entry.event.id), entry.to_json(), content_type="application/json")
     store.delete(key)
 
 

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from scarmon.store import keys
 from scarmon import defaults
 from scarmon.alerts.history import OutboxEntry, mark, outbox, update_entry
 from scarmon.alerts.rules import AlertEvent
@@ -135,7 +136,7 @@ def boundary_image(store: Store, site_id: str, event: AlertEvent, *, panel_px: i
 
     from scarmon.ingest.frames import decode_png
     from scarmon.store.sequence import load_manifest
-    from scarmon.tracking.pipeline import mask_key, read_mask
+    from scarmon.tracking.pipeline import read_mask
 
     try:
         manifest, _ = load_manifest(store, site_id)
@@ -145,7 +146,7 @@ def boundary_image(store: Store, site_id: str, event: AlertEvent, *, panel_px: i
         clear = [f for f in earlier if f.clear_fraction >= 0.9]
         before = (clear or earlier or frames)[-1 if (clear or earlier) else 0]
         panels = []
-        masks = [read_mask(store, mask_key(site_id, f)) for f in (before, now)]
+        masks = [read_mask(store, keys.mask(site_id, f)) for f in (before, now)]
         edges = [m & ~ndimage.binary_erosion(m, iterations=2) for m in masks]
         for k, (f, edge) in enumerate(zip((before, now), edges)):
             gray = decode_png(store.get(f.objects["video"]))

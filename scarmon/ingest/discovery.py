@@ -9,6 +9,7 @@ fetch the root link, neither of which we want.
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError, is_transient, transient
 import datetime as dt
 import json
 import logging
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
-class CatalogError(RuntimeError):
+class CatalogError(ScarmonError, RuntimeError):
     """The catalog could not be searched; the message names the URL and what to do. Nothing was stored."""
 
 
@@ -78,8 +79,9 @@ class StacApiCatalog:
             try:
                 self._client = Client.open(self.source, stac_io=io, timeout=defaults.HTTP_TIMEOUT_S)
             except Exception as exc:
-                raise CatalogError(f"cannot open the STAC API at {self.source}: {_reason(exc)}. Check the URL and "
-                                   "your network, or pass --catalog with another STAC API or a static JSON.") from exc
+                raise transient(CatalogError(
+                    f"cannot open the STAC API at {self.source}: {_reason(exc)}. Check the URL and your network, or "
+                    "pass --catalog with another STAC API or a static JSON."), _network(exc)) from exc
         return self._client
 
     def search(self, *, aoi: Polygon, start: dt.datetime, end: dt.datetime, max_cloud: float) -> list[dict[str, Any]]:
@@ -95,9 +97,10 @@ class StacApiCatalog:
                 pages += 1
                 items.extend(page.get("features", []))
         except Exception as exc:
-            raise CatalogError(f"searching {self.source} (collection {self.collection}) failed after {pages} page(s) "
-                               f"and {defaults.HTTP_RETRIES} retries: {_reason(exc)}. Nothing was stored; the next run "
-                               "will search again.") from exc
+            raise transient(CatalogError(
+                f"searching {self.source} (collection {self.collection}) failed after {pages} page(s) and "
+                f"{defaults.HTTP_RETRIES} retries: {_reason(exc)}. Nothing was stored; the next run will search "
+                "again."), _network(exc)) from exc
         log.info("%s: %d items in %d page(s)", self.source, len(items), pages)
         return _filter(items, aoi, start, end, max_cloud, self.collection)
 
@@ -167,7 +170,8 @@ def _read_json(source: str) -> dict[str, Any]:
         path = Path(source.removeprefix("file://"))
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, requests.RequestException) as exc:
-        raise CatalogError(f"cannot read the static catalog {source}: {_reason(exc)}") from exc
+        raise transient(CatalogError(f"cannot read the static catalog {source}: {_reason(exc)}"),
+                        _network(exc)) from exc
 
 
 def _join(base: str, href: str) -> str:
@@ -183,6 +187,12 @@ def _absolute_hrefs(item: dict[str, Any], base: str) -> dict[str, Any]:
         if "href" in asset:
             asset["href"] = _join(base, asset["href"])
     return item
+
+
+def _network(exc: BaseException) -> bool:
+    """A failure that may pass: connection errors, timeouts, HTTP 429/5xx (retried here already, and again later)."""
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    return is_transient(exc) or status in RETRY_STATUS
 
 
 def _reason(exc: BaseException) -> str:

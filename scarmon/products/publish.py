@@ -24,6 +24,7 @@ stored tags did not advance.
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError
 import datetime as dt
 import hashlib
 import io
@@ -36,11 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from scarmon.store import keys
 from scarmon.grid import SiteGrid
 from scarmon.store.sequence import FrameEntry, check_site_id, load_manifest
 from scarmon.site import Site
 from scarmon.store.backends import Conflict, KeyMissing, Store
-from scarmon.tracking.pipeline import mask_key, read_series
+from scarmon.tracking.pipeline import read_series
 
 log = logging.getLogger(__name__)
 
@@ -50,40 +52,17 @@ QUICKLOOK_MAX_PX = 1024
 NDVI_RANGE = (-0.2, 0.9)  # fixed colour mapping, the same for every frame (never per-frame min-max)
 LEVELS = ("none", "watch", "warning", "alarm")
 LEVEL_COLORS = {"watch": "#e6a700", "warning": "#e4572e", "alarm": "#b0003a"}
-SITES_INDEX = "sites.json"
-DASHBOARD_PREFIX = "dashboard/"
 DASHBOARD_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                    "style.css": "text/css; charset=utf-8"}
-ALERT_STATE_KEYS = ("alerts/state.json", "alert-state.json")  # the first is scarmon.alerts.history's
 FINAL_STATES = {"finished", "reset", "cleared", "closed", "none", "resolved"}
 
 
-class ProductsError(Exception):
+class ProductsError(ScarmonError):
     """Products cannot be published as asked; the message says which site/key and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # keys
-
-def products_prefix(site_id: str) -> str:
-    return f"{check_site_id(site_id)}/products/"
-
-
-def index_key(site_id: str) -> str:
-    return products_prefix(site_id) + "index.json"
-
-
-def frame_stem(frame: FrameEntry) -> str:
-    return f"{frame.date}_{frame.scene_id}"
-
-
-def quicklook_key(site_id: str, frame: FrameEntry) -> str:
-    return products_prefix(site_id) + f"quicklooks/{frame_stem(frame)}.png"
-
-
-def polygon_key(site_id: str, frame: FrameEntry) -> str:
-    return products_prefix(site_id) + f"polygons/{frame_stem(frame)}.geojson"
-
 
 PLOTS = {
     "area_series": "plots/area_series.png",
@@ -114,7 +93,7 @@ def _tag(*parts: Any) -> str:
 def read_alerts(store: Store, site_id: str) -> list[dict]:
     """Alert events from `{site}/alerts.jsonl`, oldest first; malformed lines are skipped with a warning."""
     try:
-        data = store.get(f"{site_id}/alerts.jsonl")
+        data = store.get(keys.alert_history(site_id))
     except KeyMissing:
         return []
     events = []
@@ -133,9 +112,9 @@ def read_alerts(store: Store, site_id: str) -> list[dict]:
 
 def current_alert_level(store: Store, site_id: str, events: list[dict]) -> str:
     """The site's alert level now: from the stored alert state if there is one, else from the last event."""
-    for name in ALERT_STATE_KEYS:
+    for key in (keys.alert_state(site_id),):
         try:
-            state = json.loads(store.get(f"{site_id}/{name}"))
+            state = json.loads(store.get(key))
         except (KeyMissing, ValueError):
             continue
         if not isinstance(state, dict):
@@ -272,7 +251,7 @@ def read_polygons(store: Store, site_id: str) -> dict[str, Any]:
     import geopandas as gpd
 
     try:
-        data = store.get(products_prefix(site_id) + "polygons.parquet")
+        data = store.get(keys.products_prefix(site_id) + "polygons.parquet")
         gdf = gpd.read_parquet(io.BytesIO(data))
     except KeyMissing:
         return {}
@@ -457,7 +436,7 @@ class PublishReport:
     objects_written: int = 0
     index_revision: int = 0
     index_changed: bool = False
-    dashboard_key: str = DASHBOARD_PREFIX + "index.html"
+    dashboard_key: str = keys.DASHBOARD_PREFIX + "index.html"
     dashboard_url: str = ""
     alert_level: str = "none"
 
@@ -474,7 +453,7 @@ class PublishReport:
 def load_index(store: Store, site_id: str) -> tuple[dict | None, str | None]:
     """The published products index and its tag; (None, None) when none exists or it is unreadable."""
     try:
-        data, tag = store.get_with_tag(index_key(site_id))
+        data, tag = store.get_with_tag(keys.products_index(site_id))
     except KeyMissing:
         return None, None
     try:
@@ -517,7 +496,7 @@ def publish_site(site: Site, store: Store, *, dashboard: bool = True, stac: bool
         except Conflict:
             if attempt + 1 == max_attempts:
                 raise ProductsError(f"site {site.id}: another publish run kept replacing "
-                                    f"{store.url(index_key(site.id))}; run again") from None
+                                    f"{store.url(keys.products_index(site.id))}; run again") from None
             log.info("site %s: another publish run swapped the products index first; redoing", site.id)
     raise AssertionError("unreachable")
 
@@ -548,7 +527,7 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
     pixel_geoms: dict[str, Any] = {}
     latest_ndvi = None
     for frame in tracked:
-        mkey = mask_key(sid, frame)
+        mkey = keys.mask(sid, frame)
         try:
             mask_bytes = store.get(mkey)
         except KeyMissing:
@@ -572,7 +551,7 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
             mask = read_mask(store, mkey)
             pix_geom = mask_to_pixel_polygon(mask)
             grid_geom = pixel_to_grid(pix_geom, grid)
-        qkey, pkey = quicklook_key(sid, frame), polygon_key(sid, frame)
+        qkey, pkey = keys.quicklook(sid, frame), keys.polygon(sid, frame)
         if not (prev is not None and prev.get("mask_tag") == mask_tag):
             ndvi = decode_ndvi(store.get(frame.objects["ndvi"]))
             w.put(qkey, render_quicklook(ndvi, read_mask(store, mkey)), "image/png")
@@ -600,8 +579,8 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
         if not old or old.get("polygons_tag") != all_tag:
             props = [_frame_feature_props(sid, manifest.frame(f["scene_id"]), rows[f["scene_id"]]) for f in frames_out]
             gdf = _gdf(props, [grid_geoms[f["scene_id"]] for f in frames_out], grid)
-            w.put(products_prefix(sid) + "polygons.parquet", _parquet_bytes(gdf), "application/vnd.apache.parquet")
-            w.put(products_prefix(sid) + "polygons.geojson", _geojson_bytes(gdf), "application/geo+json")
+            w.put(keys.products_prefix(sid) + "polygons.parquet", _parquet_bytes(gdf), "application/vnd.apache.parquet")
+            w.put(keys.products_prefix(sid) + "polygons.geojson", _geojson_bytes(gdf), "application/geo+json")
     else:
         all_tag = None
 
@@ -615,7 +594,7 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
     }
     old_plot_tags = (old or {}).get("plot_tags", {})
     for name, tag in plot_tags.items():
-        key = products_prefix(sid) + PLOTS[name]
+        key = keys.products_prefix(sid) + PLOTS[name]
         if old_plot_tags.get(name) == tag and old is not None and name in old.get("plots", {}):
             continue
         if name == "area_series":
@@ -650,7 +629,7 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
         index["content_tag"] = content_tag
         index["revision"] = int((old or {}).get("revision", 0)) + 1
         index["published_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        store.put_if(index_key(sid), (json.dumps(index, allow_nan=False, indent=None, separators=(",", ":"))
+        store.put_if(keys.products_index(sid), (json.dumps(index, allow_nan=False, indent=None, separators=(",", ":"))
                                       + "\n").encode(), expected_tag=old_tag, content_type="application/json")
         w.count += 1
         report.index_revision = index["revision"]
@@ -675,7 +654,7 @@ def publish_dashboard(store: Store) -> int:
     """Copy the static dashboard into `dashboard/` of the store (only files that differ); returns how many."""
     w = _Writer(store)
     for name, data in dashboard_files().items():
-        w.put_if_changed(DASHBOARD_PREFIX + name, data, DASHBOARD_FILES[name])
+        w.put_if_changed(keys.DASHBOARD_PREFIX + name, data, DASHBOARD_FILES[name])
     return w.count
 
 
@@ -697,7 +676,7 @@ def update_sites_index(store: Store, site_id: str, name: str, index: dict | None
     entry = _site_entry(site_id, name, index, error)
     for _ in range(max_attempts):
         try:
-            data, tag = store.get_with_tag(SITES_INDEX)
+            data, tag = store.get_with_tag(keys.SITES_INDEX)
             doc = json.loads(data)
             if not isinstance(doc, dict) or not isinstance(doc.get("sites"), list):
                 raise ValueError("not a sites index")
@@ -711,18 +690,18 @@ def update_sites_index(store: Store, site_id: str, name: str, index: dict | None
             return 0
         doc["sites"] = sorted([*sites, entry], key=lambda s: str(s.get("id")))
         try:
-            store.put_if(SITES_INDEX, (json.dumps(doc, indent=1) + "\n").encode(), expected_tag=tag,
+            store.put_if(keys.SITES_INDEX, (json.dumps(doc, indent=1) + "\n").encode(), expected_tag=tag,
                          content_type="application/json")
             return 1
         except Conflict:
             continue
-    raise ProductsError(f"could not update {store.url(SITES_INDEX)}: other runs kept replacing it; run again")
+    raise ProductsError(f"could not update {store.url(keys.SITES_INDEX)}: other runs kept replacing it; run again")
 
 
 def dashboard_url(store: Store, site_id: str | None = None) -> str:
     """Where the dashboard is: an http URL for S3 stores with an endpoint, else the file (serve its store folder
     over HTTP to open it: browsers do not let a page fetch() from file://)."""
-    url = store.url(DASHBOARD_PREFIX + "index.html")
+    url = store.url(keys.DASHBOARD_PREFIX + "index.html")
     return url + (f"#site={site_id}" if site_id and url.startswith("http") else "")
 
 

@@ -13,12 +13,14 @@ before it is written: an invalid one raises StacError and the products index is 
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError
 import datetime as dt
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from scarmon.store import keys
 from scarmon.grid import SiteGrid
 from scarmon.store.sequence import Manifest
 from scarmon.site import Site
@@ -26,14 +28,13 @@ from scarmon.store.backends import Conflict, KeyMissing, Store
 
 STAC_VERSION = "1.1.0"
 SCHEMA_BASE = f"https://schemas.stacspec.org/v{STAC_VERSION}/"
-ROOT_CATALOG = "catalog.json"
 ROOT_CATALOG_ID = "scarmon"
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 JSON = "application/json"
 GEOJSON = "application/geo+json"
 
 
-class StacError(Exception):
+class StacError(ScarmonError):
     """A STAC document does not validate; the message names the document and the failing path."""
 
 
@@ -100,14 +101,6 @@ def validate(doc: dict, *, where: str = "") -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # documents
 
-def collection_key(site_id: str) -> str:
-    return f"{site_id}/stac/collection.json"
-
-
-def item_key(site_id: str, frame: dict) -> str:
-    return f"{site_id}/stac/items/{frame['date']}_{frame['scene_id']}.json"
-
-
 def _footprint(grid: SiteGrid) -> tuple[dict, list[float]]:
     w, s, e, n = grid.bounds
     cols = [0, grid.width, grid.width, 0, 0]
@@ -166,7 +159,7 @@ def build_item(site_id: str, frame: dict, grid: SiteGrid) -> dict:
                                   title="NDVI frame mosaicked from Sentinel-2 L2A items "
                                         + ", ".join(frame["item_ids"])))
     for rel, href in (("collection", "../collection.json"), ("parent", "../collection.json"),
-                      ("root", "../../../" + ROOT_CATALOG)):
+                      ("root", "../../../" + keys.ROOT_CATALOG)):
         item.add_link(pystac.Link(rel, href, media_type=JSON))
     doc = item.to_dict(include_self_link=False, transform_hrefs=False)
     return doc
@@ -200,7 +193,7 @@ def build_collection(site: Site, grid: SiteGrid, index: dict) -> dict:
                                                    media_type=pystac.MediaType.PNG, roles=["visual"]))
     coll.add_asset("products_index", pystac.Asset(up + "products/index.json", title="Products index (dashboard)",
                                                  media_type=JSON, roles=["metadata"]))
-    for rel, href in (("root", "../../" + ROOT_CATALOG), ("parent", "../../" + ROOT_CATALOG)):
+    for rel, href in (("root", "../../" + keys.ROOT_CATALOG), ("parent", "../../" + keys.ROOT_CATALOG)):
         coll.add_link(pystac.Link(rel, href, media_type=JSON))
     for f in frames:
         coll.add_link(pystac.Link("item", f"items/{f['date']}_{f['scene_id']}.json", media_type=GEOJSON))
@@ -220,12 +213,12 @@ def write_stac(site: Site, store: Store, manifest: Manifest, index: dict, old_in
         prev = old.get(frame["scene_id"])
         if prev is not None and prev.get("row_tag") == frame["row_tag"]:
             continue
-        key = item_key(site.id, frame)
+        key = keys.stac_item(site.id, frame)
         doc = build_item(site.id, frame, grid)
         validate(doc, where=key)
         writer.put(key, _dumps(doc), GEOJSON)
         written += 1
-    ckey = collection_key(site.id)
+    ckey = keys.stac_collection(site.id)
     coll = build_collection(site, grid, index)
     validate(coll, where=ckey)
     writer.put_if_changed(ckey, _dumps(coll), JSON)
@@ -236,10 +229,10 @@ def write_stac(site: Site, store: Store, manifest: Manifest, index: dict, old_in
 def _add_to_root(store: Store, site_id: str, title: str, max_attempts: int = 10) -> None:
     import pystac
 
-    href = collection_key(site_id)
+    href = keys.stac_collection(site_id)
     for _ in range(max_attempts):
         try:
-            data, tag = store.get_with_tag(ROOT_CATALOG)
+            data, tag = store.get_with_tag(keys.ROOT_CATALOG)
             doc = json.loads(data)
         except KeyMissing:
             doc, tag = None, None
@@ -248,27 +241,27 @@ def _add_to_root(store: Store, site_id: str, title: str, max_attempts: int = 10)
         if not isinstance(doc, dict) or doc.get("type") != "Catalog":
             cat = pystac.Catalog(id=ROOT_CATALOG_ID, title="scarmon landslide scar products",
                                  description="Products of every site monitored by scarmon, one collection per site.")
-            cat.add_link(pystac.Link("root", "./" + ROOT_CATALOG, media_type=JSON))
+            cat.add_link(pystac.Link("root", "./" + keys.ROOT_CATALOG, media_type=JSON))
             doc = cat.to_dict(include_self_link=False, transform_hrefs=False)
         children = [ln for ln in doc.get("links", []) if ln.get("rel") == "child"]
         if any(ln.get("href") == href and ln.get("title") == title for ln in children):
             return
         doc["links"] = [ln for ln in doc["links"] if not (ln.get("rel") == "child" and ln.get("href") == href)]
         doc["links"].append({"rel": "child", "href": href, "type": JSON, "title": title})
-        validate(doc, where=ROOT_CATALOG)
+        validate(doc, where=keys.ROOT_CATALOG)
         try:
-            store.put_if(ROOT_CATALOG, _dumps(doc), expected_tag=tag, content_type=JSON)
+            store.put_if(keys.ROOT_CATALOG, _dumps(doc), expected_tag=tag, content_type=JSON)
             return
         except Conflict:
             continue
-    raise StacError(f"could not update {store.url(ROOT_CATALOG)}: other runs kept replacing it; run again")
+    raise StacError(f"could not update {store.url(keys.ROOT_CATALOG)}: other runs kept replacing it; run again")
 
 
 def validate_store(store: Store, site_id: str | None = None) -> int:
     """Validate the root catalog and the collection + items of one (or every) site in the store; returns count."""
     n = 0
-    root = json.loads(store.get(ROOT_CATALOG))
-    validate(root, where=ROOT_CATALOG)
+    root = json.loads(store.get(keys.ROOT_CATALOG))
+    validate(root, where=keys.ROOT_CATALOG)
     n += 1
     hrefs = [ln["href"] for ln in root["links"] if ln["rel"] == "child"]
     for href in hrefs:

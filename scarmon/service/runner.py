@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scarmon.store import keys
 from scarmon.alerts.history import load_state, outbox, record
 from scarmon.alerts.rules import AlertState, replay
 from scarmon.site import Site
@@ -89,8 +90,8 @@ def publish_stage(site: Site, store: Store, report: TickReport) -> None:
     doc = {"site": site.id, "name": site.display_name, "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(
         timespec="seconds"), "frames": report.frames, "alert_state": report.alert_state,
         "alert_level": report.alert_level, "outbox": report.outbox, "alerts": len(read_history(store, site.id)),
-        "series": f"{site.id}/series.json", "history": f"{site.id}/alerts.jsonl"}
-    store.put(f"{site.id}/status.json", json.dumps(doc, indent=1).encode(), content_type="application/json")
+        "series": keys.series_json(site.id), "history": keys.alert_history(site.id)}
+    store.put(keys.status(site.id), json.dumps(doc, indent=1).encode(), content_type="application/json")
 
 
 def tick(site: Site, store: Store, catalog: Any, *, start: dt.date | None = None, end: dt.date | None = None,

@@ -12,6 +12,7 @@ temporary and lock files and are rejected as keys.
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError, transient
 import contextlib
 import errno
 import fcntl
@@ -29,7 +30,7 @@ _TMP_PREFIX = RESERVED_PREFIX + "tmp-"
 _LOCK_STRIPES = 256  # bounded number of lock files; two keys sharing a stripe only serialize, never conflict
 
 
-class StoreError(Exception):
+class StoreError(ScarmonError):
     """A store operation failed; the message names the store URI and the key."""
 
 
@@ -42,6 +43,8 @@ class KeyMissing(StoreError, KeyError):
 
 class Conflict(StoreError):
     """A conditional put lost: someone else created or replaced the object since it was read."""
+
+    transient = True
 
 
 @runtime_checkable
@@ -366,9 +369,10 @@ class S3Store:
             code, status = self._code(e)
             if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
                 raise KeyMissing(f"no object {key!r} in store {self.uri}") from e
-            raise self._error(action, key, e) from e
-        except BotoCoreError as e:
-            raise self._error(action, key, e) from e
+            raise transient(self._error(action, key, e), status in (429, 500, 502, 503, 504)
+                            or code in ("SlowDown", "Throttling", "RequestTimeout")) from e
+        except BotoCoreError as e:  # endpoint unreachable, read timeout, ...: network
+            raise transient(self._error(action, key, e)) from e
 
     def get(self, key: str) -> bytes:
         return self.get_with_tag(key)[0]

@@ -8,7 +8,8 @@ store-wide keys (the dashboard, the site index, the STAC root) at the top.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -31,7 +32,10 @@ def check_site_id(site_id: str) -> str:
     return site_id
 
 
-def frame_stem(frame: FrameRef) -> str:
+def frame_stem(frame: FrameRef | Mapping[str, Any]) -> str:
+    """`{date}_{scene_id}` of a frame (a FrameEntry, or a frame row of the products index)."""
+    if isinstance(frame, Mapping):
+        return f"{frame['date']}_{frame['scene_id']}"
     return f"{frame.date}_{frame.scene_id}"
 
 
@@ -50,11 +54,11 @@ def frame_base(site_id: str, date: str, scene_id: str) -> str:
 
 
 # --- tracking ----------------------------------------------------------------------------------------------------
-def mask(site_id: str, frame: FrameRef) -> str:
+def mask(site_id: str, frame: FrameRef | Mapping[str, Any]) -> str:
     return f"{site_id}/masks/{frame_stem(frame)}.tif"
 
 
-def tracker_state(site_id: str, tracker: str, frame: FrameRef) -> str:
+def tracker_state(site_id: str, tracker: str, frame: FrameRef | Mapping[str, Any]) -> str:
     return f"{tracker_states_prefix(site_id, tracker)}{frame_stem(frame)}.state"
 
 
@@ -121,11 +125,11 @@ def products_index(site_id: str) -> str:
     return products_prefix(site_id) + "index.json"
 
 
-def quicklook(site_id: str, frame: FrameRef) -> str:
+def quicklook(site_id: str, frame: FrameRef | Mapping[str, Any]) -> str:
     return products_prefix(site_id) + f"quicklooks/{frame_stem(frame)}.png"
 
 
-def polygon(site_id: str, frame: FrameRef) -> str:
+def polygon(site_id: str, frame: FrameRef | Mapping[str, Any]) -> str:
     return products_prefix(site_id) + f"polygons/{frame_stem(frame)}.geojson"
 
 
@@ -133,7 +137,7 @@ def stac_collection(site_id: str) -> str:
     return f"{site_id}/stac/collection.json"
 
 
-def stac_item(site_id: str, frame: FrameRef) -> str:
+def stac_item(site_id: str, frame: FrameRef | Mapping[str, Any]) -> str:
     return f"{site_id}/stac/items/{frame_stem(frame)}.json"
 
 

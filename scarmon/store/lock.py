@@ -6,6 +6,7 @@ machines sharing an S3 store. A lock older than its TTL is taken over (the run t
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError
 import contextlib
 import datetime as dt
 import json
@@ -14,16 +15,13 @@ import socket
 import uuid
 from collections.abc import Iterator
 
+from scarmon.store import keys
 from scarmon import defaults
 from scarmon.store.backends import Conflict, KeyMissing, Store
 
 
-class SiteBusy(RuntimeError):
+class SiteBusy(ScarmonError):
     """Another run holds the site's lock."""
-
-
-def lock_key(site_id: str) -> str:
-    return f"{site_id}/lock.json"
 
 
 @contextlib.contextmanager
@@ -32,7 +30,7 @@ def site_lock(store: Store, site_id: str, *, ttl_s: float = defaults.LOCK_TTL_S,
     token = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     now = dt.datetime.now(dt.timezone.utc)
     body = json.dumps({"owner": token, "since": now.isoformat(), "ttl_s": ttl_s}).encode()
-    key = lock_key(site_id)
+    key = keys.lock(site_id)
     try:
         store.put_if(key, body, expected_tag=None, content_type="application/json")
     except Conflict:

@@ -24,6 +24,7 @@ Rules worth knowing:
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from datetime import date as _date
 from datetime import datetime as _datetime
 from typing import Any, Callable
 
+from scarmon.store import keys
 from scarmon.store.backends import Conflict, KeyMissing, Store, StoreError, validate_key
 
 FORMAT = "scarmon.sequence/1"
@@ -45,17 +47,8 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 log = logging.getLogger(__name__)
 
 
-class SequenceError(Exception):
+class SequenceError(ScarmonError):
     """The sequence cannot be read or changed as asked; the message says which site/key and what to do."""
-
-
-def manifest_key(site_id: str) -> str:
-    return f"{check_site_id(site_id)}/manifest.json"
-
-
-def frames_prefix(site_id: str) -> str:
-    """Where a site's data objects must live: `{site_id}/frames/`."""
-    return f"{check_site_id(site_id)}/frames/"
 
 
 def check_site_id(site_id: str) -> str:
@@ -358,7 +351,7 @@ def load_manifest(store: Store, site_id: str) -> tuple[Manifest, str | None]:
 
     A manifest that exists but cannot be parsed raises SequenceError: it is never silently replaced.
     """
-    key = manifest_key(site_id)
+    key = keys.manifest(site_id)
     try:
         data, tag = store.get_with_tag(key)
     except KeyMissing:
@@ -372,7 +365,7 @@ def _backoff(attempt: int) -> None:
 
 
 def _swap(store: Store, site_id: str, new: Manifest, tag: str | None) -> None:
-    store.put_if(manifest_key(site_id), new.to_json_bytes(), expected_tag=tag, content_type="application/json")
+    store.put_if(keys.manifest(site_id), new.to_json_bytes(), expected_tag=tag, content_type="application/json")
 
 
 def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection],
@@ -391,7 +384,7 @@ def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejectio
     check_site_id(site_id)
     if max_attempts < 1:
         raise SequenceError(f"max_attempts must be >= 1, got {max_attempts}")
-    prefix = frames_prefix(site_id)
+    prefix = keys.frames_prefix(site_id)
     owner: dict[str, str] = {}  # object key -> scene_id of the offered frame referencing it
     for f in frames:
         for key in f.objects.values():
@@ -441,7 +434,7 @@ def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejectio
             if attempt + 1 < max_attempts:
                 _backoff(attempt)
                 manifest, tag = load_manifest(store, site_id)
-    raise SequenceError(f"site {site_id!r}: could not swap {store.url(manifest_key(site_id))} after {max_attempts} "
+    raise SequenceError(f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after {max_attempts} "
                         "attempts (other runs kept writing it); the data objects are written, run again to retry")
 
 
@@ -501,7 +494,7 @@ def _update(store: Store, site_id: str, change: Callable[[Manifest], Manifest | 
         except Conflict:
             if attempt + 1 < max_attempts:
                 _backoff(attempt)
-    raise SequenceError(f"site {site_id!r}: could not swap {store.url(manifest_key(site_id))} after {max_attempts} "
+    raise SequenceError(f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after {max_attempts} "
                         f"attempts (other runs kept writing it); {retry}")
 
 

@@ -6,6 +6,7 @@ take them from the CLI or the browser while it runs. Adding or undoing one marks
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError
 import datetime as dt
 import json
 import uuid
@@ -13,28 +14,25 @@ from typing import Any, Sequence
 
 from shapely.geometry import Point
 
+from scarmon.store import keys
 from scarmon.store.sequence import SequenceError, load_manifest, mark_dirty
 from scarmon.site import Prompt, Site
 from scarmon.store.backends import Conflict, KeyMissing, Store
 
 
-class CorrectionError(ValueError):
+class CorrectionError(ScarmonError, ValueError):
     """A correction that cannot be applied; says why and what to do."""
-
-
-def corrections_key(site_id: str) -> str:
-    return f"{site_id}/corrections.json"
 
 
 def _read(store: Store, site_id: str) -> tuple[list[dict[str, Any]], str | None]:
     try:
-        data, tag = store.get_with_tag(corrections_key(site_id))
+        data, tag = store.get_with_tag(keys.corrections(site_id))
     except KeyMissing:
         return [], None
     try:
         return json.loads(data)["corrections"], tag
     except (ValueError, KeyError) as exc:
-        raise CorrectionError(f"{store.url(corrections_key(site_id))} is not a corrections file ({exc}); "
+        raise CorrectionError(f"{store.url(keys.corrections(site_id))} is not a corrections file ({exc}); "
                               "restore it from a backup or remove it to drop all corrections") from None
 
 
@@ -51,12 +49,12 @@ def _update(store: Store, site_id: str, change: Any) -> list[dict[str, Any]]:
         current, tag = _read(store, site_id)
         new = change(list(current))
         try:
-            store.put_if(corrections_key(site_id), json.dumps({"corrections": new}, indent=1).encode(),
+            store.put_if(keys.corrections(site_id), json.dumps({"corrections": new}, indent=1).encode(),
                          expected_tag=tag, content_type="application/json")
             return new
         except Conflict:
             continue
-    raise CorrectionError(f"{store.url(corrections_key(site_id))} kept changing under us; try again")
+    raise CorrectionError(f"{store.url(keys.corrections(site_id))} kept changing under us; try again")
 
 
 def add_corrections(store: Store, site: Site, date: dt.date, points: Sequence[tuple[float, float, int]]) -> list[str]:

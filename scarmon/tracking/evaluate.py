@@ -10,6 +10,7 @@ import numpy as np
 import rasterio
 from rasterio.warp import Resampling, reproject
 
+from scarmon.store import keys
 from scarmon.grid import SiteGrid
 
 
@@ -57,7 +58,7 @@ def truth_on_grid(path: Path, grid: SiteGrid) -> np.ndarray:
 def evaluate_site(site, store, truth_dir: Path) -> dict:  # type: ignore[no-untyped-def]
     """Scores of every stored mask that has a truth mask of the same date (inside the AOI)."""
     from scarmon.store.sequence import load_manifest
-    from scarmon.tracking.pipeline import mask_key, read_mask
+    from scarmon.tracking.pipeline import read_mask
 
     manifest, _ = load_manifest(store, site.id)
     if not manifest.frames:
@@ -69,7 +70,7 @@ def evaluate_site(site, store, truth_dir: Path) -> dict:  # type: ignore[no-unty
     for frame in manifest.frames:
         if frame.date not in truths:
             continue
-        pred = read_mask(store, mask_key(site.id, frame)) & aoi
+        pred = read_mask(store, keys.mask(site.id, frame)) & aoi
         iou, p, r = scores(pred, truth_on_grid(truths[frame.date], grid) & aoi)
         rows.append({"date": frame.date, "scene_id": frame.scene_id, "iou": iou, "precision": p, "recall": r})
     if not rows:

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from scarmon.store import keys
 from scarmon import defaults
 from scarmon.tracking.corrections import load_corrections
 from scarmon.tracking.features import Observation, confidence_flags, measure, same_season_change, scar_clear_fraction
@@ -39,22 +40,6 @@ class TrackReport:
             return f"site {self.site_id}: nothing new to track ({self.total_frames} frames, {self.tracker} tracker{note})"
         return (f"site {self.site_id}: tracked {len(self.tracked)} frame(s) from #{self.start_index} of "
                 f"{self.total_frames} with the {self.tracker} tracker{note}")
-
-
-def mask_key(site_id: str, frame: FrameEntry) -> str:
-    return f"{site_id}/masks/{frame.date}_{frame.scene_id}.tif"
-
-
-def state_key(site_id: str, tracker: str, frame: FrameEntry) -> str:
-    return f"{site_id}/tracking/{tracker}/{frame.date}_{frame.scene_id}.state"
-
-
-def identity_key(site_id: str) -> str:
-    return f"{site_id}/tracking/tracker.json"
-
-
-def series_key(site_id: str) -> str:
-    return f"{site_id}/series.csv"
 
 
 def first_untracked(manifest: Manifest) -> int:
@@ -110,7 +95,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
     prompts = prompts_by_frame(site.prompts, frames, grid, boxes=site.boxes, to_first=tracker.name == "knowledge")
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
     measured: dict[str, dict] = {}  # per tracked frame, measured while its mask and NDVI are in memory
-    prev = read_mask(store, mask_key(site.id, frames[start - 1])) if start > 0 else None
+    prev = read_mask(store, keys.mask(site.id, frames[start - 1])) if start > 0 else None
     lo = start
     while lo < len(frames):
         hi = min(lo + tracker.window, len(frames))
@@ -121,15 +106,15 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
         masks, states = tracker.run(window, prompts, corrections, resume=resume)
         for fd, mask, state in zip(window, masks, states):
             frame = frames[fd.index]
-            store.put(mask_key(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar"))
-            store.put(state_key(site.id, tracker.name, frame), state)
+            store.put(keys.mask(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar"))
+            store.put(keys.tracker_state(site.id, tracker.name, frame), state)
             measured[frame.scene_id] = _measure(frames, fd.index, mask, prev, grid, np.isfinite(fd.ndvi))
             prev = mask
             report.tracked.append(frame.scene_id)
             if progress:
                 progress(1)
         resume = states[-1] or resume
-    store.put(identity_key(site.id), json.dumps(tracker.identity(), sort_keys=True).encode())
+    store.put(keys.tracker_identity(site.id), json.dumps(tracker.identity(), sort_keys=True).encode())
     _prune_states(store, site.id, tracker.name, frames, since=start)
     if report.tracked:
         write_series(store, site.id, manifest, grid, measured)
@@ -145,7 +130,7 @@ def _resume_point(store: Store, site_id: str, tracker: Tracker, manifest: Manife
     """Where to start and the state to start from: the nearest earlier frame with a stored state of this very
     tracker (states of another tracker or other weights cannot be resumed from: then from the first frame)."""
     try:
-        stored = json.loads(store.get(identity_key(site_id)))
+        stored = json.loads(store.get(keys.tracker_identity(site_id)))
     except KeyMissing:
         stored = None
     if stored != tracker.identity():
@@ -155,7 +140,7 @@ def _resume_point(store: Store, site_id: str, tracker: Tracker, manifest: Manife
         return 0, None
     for i in range(start - 1, -1, -1):
         try:
-            state = store.get(state_key(site_id, tracker.name, manifest.frames[i]))
+            state = store.get(keys.tracker_state(site_id, tracker.name, manifest.frames[i]))
         except KeyMissing:
             continue
         if state:
@@ -170,7 +155,7 @@ def _prune_states(store: Store, site_id: str, tracker: str, frames: Sequence[Fra
     stop = max(len(frames) - defaults.KEEP_RECENT_STATES, 0)
     for i in range(max(since - defaults.KEEP_RECENT_STATES, 0), stop):
         if (i + 1) % defaults.STATE_EVERY:
-            store.delete(state_key(site_id, tracker, frames[i]))
+            store.delete(keys.tracker_state(site_id, tracker, frames[i]))
 
 
 def read_mask(store: Store, key: str) -> np.ndarray:
@@ -200,8 +185,8 @@ def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
             continue
         m = measured.get(frame.scene_id)
         if m is None:
-            prev = read_mask(store, mask_key(site_id, frames[i - 1])) if i else None
-            m = _measure(frames, i, read_mask(store, mask_key(site_id, frame)), prev, grid, None)
+            prev = read_mask(store, keys.mask(site_id, frames[i - 1])) if i else None
+            m = _measure(frames, i, read_mask(store, keys.mask(site_id, frame)), prev, grid, None)
         rows.append(Observation(frame.date, frame.scene_id, clear_fraction=frame.clear_fraction, **m))
     dates, areas = [r.date for r in rows], [r.area_m2 for r in rows]
     flags = confidence_flags(areas, [r.clear_fraction for r in rows], scar_clear=[r.scar_clear_fraction for r in rows])
@@ -211,15 +196,15 @@ def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
     writer = csv.DictWriter(buf, fieldnames=list(Observation.__dataclass_fields__))
     writer.writeheader()
     writer.writerows(r.to_row() for r in rows)
-    store.put(series_key(site_id), buf.getvalue().encode(), content_type="text/csv")
-    store.put(f"{site_id}/series.json", json.dumps([r.to_row() for r in rows], indent=1).encode(),
+    store.put(keys.series_csv(site_id), buf.getvalue().encode(), content_type="text/csv")
+    store.put(keys.series_json(site_id), json.dumps([r.to_row() for r in rows], indent=1).encode(),
               content_type="application/json")
     return rows
 
 
 def read_series(store: Store, site_id: str) -> list[dict]:
     try:
-        return json.loads(store.get(f"{site_id}/series.json"))
+        return json.loads(store.get(keys.series_json(site_id)))
     except KeyMissing:
         return []
 

@@ -26,6 +26,7 @@ any video of 16+ frames): results then do not depend on how the series is cut in
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError
 import contextlib
 import io
 import os
@@ -55,7 +56,7 @@ IMG_STD = (0.229, 0.224, 0.225)
 NO_OBJ_SCORE = -1024.0  # sam2.modeling.sam2_base.NO_OBJ_SCORE: logits of frames where the object is absent
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ScarmonError, RuntimeError):
     """A SAM 2 checkpoint file is missing, unreadable, or does not match the model config."""
 
 

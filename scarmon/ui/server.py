@@ -12,6 +12,7 @@ JSON. No static files are served from disk and nothing is fetched from the inter
 
 from __future__ import annotations
 
+from scarmon.errors import ScarmonError
 import datetime as dt
 import hmac
 import http.server
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
+from scarmon.store import keys
 from scarmon.site import Site, load_site
 from scarmon.store.backends import KeyMissing, Store
 
@@ -33,7 +35,7 @@ MAX_BODY = 64 * 1024
 MAX_POINTS = 200
 
 
-class UIError(Exception):
+class UIError(ScarmonError):
     """A request the UI cannot serve; the message goes back to the page."""
 
 
@@ -88,10 +90,9 @@ class Refiner:
 
     def image(self, i: int) -> bytes:
         """The frame as the people refining it should see it: the quicklook if published, else the video frame."""
-        from scarmon.products.publish import quicklook_key
 
         manifest, frame = self._frame(i)
-        for key in (quicklook_key(manifest.site_id, frame), frame.objects.get("video")):
+        for key in (keys.quicklook(manifest.site_id, frame), frame.objects.get("video")):
             if key:
                 try:
                     return self.store.get(key)
@@ -101,11 +102,11 @@ class Refiner:
 
     def boundary(self, i: int) -> list:
         from scarmon.products.publish import boundary_rings, mask_to_pixel_polygon
-        from scarmon.tracking.pipeline import mask_key, read_mask
+        from scarmon.tracking.pipeline import read_mask
 
         manifest, frame = self._frame(i)
         try:
-            mask = read_mask(self.store, mask_key(manifest.site_id, frame))
+            mask = read_mask(self.store, keys.mask(manifest.site_id, frame))
         except KeyMissing:
             return []
         return boundary_rings(mask_to_pixel_polygon(mask))
@@ -147,9 +148,9 @@ class Refiner:
             tracker = self.tracker_factory(site) if self.tracker_factory else None
             out["tracked"] = track_site(site, self.store, tracker=tracker).summary()
             out["message"] += "; re-tracked"
-            from scarmon.products.publish import index_key, publish_site
+            from scarmon.products.publish import publish_site
 
-            if self.store.exists(index_key(site.id)):
+            if self.store.exists(keys.products_index(site.id)):
                 report = publish_site(site, self.store)
                 out["published"] = report.summary()
                 out["message"] += "; products updated" if report.index_changed else "; products unchanged"
