@@ -9,19 +9,21 @@ fetch the root link, neither of which we want.
 
 from __future__ import annotations
 
-from scarmon.errors import ScarmonError, is_transient, transient
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlparse
 
 import requests
+from shapely.errors import ShapelyError
 from shapely.geometry import Polygon, mapping, shape
 from urllib3 import Retry
 
 from scarmon import defaults
+from scarmon.errors import ScarmonError, is_transient, transient
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class CatalogError(ScarmonError, RuntimeError):
 
 class Catalog(Protocol):
     source: str
+    malformed: list[tuple[str, str]]  # (item id or position, why) of items the last search left out
 
     def search(self, *, aoi: Polygon, start: dt.datetime, end: dt.datetime, max_cloud: float) -> list[dict[str, Any]]:
         """Items intersecting `aoi` acquired in [start, end], with scene `eo:cloud_cover` ≤ max_cloud where known."""
@@ -68,6 +71,7 @@ class StacApiCatalog:
     def __init__(self, url: str, *, collection: str):
         self.source = url
         self.collection = collection
+        self.malformed: list[tuple[str, str]] = []
         self._client: Any = None
 
     def _open(self) -> Any:
@@ -95,37 +99,50 @@ class StacApiCatalog:
         try:
             for page in client.search(**kwargs).pages_as_dicts():
                 pages += 1
-                items.extend(page.get("features", []))
+                features = page.get("features", []) if isinstance(page, dict) else None
+                if not isinstance(features, list):
+                    raise CatalogError(f"page {pages} of the search is not an ItemCollection ('features' is "
+                                       f"{type(features).__name__}, not a list)")
+                items.extend(features)
         except Exception as exc:
             raise transient(CatalogError(
                 f"searching {self.source} (collection {self.collection}) failed after {pages} page(s) and "
                 f"{defaults.HTTP_RETRIES} retries: {_reason(exc)}. Nothing was stored; the next run will search "
                 "again."), _network(exc)) from exc
         log.info("%s: %d items in %d page(s)", self.source, len(items), pages)
-        return _filter(items, aoi, start, end, max_cloud, self.collection)
+        return _filter(items, aoi, start, end, max_cloud, self.collection, self.malformed)
 
 
 class StaticCatalog:
     def __init__(self, source: str, *, collection: str | None = None):
         self.source = source
         self.collection = collection
+        self.malformed: list[tuple[str, str]] = []
 
     def search(self, *, aoi: Polygon, start: dt.datetime, end: dt.datetime, max_cloud: float) -> list[dict[str, Any]]:
-        return _filter(list(self._items()), aoi, start, end, max_cloud, self.collection)
+        self.malformed = []
+        return _filter(list(self._items()), aoi, start, end, max_cloud, self.collection, self.malformed)
 
-    def _items(self) -> Iterable[dict[str, Any]]:
+    def _items(self) -> Iterable[Any]:
         doc = _read_json(self.source)
         kind = doc.get("type")
         if kind == "FeatureCollection":
-            return [_absolute_hrefs(f, self.source) for f in doc.get("features", [])]
+            features = doc.get("features", [])
+            if not isinstance(features, list):
+                raise CatalogError(f"{self.source}: 'features' is {type(features).__name__}, not a list of items; "
+                                   "fix the file or pass --catalog with another source")
+            return [_absolute_hrefs(f, self.source) for f in features]
         if kind == "Feature":
             return [_absolute_hrefs(doc, self.source)]
         if kind in ("Catalog", "Collection"):
             return self._walk(doc, self.source)
         raise CatalogError(f"{self.source}: not a STAC ItemCollection, Item or Catalog (type={kind!r})")
 
-    def _walk(self, doc: dict[str, Any], base: str) -> Iterable[dict[str, Any]]:
-        for link in doc.get("links", []):
+    def _walk(self, doc: dict[str, Any], base: str) -> Iterable[Any]:
+        links = doc.get("links", [])
+        for link in links if isinstance(links, list) else []:
+            if not isinstance(link, dict) or not isinstance(link.get("href"), str):
+                continue
             href = _join(base, link["href"])
             if link.get("rel") == "item":
                 yield _absolute_hrefs(_read_json(href), href)
@@ -133,29 +150,46 @@ class StaticCatalog:
                 yield from self._walk(_read_json(href), href)
 
 
-def _filter(items: list[dict[str, Any]], aoi: Polygon, start: dt.datetime, end: dt.datetime, max_cloud: float,
-            collection: str | None) -> list[dict[str, Any]]:
-    """Filter locally too: static catalogs have no server, and APIs without `query` skip the cloud prefilter."""
+def _filter(items: list[Any], aoi: Polygon, start: dt.datetime, end: dt.datetime, max_cloud: float,
+            collection: str | None, malformed: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Filter locally too: static catalogs have no server, and APIs without `query` skip the cloud prefilter.
+
+    A malformed item is left out and recorded in `malformed` (one bad item never stops a run)."""
+    from scarmon.ingest.scenes import item_problem
+
     out = []
-    for item in items:
-        props = item.get("properties", {})
-        when = parse_datetime(props.get("datetime"))
-        cloud = props.get("eo:cloud_cover")
-        if collection and item.get("collection") not in (None, collection):
+    for n, item in enumerate(items):
+        if problem := item_problem(item):
+            name = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else f"feature #{n}"
+            log.warning("catalog item left out: %s", problem)
+            malformed.append((str(name), problem))
             continue
-        if when is None or not (start <= when <= end) or (cloud is not None and cloud > max_cloud):
-            continue
-        if item.get("geometry") and not shape(item["geometry"]).intersects(aoi):
+        try:
+            props = item["properties"]
+            when = parse_datetime(props.get("datetime"))
+            cloud = props.get("eo:cloud_cover")
+            if collection and item.get("collection") not in (None, collection):
+                continue
+            if when is None or not (start <= when <= end):
+                continue
+            if isinstance(cloud, (int, float)) and not isinstance(cloud, bool) and cloud > max_cloud:
+                continue
+            if item.get("geometry") and not shape(item["geometry"]).intersects(aoi):
+                continue
+        except (TypeError, ValueError, KeyError, AttributeError, ShapelyError) as exc:
+            log.warning("catalog item %s left out: %s", item.get("id"), exc)
+            malformed.append((str(item.get("id")), f"item {item.get('id')}: {_reason(exc)}"))
             continue
         out.append(item)
     return out
 
 
-def parse_datetime(value: str | None) -> dt.datetime | None:
+def parse_datetime(value: Any) -> dt.datetime | None:
+    """An aware UTC datetime from an ISO 8601 string (None for None/""); ValueError/TypeError for anything else."""
     if not value:
         return None
-    when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _read_json(source: str) -> dict[str, Any]:
@@ -166,12 +200,16 @@ def _read_json(source: str) -> dict[str, Any]:
             session.mount("https://", requests.adapters.HTTPAdapter(max_retries=_retry()))
             resp = session.get(source, timeout=defaults.HTTP_TIMEOUT_S)
             resp.raise_for_status()
-            return resp.json()
-        path = Path(source.removeprefix("file://"))
-        return json.loads(path.read_text(encoding="utf-8"))
+            doc = resp.json()
+        else:
+            path = Path(source.removeprefix("file://"))
+            doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, requests.RequestException) as exc:
         raise transient(CatalogError(f"cannot read the static catalog {source}: {_reason(exc)}"),
                         _network(exc)) from exc
+    if not isinstance(doc, dict):
+        raise CatalogError(f"{source}: the document is a JSON {type(doc).__name__}, not a STAC object")
+    return doc
 
 
 def _join(base: str, href: str) -> str:
@@ -182,9 +220,10 @@ def _join(base: str, href: str) -> str:
     return str((Path(base.removeprefix("file://")).parent / href).resolve())
 
 
-def _absolute_hrefs(item: dict[str, Any], base: str) -> dict[str, Any]:
-    for asset in item.get("assets", {}).values():
-        if "href" in asset:
+def _absolute_hrefs(item: Any, base: str) -> Any:
+    assets = item.get("assets") if isinstance(item, dict) else None
+    for asset in assets.values() if isinstance(assets, dict) else ():
+        if isinstance(asset, dict) and isinstance(asset.get("href"), str):
             asset["href"] = _join(base, asset["href"])
     return item
 
