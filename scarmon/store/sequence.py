@@ -159,6 +159,8 @@ class Rejection:
     coverage: float | None = None
     clear_fraction: float | None = None
     retry: bool = False  # could not be read this time (network, corrupt file): searched for again, not final
+    attempts: int = 0  # runs that tried a pending (retry) scene so far: ingestion bounds its retries with it
+    item_ids: tuple[str, ...] = ()  # STAC items the decision saw: a pending scene is re-read when they change
 
     def __post_init__(self) -> None:
         sid = _check_scene_id(self.scene_id)
@@ -166,6 +168,12 @@ class Rejection:
         parse_datetime(self.datetime, what=f"scene {sid!r}: datetime")
         if not isinstance(self.reason, str) or not self.reason:
             raise SequenceError(f"scene {sid!r}: a rejection needs a non-empty reason")
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 0:
+            raise SequenceError(f"scene {sid!r}: attempts must be a non-negative integer, got {self.attempts!r}")
+        items = tuple(self.item_ids)
+        if not all(isinstance(i, str) and i for i in items):
+            raise SequenceError(f"scene {sid!r}: item_ids must be non-empty strings, got {self.item_ids!r}")
+        object.__setattr__(self, "item_ids", items)
         object.__setattr__(self, "coverage", _check_fraction(self.coverage, "coverage", sid, optional=True))
         object.__setattr__(self, "clear_fraction",
                            _check_fraction(self.clear_fraction, "clear_fraction", sid, optional=True))
@@ -175,14 +183,21 @@ class Rejection:
         return parse_datetime(self.datetime), self.scene_id
 
     def to_json(self) -> dict[str, Any]:
-        out = {"date": self.date, "scene_id": self.scene_id, "datetime": self.datetime, "reason": self.reason,
-               "coverage": self.coverage, "clear_fraction": self.clear_fraction}
-        return {**out, "retry": True} if self.retry else out
+        out: dict[str, Any] = {"date": self.date, "scene_id": self.scene_id, "datetime": self.datetime,
+                               "reason": self.reason, "coverage": self.coverage, "clear_fraction": self.clear_fraction}
+        if self.retry:
+            out["retry"] = True
+        if self.attempts:
+            out["attempts"] = self.attempts
+        if self.item_ids:
+            out["item_ids"] = list(self.item_ids)
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Rejection:
         return cls(date=d["date"], scene_id=d["scene_id"], datetime=d["datetime"], reason=d["reason"],
-                   coverage=d["coverage"], clear_fraction=d["clear_fraction"], retry=bool(d.get("retry", False)))
+                   coverage=d["coverage"], clear_fraction=d["clear_fraction"], retry=bool(d.get("retry", False)),
+                   attempts=d.get("attempts", 0), item_ids=tuple(d.get("item_ids", ())))
 
 
 @dataclass(frozen=True)
