@@ -100,6 +100,26 @@ HTTP_BACKOFF_S = 1.0
 HTTP_TIMEOUT_S = 60.0
 """A STAC search page that takes longer than this is treated as a failed attempt and retried."""
 
+READ_CONCURRENCY = 8
+"""Scenes read and decoded at once (one COG request each in flight): hides 20-100 ms request latency, and stays
+polite to public blob stores, which throttle (429/503) well above this; GDAL and numpy release the GIL."""
+
+RETRY_PENDING_DAYS = 30
+"""A scene rejected for a state that may pass (assets not published yet, the pass's other tile not there yet) is
+retried while it is less than this many days older than the newest scene: catalogs complete a pass within days."""
+
+RETRY_MAX_ATTEMPTS = 5
+"""A scene whose assets could not be read (network, corrupt file) is retried on at most this many runs, then
+recorded as rejected with the last error: a file still broken after five ticks is broken."""
+
+DEEP_RESCAN_DAYS = 30
+"""Every this many days (per site, on a day fixed by its id) a run searches the site's whole history, not only the
+LATE_PUBLICATION_DAYS reach-back: reprocessed and late scenes reach catalogs 17-645 days after acquisition."""
+
+SIGN_GIVE_UP_S = 60.0
+"""Total time one run keeps retrying asset URL signing (Planetary Computer SAS) before it skips the remaining
+scenes of the run as pending: an unreachable signer must not stall each scene for minutes."""
+
 # --- Radiometry and frames ----------------------------------------------------------------------------------------
 
 L2A_SCALE = 1e-4
