@@ -25,7 +25,7 @@ from shapely.geometry import Polygon
 
 from scarmon import defaults
 from scarmon.grid import SiteGrid
-from scarmon.ingest.radiometry import ndvi, reflectance_scaling, to_reflectance
+from scarmon.ingest.radiometry import ndvi, offset_contradicted, reflectance_scaling, to_reflectance
 from scarmon.ingest.reader import Reader, Window2D
 from scarmon.ingest.scenes import Scene, asset_key, missing_bands
 from scarmon.ingest.screening import Screening, clear_pixels, screen
@@ -270,6 +270,9 @@ def item_bands(item: dict[str, Any], grid: SiteGrid, reader: Reader) -> np.ndarr
         if win is None:
             return None
         scale, offset = reflectance_scaling(item, key)
+        if offset_contradicted(win.data, scale, offset):
+            log.warning("item %s %s: the DN contradict the declared offset %g (more than 5 %% of them would be "
+                        "negative reflectance); check the catalog's offset metadata", item["id"], key, offset)
         wins.append(Window2D(to_reflectance(win.data, scale, offset), win.transform, win.crs))
     red, nir = wins
     if red.data.shape == nir.data.shape and red.transform == nir.transform:

@@ -1,25 +1,39 @@
 """Ingestion: discover → screen → load → append, for one site. Each stage is a plain function; this module only
-orchestrates them and reports what happened."""
+orchestrates them and reports what happened.
+
+Scenes are read, decoded and encoded by a bounded pool of threads (`defaults.READ_CONCURRENCY`; GDAL, numpy,
+zlib release the GIL) while this thread appends finished scenes to the manifest, in acquisition order: every
+append is atomic, and an interrupted run keeps every scene before the first unfinished one.
+
+Nothing that may be temporary is made permanent: a scene whose items lack assets, or whose pass is not complete
+yet (coverage below the site's minimum), is recorded as pending (`Rejection.retry`) and looked at again on later
+runs while it is younger than `RETRY_PENDING_DAYS` before the newest scene; a coverage rejection is re-read only
+when the scene's items changed. Unreadable scenes are retried on `RETRY_MAX_ATTEMPTS` runs.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
-from typing import Callable
+import os
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 from scarmon import defaults
+from scarmon.grid import SiteGrid, site_grid
 from scarmon.ingest.discovery import Catalog, parse_datetime
 from scarmon.ingest.frames import encode_ndvi, encode_png
-from scarmon.grid import SiteGrid, site_grid
 from scarmon.ingest.loading import Frame, SceneRejected, load_scene
 from scarmon.ingest.radiometry import video_frame
-from scarmon.ingest.reader import RasterioReader, ReadError, Reader
-from scarmon.ingest.scenes import Scene, group_scenes
+from scarmon.ingest.reader import RasterioReader, Reader, ReadError
+from scarmon.ingest.scenes import Scene, group_scenes, stored_id
 from scarmon.ingest.screening import Screening
-from scarmon.store.sequence import FrameEntry, Manifest, Rejection, append, load_manifest
 from scarmon.site import Site
 from scarmon.store.backends import Store
+from scarmon.store.sequence import FrameEntry, Manifest, Rejection, append, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +44,98 @@ class IngestReport:
     found: int = 0                                   # scenes in the search window
     already_present: int = 0                         # frames or rejections stored before
     appended: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)       # (scene id, reason)
-    skipped: list[tuple[str, str]] = field(default_factory=list)        # read failures, retried next run
+    rejected: list[tuple[str, str]] = field(default_factory=list)       # (scene id, reason), final
+    pending: list[tuple[str, str]] = field(default_factory=list)        # (scene id, reason), looked at again later
+    skipped: list[tuple[str, str]] = field(default_factory=list)        # read failures / malformed items
     dirty_from: str | None = None
+    deep: bool = False                                # the search covered the site's whole history
 
     def summary(self) -> str:
+        deep = " (deep re-scan of the whole history)" if self.deep else ""
         lines = [f"site {self.site_id}: {self.found} scene(s) found, {len(self.appended)} appended, "
-                 f"{len(self.rejected)} rejected, {self.already_present} already present, {len(self.skipped)} skipped"]
+                 f"{len(self.rejected)} rejected, {len(self.pending)} pending, {self.already_present} already "
+                 f"present, {len(self.skipped)} skipped{deep}"]
         lines += [f"  rejected {sid}: {why}" for sid, why in self.rejected]
-        lines += [f"  skipped  {sid}: {why} (will be retried next run)" for sid, why in self.skipped]
+        lines += [f"  pending  {sid}: {why} (looked at again on later runs)" for sid, why in self.pending]
+        lines += [f"  skipped  {sid}: {why}" for sid, why in self.skipped]
         if self.dirty_from:
             lines.append(f"  an earlier scene arrived late: tracking must re-run from {self.dirty_from}")
         return "\n".join(lines)
 
 
-def search_window(site: Site, manifest: Manifest, start: dt.date | None, end: dt.date | None) -> tuple[dt.datetime, dt.datetime]:
+# --- Pure decisions ---------------------------------------------------------------------------------------------------
+
+
+def deep_rescan_due(site_id: str, today: dt.date, period_days: int = defaults.DEEP_RESCAN_DAYS) -> bool:
+    """True on one day per period, fixed per site by its id (sites spread their deep searches over the period)."""
+    if period_days <= 0:
+        return False
+    return today.toordinal() % period_days == zlib.crc32(site_id.encode()) % period_days
+
+
+def search_window(site: Site, manifest: Manifest, start: dt.date | None, end: dt.date | None, *,
+                  deep: bool = False) -> tuple[dt.datetime, dt.datetime]:
     """[start, end] of the catalog search.
 
-    1. An explicit --start wins; 2. else the cursor minus LATE_PUBLICATION_DAYS (late scenes), reaching further
-    back to any scene that could not be read before; 3. else the site's start.
+    1. An explicit --start wins; 2. a deep re-scan, or an empty sequence, searches from the site's start; 3. else
+    the cursor minus LATE_PUBLICATION_DAYS (late scenes), reaching further back to any pending scene.
     """
-    end_dt = _utc(end + dt.timedelta(days=1)) if end else dt.datetime.now(dt.timezone.utc)
+    end_dt = _utc(end + dt.timedelta(days=1)) if end else dt.datetime.now(dt.UTC)
     if start:
         return _utc(start), end_dt
-    if cursor := manifest.cursor():
-        back = parse_datetime(cursor) - dt.timedelta(days=defaults.LATE_PUBLICATION_DAYS)
-        back = min([back, *(parse_datetime(r.datetime) for r in manifest.pending())])
-        return max(back, _utc(site.start)), end_dt
-    return _utc(site.start), end_dt
+    cursor = _parse(manifest.cursor())
+    if cursor is None or deep:
+        return _utc(site.start), end_dt
+    back = cursor - dt.timedelta(days=defaults.LATE_PUBLICATION_DAYS)
+    back = min([back, *(_parse(r.datetime) or back for r in manifest.pending())])
+    return max(back, _utc(site.start)), end_dt
+
+
+def _parse(value: str | None) -> dt.datetime | None:
+    return parse_datetime(value) if value else None
 
 
 def _utc(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def may_retry(scene_datetime: str, newest: dt.datetime | None,
+              days: int = defaults.RETRY_PENDING_DAYS) -> bool:
+    """A temporary catalog state (missing assets, pass incomplete) is retried while the scene is younger than
+    `days` before the newest scene the site knows or found."""
+    when = _parse(scene_datetime)
+    return when is None or newest is None or when >= newest - dt.timedelta(days=days)
+
+
+def identify(scenes: Iterable[Scene], manifest: Manifest) -> list[Scene]:
+    """Scenes under the ids the store already uses for them (orbit-less ids written from Earth Search before)."""
+    stored = {f.scene_id for f in manifest.frames} | {r.scene_id for r in manifest.rejections}
+    return [s if (sid := stored_id(s.id, stored)) == s.id else replace(s, id=sid) for s in scenes]
+
+
+@dataclass(frozen=True)
+class Plan:
+    read: list[Scene]                                # scenes to screen (and load)
+    known: int                                       # decided before: skipped without reading
+    unchanged: list[tuple[Scene, Rejection]]         # pending, same items as last time: nothing to read
+
+
+def plan(scenes: list[Scene], manifest: Manifest) -> Plan:
+    """Pure: which scenes a run reads. A pending coverage rejection is re-read only when its items changed."""
+    known = manifest.known_scene_ids()
+    pending = {r.scene_id: r for r in manifest.pending()}
+    read, unchanged, n_known = [], [], 0
+    for s in scenes:
+        if s.id in known:
+            n_known += 1
+        elif (p := pending.get(s.id)) is not None and p.item_ids and p.item_ids == s.item_ids:
+            unchanged.append((s, p))
+        else:
+            read.append(s)
+    return Plan(read, n_known, unchanged)
+
+
+# --- Objects and manifest entries -------------------------------------------------------------------------------------
 
 
 def frame_objects(site_id: str, frame: Frame, grid: SiteGrid) -> dict[str, bytes]:
@@ -78,59 +152,163 @@ def frame_entry(frame: Frame, keys: list[str]) -> FrameEntry:
                       objects={"ndvi": keys[0], "video": keys[1]})
 
 
-def rejection(scene: Scene, reason: str, screening: Screening | None, *, retry: bool = False) -> Rejection:
+def rejection(scene: Scene, reason: str, screening: Screening | None, *, retry: bool = False, attempts: int = 0,
+              item_ids: tuple[str, ...] = ()) -> Rejection:
     return Rejection(date=scene.date, scene_id=scene.id, datetime=scene.datetime, reason=reason,
                      coverage=round(screening.coverage, 4) if screening else None,
-                     clear_fraction=round(screening.clear_fraction, 4) if screening else None, retry=retry)
+                     clear_fraction=round(screening.clear_fraction, 4) if screening else None, retry=retry,
+                     attempts=attempts, item_ids=item_ids)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What reading one scene produced: a frame with its objects, or a rejection (final or pending)."""
+
+    scene: Scene
+    frame: FrameEntry | None = None
+    data: dict[str, bytes] = field(default_factory=dict)
+    rejection: Rejection | None = None
+    unreadable: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    site: Site
+    grid: SiteGrid
+    reader: Reader
+    pending: dict[str, Rejection]
+    newest: dt.datetime | None
+
+
+def process(scene: Scene, ctx: Context) -> Outcome:
+    """Screen, load and encode one scene (runs in a worker thread; touches no shared state but the reader's)."""
+    site = ctx.site
+    retry_ok = may_retry(scene.datetime, ctx.newest)
+    try:
+        screening, frame = load_scene(scene, site.polygon, ctx.grid, ctx.reader, min_coverage=site.min_coverage,
+                                      max_cloud_fraction=site.max_cloud_fraction)
+    except SceneRejected as exc:
+        retry = exc.retry and retry_ok
+        return Outcome(scene, rejection=rejection(scene, _final(str(exc), exc.retry and not retry), None,
+                                                  retry=retry))
+    except ReadError as exc:  # pending, not final: later runs read it again, a bounded number of times
+        log.warning("scene %s unreadable: %s", scene.id, exc)
+        prev = ctx.pending.get(scene.id)
+        attempts = (prev.attempts if prev else 0) + 1
+        retry = attempts < defaults.RETRY_MAX_ATTEMPTS
+        reason = f"unreadable: {exc}" + ("" if retry else f" (gave up after {attempts} runs)")
+        return Outcome(scene, rejection=rejection(scene, reason, None, retry=retry, attempts=attempts),
+                       unreadable=str(exc))
+    if frame is None:
+        partial = screening.coverage < site.min_coverage
+        retry = partial and retry_ok
+        reason = _final(screening.reason or "rejected", partial and not retry)
+        return Outcome(scene, rejection=rejection(scene, reason, screening, retry=retry,
+                                                  item_ids=scene.item_ids if retry else ()))
+    data = frame_objects(site.id, frame, ctx.grid)
+    return Outcome(scene, frame=frame_entry(frame, list(data)), data=data)
+
+
+def _final(reason: str, gave_up: bool) -> str:
+    return reason + (f" (still so {defaults.RETRY_PENDING_DAYS} days on: final)" if gave_up else "")
+
+
+# --- The run ---------------------------------------------------------------------------------------------------------
 
 
 def ingest(site: Site, catalog: Catalog, store: Store, *, start: dt.date | None = None, end: dt.date | None = None,
            reader: Reader | None = None, progress: Callable[[int], object] | None = None,
-           on_scenes: Callable[[int], object] | None = None) -> IngestReport:
-    """Append every new cloud-free scene of a site to its stored sequence; one atomic append per scene so an
-    interrupted run keeps what it finished."""
+           on_scenes: Callable[[int], object] | None = None, concurrency: int | None = None,
+           deep: bool | None = None) -> IngestReport:
+    """Append every new cloud-free scene of a site to its stored sequence.
+
+    `concurrency`: scenes in flight (default `SCARMON_READ_CONCURRENCY` or `defaults.READ_CONCURRENCY`).
+    `deep`: search the site's whole history (None: on the site's day of each `DEEP_RESCAN_DAYS` period).
+    """
     reader = reader or RasterioReader()
+    workers = max(1, concurrency or int(os.environ.get("SCARMON_READ_CONCURRENCY", defaults.READ_CONCURRENCY)))
     grid = site_grid(site.polygon, site.resolution_m)
     manifest, _ = load_manifest(store, site.id)
-    window = search_window(site, manifest, start, end)
+    if deep is None:
+        today = dt.datetime.now(dt.UTC).date()
+        deep = start is None and manifest.cursor() is not None and deep_rescan_due(site.id, today)
+    window = search_window(site, manifest, start, end, deep=deep)
     items = catalog.search(aoi=site.polygon, start=window[0], end=window[1], max_cloud=defaults.SCENE_CLOUD_PREFILTER)
-    scenes = group_scenes(items)
-    known = manifest.known_scene_ids()
-    report = IngestReport(site.id, found=len(scenes))
-    new = [s for s in scenes if s.id not in known]
-    report.already_present = len(scenes) - len(new)
+    scenes = identify(group_scenes(items), manifest)
+    report = IngestReport(site.id, found=len(scenes), deep=deep)
+    report.skipped.extend((name, f"malformed catalog item: {why}") for name, why in getattr(catalog, "malformed", []))
+    todo = plan(scenes, manifest)
+    report.already_present = todo.known
+    newest = max(filter(None, [_parse(manifest.cursor()), *(_parse(s.datetime) for s in scenes)]), default=None)
+    ctx = Context(site, grid, reader, {r.scene_id: r for r in manifest.pending()}, newest)
+    _settle_unchanged(todo.unchanged, ctx, store, report)
     if on_scenes:
-        on_scenes(len(new))
-    for scene in new:
-        _ingest_scene(scene, site, grid, store, reader, report)
+        on_scenes(len(todo.read))
+    for batch in _in_order(todo.read, lambda s: process(s, ctx), workers):
+        _commit(batch, site, grid, store, report)
         if progress:
-            progress(1)
+            progress(len(batch))
     return report
 
 
-def _ingest_scene(scene: Scene, site: Site, grid: SiteGrid, store: Store, reader: Reader, report: IngestReport) -> None:
-    try:
-        screening, frame = load_scene(scene, site.polygon, grid, reader, min_coverage=site.min_coverage,
-                                      max_cloud_fraction=site.max_cloud_fraction)
-    except SceneRejected as exc:
-        screening, frame, reason = None, None, str(exc)
-    except ReadError as exc:  # recorded as pending, not final: the next run reads it again
-        log.warning("scene %s skipped: %s", scene.id, exc)
-        append(store, site.id, frames=[], rejections=[rejection(scene, f"unreadable: {exc}", None, retry=True)],
-               grid=grid.to_dict(), data={})
-        report.skipped.append((scene.id, str(exc)))
+def _in_order(scenes: list[Scene], work: Callable[[Scene], Outcome], workers: int) -> Iterator[list[Outcome]]:
+    """Run `work` on a bounded pool; yield results in input order, in batches of those already finished."""
+    if workers == 1:
+        for s in scenes:
+            yield [work(s)]
         return
-    else:
-        reason = screening.reason or ""
-    if frame is None:
-        merged = append(store, site.id, frames=[], rejections=[rejection(scene, reason, screening)],
-                        grid=grid.to_dict(), data={})
-        report.rejected.append((scene.id, reason))
-    else:
-        data = frame_objects(site.id, frame, grid)
-        merged = append(store, site.id, frames=[frame_entry(frame, list(data))], rejections=[], grid=grid.to_dict(),
-                        data=data)
-        report.appended.extend(merged.appended)
-        report.already_present += len(merged.already_present)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scarmon-ingest")
+    todo = iter(scenes)
+    inflight: deque[Future[Outcome]] = deque()
+    try:
+        for s in todo:
+            inflight.append(pool.submit(work, s))
+            if len(inflight) >= 2 * workers:
+                break
+        while inflight:
+            batch = [inflight.popleft().result()]
+            while inflight and inflight[0].done():
+                batch.append(inflight.popleft().result())
+            for s in todo:
+                inflight.append(pool.submit(work, s))
+                if len(inflight) >= 2 * workers:
+                    break
+            yield batch
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _commit(batch: list[Outcome], site: Site, grid: SiteGrid, store: Store, report: IngestReport) -> None:
+    """One atomic append for a batch of consecutive scenes."""
+    frames = [o.frame for o in batch if o.frame is not None]
+    rejections = [o.rejection for o in batch if o.rejection is not None]
+    data = {k: v for o in batch for k, v in o.data.items()}
+    merged = append(store, site.id, frames=frames, rejections=rejections, grid=grid.to_dict(), data=data)
+    report.appended.extend(merged.appended)
+    report.already_present += len(merged.already_present)
+    for o in batch:
+        r = o.rejection
+        if r is None:
+            continue
+        if o.unreadable is not None and r.retry:
+            report.skipped.append((r.scene_id, o.unreadable))
+        elif r.retry:
+            report.pending.append((r.scene_id, r.reason))
+        else:
+            report.rejected.append((r.scene_id, r.reason))
     if merged.dirty_from:
         report.dirty_from = min(filter(None, [report.dirty_from, merged.dirty_from]))
+
+
+def _settle_unchanged(unchanged: list[tuple[Scene, Rejection]], ctx: Context, store: Store,
+                      report: IngestReport) -> None:
+    """Pending scenes whose items did not change: nothing to read; made final once too old to wait for."""
+    final = []
+    for scene, pending in unchanged:
+        if may_retry(scene.datetime, ctx.newest):
+            report.pending.append((scene.id, pending.reason))
+        else:
+            final.append(replace(pending, retry=False, item_ids=(), reason=_final(pending.reason, True)))
+    if final:
+        append(store, ctx.site.id, frames=[], rejections=final, grid=ctx.grid.to_dict(), data={})
+        report.rejected.extend((r.scene_id, r.reason) for r in final)

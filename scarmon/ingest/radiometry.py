@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -14,32 +16,87 @@ def reflectance_scaling(item: Mapping[str, Any], asset_key: str) -> tuple[float,
 
     NDVI is not invariant to an additive offset: getting this wrong fakes a scar-area jump on 2022-01-25.
     """
-    props = item.get("properties", {})
-    # 1. Earth Search legacy collection: DN already harmonized, and its raster:bands offset is unreliable.
-    if props.get("earthsearch:boa_offset_applied") is True:
-        return defaults.L2A_SCALE, 0.0
+    props = item.get("properties") or {}
+    baseline = processing_baseline(item)
+    # 1. Earth Search legacy collections (v1 `sentinel-2-l2a`, v0 `sentinel-s2-l2a-cogs`): their offset metadata is
+    #    unreliable (raster:bands declares -0.1 on pre-04.00 items, whose DN carry no offset). The flag, when true,
+    #    says the offset was already removed; otherwise the baseline decides, as on Planetary Computer.
+    if _earth_search_legacy(item):
+        applied = props.get("earthsearch:boa_offset_applied", props.get("sentinel:boa_offset_applied"))
+        if applied is True or not baseline_has_offset(baseline):
+            return defaults.L2A_SCALE, 0.0
+        return defaults.L2A_SCALE, defaults.BASELINE_OFFSET_DN * defaults.L2A_SCALE
     # 2. The asset says it (Earth Search sentinel-2-c1-l2a, and any catalog that fills raster:bands).
-    bands = item.get("assets", {}).get(asset_key, {}).get("raster:bands") or []
-    if bands and ("scale" in bands[0] or "offset" in bands[0]):
+    assets = item.get("assets") or {}
+    bands = (assets.get(asset_key) or {}).get("raster:bands") or []
+    if bands and isinstance(bands[0], dict) and ("scale" in bands[0] or "offset" in bands[0]):
         return float(bands[0].get("scale", 1.0)), float(bands[0].get("offset", 0.0))
     # 3. Planetary Computer: no raster:bands; the offset follows the processing baseline (also for reprocessed
     #    old scenes), not the acquisition date.
-    if baseline_has_offset(props.get("s2:processing_baseline")):
+    if baseline_has_offset(baseline):
         return defaults.L2A_SCALE, defaults.BASELINE_OFFSET_DN * defaults.L2A_SCALE
     # 4. Older baselines: plain scaling.
     return defaults.L2A_SCALE, 0.0
 
 
-def baseline_has_offset(baseline: str | None) -> bool:
-    """True for processing baselines ≥ 04.00 ("04.00", "05.11"...); unknown baselines are taken as old."""
-    if not baseline:
+def _earth_search_legacy(item: Mapping[str, Any]) -> bool:
+    props = item.get("properties") or {}
+    if "earthsearch:boa_offset_applied" in props or "sentinel:boa_offset_applied" in props:
+        return True
+    if any(str(k).startswith("sentinel:") for k in props):  # Earth Search v0 (STAC 1.0.0-beta)
+        return True
+    return item.get("collection") == "sentinel-2-l2a" and any(str(k).startswith("earthsearch:") for k in props)
+
+
+def processing_baseline(item: Mapping[str, Any]) -> str | None:
+    """"MM.mm" from `s2:processing_baseline` (string or number), `sentinel:processing_baseline`, or the product
+    name's N-field (`..._N0509_...`, Earth Search v0's `sentinel:product_id`); None when nothing says it."""
+    props = item.get("properties") or {}
+    for key in ("s2:processing_baseline", "sentinel:processing_baseline"):
+        value = props.get(key)
+        if value is not None and value != "":
+            return baseline_text(value)
+    for key in ("s2:product_uri", "sentinel:product_id"):
+        name = props.get(key)
+        if isinstance(name, str) and (m := re.search(r"_N(\d{2})(\d{2})_", name)):
+            return f"{m.group(1)}.{m.group(2)}"
+    return None
+
+
+def baseline_text(value: Any) -> str:
+    """A processing baseline as "MM.mm": catalogs also write it as a number (4, 4.0, 5.09) or "4"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        major, minor = divmod(round(float(value) * 100), 100)
+        return f"{major:02d}.{minor:02d}"
+    text = str(value).strip()
+    if re.fullmatch(r"\d{1,2}", text):
+        return f"{int(text):02d}.00"
+    if m := re.fullmatch(r"(\d{1,2})\.(\d{1,2})", text):
+        return f"{int(m.group(1)):02d}.{int(m.group(2)):02d}"
+    return text
+
+
+def baseline_has_offset(baseline: Any) -> bool:
+    """True for processing baselines ≥ 04.00 ("04.00", "05.11", 4, "4"...); unknown baselines are taken as old."""
+    if baseline is None or baseline == "":
         return False
     try:
-        major, minor = (int(p) for p in str(baseline).split(".")[:2])
+        major, minor = (int(p) for p in baseline_text(baseline).split(".")[:2])
     except ValueError:
         return False
     ref_major, ref_minor = (int(p) for p in defaults.BASELINE_OFFSET_FROM.split("."))
     return (major, minor) >= (ref_major, ref_minor)
+
+
+def offset_contradicted(dn: np.ndarray, scale: float, offset: float, *, max_share: float = 0.05) -> bool:
+    """Sanity check of a declared offset against the DN: with an offset (DN carry +1000), more than `max_share`
+    of the valid DN below it means negative reflectance over land, so the offset does not apply to these DN."""
+    if offset >= 0 or scale <= 0:
+        return False
+    valid = dn[dn > 0]
+    if valid.size == 0:
+        return False
+    return float(np.mean(valid < -offset / scale)) > max_share
 
 
 def to_reflectance(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
@@ -50,14 +107,14 @@ def to_reflectance(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
 
 
 def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
-    """NDVI with reflectances clipped at 0 (dark water can go slightly negative after the offset); NaN where undefined."""
+    """NDVI with reflectances clipped at 0 (dark water can go slightly negative after the offset); NaN if undefined."""
     red = np.clip(red, 0, None)
     nir = np.clip(nir, 0, None)
     total = red + nir
     with np.errstate(divide="ignore", invalid="ignore"):
         out = (nir - red) / total
     out[~(total > 0)] = np.nan
-    return out.astype(np.float32)
+    return np.asarray(out, dtype=np.float32)
 
 
 def video_frame(ndvi_arr: np.ndarray, valid: np.ndarray | None = None,
@@ -68,4 +125,4 @@ def video_frame(ndvi_arr: np.ndarray, valid: np.ndarray | None = None,
     out = np.round(np.clip(scaled, 0, 1) * 255).astype(np.uint8)
     if valid is not None:
         out[~valid] = 0
-    return out
+    return np.asarray(out, dtype=np.uint8)

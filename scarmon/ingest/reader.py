@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import numpy as np
@@ -19,6 +21,7 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from scarmon import defaults
 from scarmon.grid import SiteGrid
 
 MARGIN_PX = 2
@@ -61,11 +64,18 @@ class ReadStats:
 
 
 class RasterioReader:
-    """Reads with rasterio/GDAL; `sign` turns an href into a readable URL (Planetary Computer SAS tokens)."""
+    """Reads with rasterio/GDAL; `sign` turns an href into a readable URL (Planetary Computer SAS tokens).
 
-    def __init__(self, sign: Callable[[str], str] | None = None):
+    Thread-safe: one reader serves the whole ingestion pool. Signing failures share one time budget per reader
+    (`give_up_s`, a run): once the signer has failed for that long in total, every href that needs signing fails
+    at once with a ReadError (the scene stays pending) instead of stalling each scene on the signer's retries.
+    """
+
+    def __init__(self, sign: Callable[[str], str] | None = None, *, give_up_s: float | None = None):
         self.sign = sign or sign_href
         self.stats = ReadStats()
+        self.give_up_s = defaults.SIGN_GIVE_UP_S if give_up_s is None else give_up_s
+        self._sign_failed_s = 0.0
         self._lock = threading.Lock()
 
     def read_window(self, href: str, grid: SiteGrid) -> Window2D | None:
@@ -82,9 +92,24 @@ class RasterioReader:
     def _open(self, href: str) -> Any:
         if urlparse(href).scheme in ("", "file"):
             path = href.removeprefix("file://")
-            self.stats.files_opened += 1
+            with self._lock:
+                self.stats.files_opened += 1
             return rasterio.open(path, opener=lambda p, mode="rb": _CountingFile(open(p, mode), self, href))
-        return rasterio.open(self.sign(href))
+        return rasterio.open(self._signed(href))
+
+    def _signed(self, href: str) -> str:
+        with self._lock:
+            spent = self._sign_failed_s
+        if spent >= self.give_up_s:
+            raise ReadError(f"cannot sign {href}: signing failed for {spent:.0f} s in this run; gave up until the "
+                            "next run")
+        t0 = time.monotonic()
+        try:
+            return self.sign(href)
+        except Exception as exc:  # any signer failure (network, HTTP, token service) is the same to a read
+            with self._lock:
+                self._sign_failed_s += time.monotonic() - t0
+            raise ReadError(f"cannot sign {href}: {exc}") from exc
 
     def _count(self, href: str, n: int) -> None:
         with self._lock:
@@ -99,14 +124,14 @@ class _CountingFile:
         self._f, self._reader, self._href = f, reader, href
 
     def read(self, size: int = -1) -> bytes:
-        data = self._f.read(size)
+        data: bytes = self._f.read(size)
         self._reader._count(self._href, len(data))
         return data
 
     def readinto(self, buf: Any) -> int:
-        n = self._f.readinto(buf)
+        n: int | None = self._f.readinto(buf)
         self._reader._count(self._href, n or 0)
-        return n
+        return n or 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._f, name)
@@ -122,7 +147,7 @@ def source_window(crs: Any, transform: Affine, width: int, height: int, grid: Si
     """Pure: the pixel window of a raster that covers the grid's bounds plus MARGIN_PX, clipped to the raster."""
     left, bottom, right, top = transform_bounds(grid.crs, crs, *grid.bounds, densify_pts=21)
     inv = ~transform
-    cols, rows = zip(*(inv @ (x, y) for x in (left, right) for y in (bottom, top)))
+    cols, rows = zip(*(inv @ (x, y) for x in (left, right) for y in (bottom, top)), strict=True)
     c0 = max(math.floor(min(cols)) - MARGIN_PX, 0)
     r0 = max(math.floor(min(rows)) - MARGIN_PX, 0)
     c1 = min(math.ceil(max(cols)) + MARGIN_PX, width)
@@ -138,5 +163,5 @@ def sign_href(href: str) -> str:
     if host.endswith(".blob.core.windows.net"):
         import planetary_computer
 
-        return planetary_computer.sign(href.split("?", 1)[0])
+        return str(planetary_computer.sign(href.split("?", 1)[0]))
     return href

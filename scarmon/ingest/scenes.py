@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scarmon.ingest.discovery import parse_datetime
+from scarmon.ingest.radiometry import processing_baseline
 
 ASSET_KEYS = {"red": ("B04", "red"), "nir": ("B08", "nir"), "scl": ("SCL", "scl")}
 """Band → asset keys tried in order: Planetary Computer names first, Earth Search names second."""
@@ -46,21 +47,8 @@ class Scene:
 
     @property
     def processing_baseline(self) -> str | None:
-        values = sorted({baseline_text(b) for i in self.items if (b := i["properties"].get("s2:processing_baseline"))})
+        values = sorted({b for i in self.items if (b := processing_baseline(i))})
         return ",".join(values) or None
-
-
-def baseline_text(value: Any) -> str:
-    """A processing baseline as "MM.mm": catalogs also write it as a number (4, 4.0, 5.09) or "4"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        major, minor = divmod(round(float(value) * 100), 100)
-        return f"{major:02d}.{minor:02d}"
-    text = str(value).strip()
-    if re.fullmatch(r"\d{1,2}", text):
-        return f"{int(text):02d}.00"
-    if m := re.fullmatch(r"(\d{1,2})\.(\d{1,2})", text):
-        return f"{int(m.group(1)):02d}.{int(m.group(2)):02d}"
-    return text
 
 
 def asset_key(item: Mapping[str, Any], band: str) -> str | None:
@@ -206,6 +194,5 @@ def _generation(item: Mapping[str, Any]) -> tuple[str, str, int, str, str]:
         sequence = 0
     if sequence == 0 and (m := re.search(r"_(\d+)_L2A$", str(item["id"]))):
         sequence = int(m.group(1))
-    baseline = props.get("s2:processing_baseline")
-    return (str(props.get("s2:generation_time") or ""), baseline_text(baseline) if baseline else "", sequence,
+    return (str(props.get("s2:generation_time") or ""), processing_baseline(item) or "", sequence,
             str(props.get("updated") or ""), str(item["id"]))

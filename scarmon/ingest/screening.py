@@ -18,7 +18,7 @@ class Screening:
 
 
 def clear_pixels(scl: np.ndarray) -> np.ndarray:
-    """Pixels fit to measure NDVI on: with data, and not cloud shadow, cloud, cirrus or snow (SCL 2 terrain shadow is)."""
+    """Pixels fit to measure NDVI on: with data, not cloud shadow, cloud, cirrus or snow (SCL 2 terrain shadow is)."""
     bad = defaults.SCL_NO_DATA | defaults.SCL_NOT_CLEAR
     return ~np.isin(scl, list(bad))
 
@@ -34,6 +34,6 @@ def screen(scl: np.ndarray, aoi: np.ndarray, *, min_coverage: float, max_cloud_f
     if coverage < min_coverage:
         return Screening(coverage, clear, False, f"coverage {coverage:.2f} < min_coverage {min_coverage:.2f}")
     if clear < 1 - max_cloud_fraction:
-        return Screening(coverage, clear, False,
-                         f"clear fraction {clear:.2f} < {1 - max_cloud_fraction:.2f} (max_cloud_fraction {max_cloud_fraction:.2f})")
+        return Screening(coverage, clear, False, f"clear fraction {clear:.2f} < {1 - max_cloud_fraction:.2f} "
+                                                 f"(max_cloud_fraction {max_cloud_fraction:.2f})")
     return Screening(coverage, clear, True, None)
