@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from scarmon import defaults
+from scarmon import __version__, defaults
 
 
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
@@ -25,7 +27,29 @@ STORE_HELP = ("Where sequences are stored: a local folder (default ./scarmon-sto
               "(endpoint from --s3-endpoint, $SCARMON_S3_ENDPOINT_URL or $AWS_ENDPOINT_URL).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_BUSY = 75
+"""Exit status when the site is busy (EX_TEMPFAIL: another run holds its lock; try again later)."""
+
+
+class _Main(click.Group):
+    """Errors meant for people (ScarmonError: bad site file, store, catalog, busy site...) end as one line on
+    stderr and a non-zero exit status, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from scarmon.errors import ScarmonError
+        from scarmon.store.lock import SiteBusy
+
+        try:
+            return super().invoke(ctx)
+        except SiteBusy as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(EXIT_BUSY)
+        except ScarmonError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="scarmon")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def main(verbose: bool) -> None:
     """scarmon: watch landslide scars in Sentinel-2 imagery and warn when they grow.
@@ -48,66 +72,48 @@ def main(verbose: bool) -> None:
 def ingest(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
            start: dt.date | None, end: dt.date | None) -> None:
     """Append new cloud-free Sentinel-2 L2A scenes of a site to its stored NDVI frame sequence."""
+    _stages(site_file, store, s3_endpoint, ("ingest",), catalog=catalog, collection=collection, start=start, end=end)
+
+
+def _stages(site_file: str, store: str, s3_endpoint: str | None, stages: tuple[str, ...], *,
+            catalog: str | None = None, collection: str | None = None, start: dt.date | None = None,
+            end: dt.date | None = None, checkpoint: str | None = None, from_start: bool = False) -> None:
+    """Run stages of the one stage runner for a site (under its lock), with progress bars; print each summary."""
+    from tqdm import tqdm
+
     from scarmon.ingest.discovery import open_catalog
+    from scarmon.service.runner import TickOptions, run_stages
     from scarmon.site import load_site
     from scarmon.store.backends import open_store
 
-    site = _or_exit(load_site, site_file)
-    report = _run_ingest(site, open_catalog(catalog, collection=collection), _or_exit(open_store, store, endpoint_url=s3_endpoint),
-                         start, end)
-    click.echo(report.summary())
+    site = load_site(site_file)
+    st = open_store(store, endpoint_url=s3_endpoint)
+    tracker = _tracker(site, checkpoint) if "track" in stages else None
+    bars = {name: tqdm(total=0, unit=unit, desc=f"{name} {site.id}", file=sys.stderr, disable=None)
+            for name, unit in (("ingest", "scene"), ("track", "frame")) if name in stages}
 
+    def total(name: str) -> Callable[[int], object]:
+        return lambda n: (setattr(bars[name], "total", n), bars[name].refresh())
 
-def _run_ingest(site, catalog, store, start, end):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
-
-    from scarmon.ingest.discovery import CatalogError
-    from scarmon.ingest.pipeline import ingest as run
-    from scarmon.store.sequence import SequenceError
-    from scarmon.store.backends import StoreError
-
-    bar = tqdm(total=0, unit="scene", desc=f"ingest {site.id}", file=sys.stderr, disable=None)
+    opts = TickOptions(start=start, end=end, tracker=tracker, from_start=from_start,
+                       ingest_progress=bars["ingest"].update if "ingest" in bars else None,
+                       ingest_total=total("ingest") if "ingest" in bars else None,
+                       track_progress=bars["track"].update if "track" in bars else None,
+                       track_total=total("track") if "track" in bars else None)
     try:
-        return run(site, catalog, store, start=start, end=end, progress=bar.update,
-                   on_scenes=lambda n: setattr(bar, "total", n) or bar.refresh())
-    except (CatalogError, SequenceError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
+        report = run_stages(site, st, open_catalog(catalog, collection=collection) if "ingest" in stages else None,
+                            stages, opts=opts)
     finally:
-        bar.close()
+        for bar in bars.values():
+            bar.close()
+    for line in report.lines:
+        click.echo(line)
 
 
-def _or_exit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """Run a loader; turn the errors meant for users into a clean CLI error."""
-    from scarmon.site import SiteError
-    from scarmon.store.backends import StoreError
-
-    try:
-        return fn(*args, **kwargs)
-    except (SiteError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _run_track(site, store, *, checkpoint=None, from_start=False):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
-
-    from scarmon.tracking.corrections import CorrectionError
-    from scarmon.store.sequence import SequenceError
-    from scarmon.store.backends import StoreError
-    from scarmon.tracking.pipeline import track_site
+def _tracker(site: Any, checkpoint: str | None) -> Any:
     from scarmon.tracking.trackers import make_tracker
 
-    try:
-        tracker = make_tracker(site.ndvi_threshold, checkpoint=checkpoint)
-    except Exception as exc:  # a bad checkpoint: CheckpointError names the file
-        raise click.ClickException(str(exc)) from None
-    bar = tqdm(total=0, unit="frame", desc=f"track {site.id} ({tracker.name})", file=sys.stderr, disable=None)
-    try:
-        return track_site(site, store, tracker=tracker, from_start=from_start, progress=bar.update,
-                          on_frames=lambda n: setattr(bar, "total", n) or bar.refresh())
-    except (SequenceError, StoreError, CorrectionError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        bar.close()
+    return make_tracker(site.ndvi_threshold, checkpoint=checkpoint)
 
 
 SAM2_HELP = ("SAM 2 checkpoint file (e.g. sam2.1_hiera_tiny.pt); default $SCARMON_SAM2_CHECKPOINT. Without one the "
@@ -123,12 +129,7 @@ SAM2_HELP = ("SAM 2 checkpoint file (e.g. sam2.1_hiera_tiny.pt); default $SCARMO
 @click.option("--from-start", is_flag=True, help="Re-track every frame (e.g. after changing the site's prompts).")
 def track(site_file: str, store: str, s3_endpoint: str | None, sam2_checkpoint: str | None, from_start: bool) -> None:
     """Track the scar through the frames appended since the last run (masks, tracking state, area series)."""
-    from scarmon.site import load_site
-    from scarmon.store.backends import open_store
-
-    site = _or_exit(load_site, site_file)
-    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
-    click.echo(_run_track(site, st, checkpoint=sam2_checkpoint, from_start=from_start).summary())
+    _stages(site_file, store, s3_endpoint, ("track",), checkpoint=sam2_checkpoint, from_start=from_start)
 
 
 def _point(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[float, float, int]]:
@@ -152,35 +153,30 @@ def _point(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 @click.option("--list", "list_only", is_flag=True, help="List the site's prompts and corrections.")
 @click.option("--no-track", is_flag=True, help="Only store the change; the next `track` re-propagates.")
 @click.option("--sam2-checkpoint", default=None, type=click.Path(dir_okay=False), help=SAM2_HELP)
-def refine(site_file: str, store: str, s3_endpoint: str | None, date: dt.date | None, points: list, undo_id: str | None,
-           list_only: bool, no_track: bool, sam2_checkpoint: str | None) -> None:
-    """Interactive refinement: add correction points on a frame (or undo one), then re-propagate from that frame."""
-    from scarmon.tracking.corrections import CorrectionError, add_corrections, list_corrections, undo_correction
-    from scarmon.store.sequence import SequenceError
+def refine(site_file: str, store: str, s3_endpoint: str | None, date: dt.date | None,
+           points: list[tuple[float, float, int]], undo_id: str | None, list_only: bool, no_track: bool,
+           sam2_checkpoint: str | None) -> None:
+    """Interactive refinement: add correction points on a frame (or undo one), re-propagate from that frame, rebuild
+    the alert history from the corrected series (nothing is re-sent) and update published products."""
+    from scarmon.service import runner
     from scarmon.site import load_site
     from scarmon.store.backends import open_store
+    from scarmon.tracking.corrections import list_corrections
 
-    site = _or_exit(load_site, site_file)
-    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
-    try:
-        if list_only:
-            for p in site.prompts:
-                click.echo(f"site file  {p.date}  lon={p.lon} lat={p.lat} label={p.label}")
-            for c in list_corrections(st, site.id):
-                click.echo(f"correction {c['date']}  lon={c['lon']} lat={c['lat']} label={c['label']}  id={c['id']}")
-            return
-        if undo_id:
-            c = undo_correction(st, site, undo_id)
-            click.echo(f"removed correction {undo_id} on {c['date']}")
-        elif date and points:
-            ids = add_corrections(st, site, date, points)
-            click.echo(f"stored {len(ids)} correction(s) on {date}: {', '.join(ids)}")
-        else:
-            raise click.UsageError("give --date with one or more --point, or --undo ID, or --list")
-    except (CorrectionError, SequenceError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if not no_track:
-        click.echo(_run_track(site, st, checkpoint=sam2_checkpoint).summary())
+    site = load_site(site_file)
+    st = open_store(store, endpoint_url=s3_endpoint)
+    if list_only:
+        runner.require_sequence(st, site.id)
+        for p in site.prompts:
+            click.echo(f"site file  {p.date}  lon={p.lon} lat={p.lat} label={p.label}")
+        for c in list_corrections(st, site.id):
+            click.echo(f"correction {c['date']}  lon={c['lon']} lat={c['lat']} label={c['label']}  id={c['id']}")
+        return
+    if not (undo_id or (date and points)):
+        raise click.UsageError("give --date with one or more --point, or --undo ID, or --list")
+    opts = runner.TickOptions(tracker=None if no_track else _tracker(site, sam2_checkpoint))
+    report = runner.refine(site, st, date=date, points=points, undo=undo_id, retrack=not no_track, opts=opts)
+    click.echo(report.summary())
 
 
 @main.command()
@@ -198,10 +194,14 @@ def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as
     from scarmon.site import load_site
     from scarmon.store.backends import open_store
 
-    site = _or_exit(load_site, site_file)
+    from scarmon.service.runner import require_sequence
+
+    site = load_site(site_file)
+    st = open_store(store, endpoint_url=s3_endpoint)
+    require_sequence(st, site.id)
     try:
-        result = evaluate_site(site, _or_exit(open_store, store, endpoint_url=s3_endpoint), Path(truth))
-    except (ValueError, OSError) as exc:
+        result = evaluate_site(site, st, Path(truth))
+    except (ValueError, OSError) as exc:  # a truth file that cannot be read or matched: named in the message
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(result, indent=1))
@@ -223,15 +223,9 @@ def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as
 @click.option("--end", callback=_date, help="Last acquisition date to search.")
 def run(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
         start: dt.date | None, end: dt.date | None) -> None:
-    """Ingest new scenes, then track them: one monitoring tick for a site."""
-    from scarmon.ingest.discovery import open_catalog
-    from scarmon.site import load_site
-    from scarmon.store.backends import open_store
-
-    site = _or_exit(load_site, site_file)
-    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
-    click.echo(_run_ingest(site, open_catalog(catalog, collection=collection), st, start, end).summary())
-    click.echo(_run_track(site, st).summary())
+    """Ingest new scenes, then track them (no alerts, no products: `scarmon monitor` runs the whole tick)."""
+    _stages(site_file, store, s3_endpoint, ("ingest", "track"), catalog=catalog, collection=collection, start=start,
+            end=end)
 
 
 @main.command()
@@ -251,7 +245,7 @@ def demo(out: str, scenario: str, start: str, end: str, quick: bool = False, eve
         return run_tick_demo(Path(out), scenario=scenario, start=start, end=end, every_days=every, echo=click.echo)
     from scarmon.demo.quick import run_demo
 
-    run_demo(Path(out), scenario=scenario, start=start, end=end, echo=click.echo, ingest=_run_ingest, track=_run_track)
+    run_demo(Path(out), scenario=scenario, start=start, end=end, echo=click.echo)
 
 
 @main.command("site-schema")
@@ -306,10 +300,14 @@ def _prefect_env() -> None:
               help="With --sites: run the site ticks on a local Dask cluster of this many worker processes.")
 @click.option("--dask-address", default=None, help="With --sites: run on this Dask scheduler (tcp://host:8786).")
 @click.option("--no-notify", is_flag=True, help="Record alerts but send nothing (they stay in the outbox).")
-def monitor(site_file, sites_dir, catalog, collection, store, s3_endpoint, end, dask_workers, dask_address,
-            no_notify) -> None:  # type: ignore[no-untyped-def]
-    """One monitoring tick now (ingest, track, alert, notify), through Prefect in ephemeral mode (no server)."""
+def monitor(site_file: str | None, sites_dir: str | None, catalog: str | None, collection: str | None, store: str,
+            s3_endpoint: str | None, end: dt.date | None, dask_workers: int | None, dask_address: str | None,
+            no_notify: bool) -> None:
+    """One monitoring tick now (ingest, track, alert, notify, publish), through Prefect in ephemeral mode (no
+    server). Exit status: 0 done, 1 failed (the message says why), 75 the site is busy (another run holds it)."""
     import json
+
+    from scarmon.site import load_site
 
     _prefect_env()
     if bool(site_file) == bool(sites_dir):
@@ -317,23 +315,40 @@ def monitor(site_file, sites_dir, catalog, collection, store, s3_endpoint, end, 
     if site_file:
         from scarmon.service.flows import monitor_site
 
-        report = monitor_site(site_file, store=store, catalog=catalog, collection=collection,
-                              s3_endpoint=s3_endpoint, end=end, notify=not no_notify)
+        load_site(site_file)  # bad input: the same one line as `scarmon run`, before Prefect starts
+        state = monitor_site(site_file, store=store, catalog=catalog, collection=collection,
+                             s3_endpoint=s3_endpoint, end=end, notify=not no_notify, return_state=True)
+        if not state.is_completed():
+            raise click.ClickException(state.message or "the monitoring tick failed")
+        report = state.result()
         click.echo(json.dumps(report, indent=1, default=str))
+        if report.get("status") == "busy":
+            sys.exit(EXIT_BUSY)
         return
-    kwargs = dict(sites_dir=sites_dir, store=store, catalog=catalog, collection=collection, s3_endpoint=s3_endpoint,
-                  end=end, notify=not no_notify)
+    kwargs: dict[str, Any] = dict(sites_dir=sites_dir, store=store, catalog=catalog, collection=collection,
+                                  s3_endpoint=s3_endpoint, end=end, notify=not no_notify, return_state=True)
     if dask_workers or dask_address:
         from scarmon.service.dask import monitor_all_on_dask
 
-        summary = monitor_all_on_dask(address=dask_address, n_workers=dask_workers, **kwargs)
+        state = monitor_all_on_dask(address=dask_address, n_workers=dask_workers, **kwargs)
     else:
         from scarmon.service.flows import monitor_all
 
-        summary = monitor_all(**kwargs)
+        state = monitor_all(**kwargs)
+    from scarmon.service.flows import SitesFailed
+
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, SitesFailed):
+        summary = summary.summary
+    if not isinstance(summary, dict) or "results" not in summary:  # failed before any site ran (no such folder)
+        raise click.ClickException(state.message or "monitoring failed")
     for name, r in summary["results"].items():
         click.echo(f"{name}: {r['status']}, {r['appended']} appended, {len(r['events'])} alert event(s), "
                    f"{len(r['sent'])} sent, {r['outbox']} in the outbox, state {r['alert_state']}/{r['alert_level']}")
+    for name, why in summary["failed"].items():
+        click.echo(f"{name}: failed: {why}", err=True)
+    if summary["failed"]:
+        sys.exit(1)
 
 
 @main.command()
@@ -343,7 +358,7 @@ def monitor(site_file, sites_dir, catalog, collection, store, s3_endpoint, end, 
 @click.option("--collection", default=None, help="Collection id.")
 @click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
-def serve(sites_dir, catalog, collection, store, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
+def serve(sites_dir: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None) -> None:
     """Unattended operation on one machine: serve one monitor_site deployment per site on its schedule
     (Prefect `serve`; needs a Prefect server: `prefect server start`, then PREFECT_API_URL). Ctrl-C stops."""
     _prefect_env()
@@ -365,14 +380,17 @@ def serve(sites_dir, catalog, collection, store, s3_endpoint) -> None:  # type: 
 @click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
 @click.option("--send", is_flag=True, help="Try to deliver what waits in the outbox now.")
-def alerts(site_file, store, s3_endpoint, send) -> None:  # type: ignore[no-untyped-def]
+def alerts(site_file: str, store: str, s3_endpoint: str | None, send: bool) -> None:
     """Show a site's alert history, its alert state and what waits in its outbox."""
     from scarmon.alerts.history import load_state, outbox, read_history
     from scarmon.site import load_site
     from scarmon.store.backends import open_store
 
-    site = _or_exit(load_site, site_file)
-    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
+    from scarmon.service.runner import require_sequence, site_session
+
+    site = load_site(site_file)
+    st = open_store(store, endpoint_url=s3_endpoint)
+    require_sequence(st, site.id)
     for r in read_history(st, site.id):
         note = f" [{r['note']}]" if r.get("note") else ""
         click.echo(f"{r['date']}  {r['event']:11s} {r['level']:7s} area {r['area_m2']:>10,.0f} m²  baseline "
@@ -383,7 +401,8 @@ def alerts(site_file, store, s3_endpoint, send) -> None:  # type: ignore[no-unty
     if send:
         from scarmon.service.runner import notify_stage
 
-        click.echo(notify_stage(site, st).summary())
+        with site_session(st, site.id):  # delivering changes the outbox: not while a tick does
+            click.echo(notify_stage(site, st).summary())
     for e in outbox(st, site.id):
         chans = ", ".join(f"{c}: {v['status']} ({v.get('attempts', 0)} attempt(s)) {v.get('last_error', '')}"
                           for c, v in e.channels.items())
@@ -400,25 +419,19 @@ def alerts(site_file, store, s3_endpoint, send) -> None:  # type: ignore[no-unty
               help="Validate the site's STAC catalog offline after publishing.")
 def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool) -> None:
     """Write the site's products (polygons, quicklooks, plots, STAC catalog, dashboard) into the store."""
-    from scarmon.products.publish import ProductsError, publish_failed, publish_site, s3_public_read_policy
-    from scarmon.store.sequence import SequenceError
+    from scarmon.products.publish import s3_public_read_policy
+    from scarmon.products.stac import validate_store
+    from scarmon.service.runner import run_stages
     from scarmon.site import load_site
-    from scarmon.products.stac import StacError, validate_store
-    from scarmon.store.backends import StoreError, open_store
+    from scarmon.store.backends import open_store
 
-    site = _or_exit(load_site, site_file)
-    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
-    try:
-        report = publish_site(site, st)
-        click.echo(report.summary())
-        if validate:
-            click.echo(f"STAC catalog valid (STAC 1.1.0, offline): {validate_store(st, site.id)} document(s)")
-    except (ProductsError, SequenceError, StoreError, StacError, OSError) as exc:
-        try:
-            publish_failed(st, site, str(exc).splitlines()[0])
-        except Exception:  # noqa: BLE001 - the store itself may be what failed
-            pass
-        raise click.ClickException(str(exc)) from None
+    site = load_site(site_file)
+    st = open_store(store, endpoint_url=s3_endpoint)
+    report = run_stages(site, st, None, ("publish",))
+    for line in report.lines:
+        click.echo(line)
+    if validate:
+        click.echo(f"STAC catalog valid (STAC 1.1.0, offline): {validate_store(st, site.id)} document(s)")
     root = getattr(st, "root", None)
     if st.local_path("sites.json") is not None and root is not None:
         click.echo(f"open it: python -m http.server --bind 127.0.0.1 --directory {root} 8000  ->  "
@@ -440,8 +453,8 @@ def ui(site_file: str, store: str, s3_endpoint: str | None, port: int, no_track:
     from scarmon.store.backends import open_store
     from scarmon.ui.server import make_server
 
-    st = _or_exit(open_store, store, endpoint_url=s3_endpoint)
-    server = _or_exit(make_server, site_file, st, port=port, retrack=not no_track)
+    st = open_store(store, endpoint_url=s3_endpoint)
+    server = make_server(site_file, st, port=port, retrack=not no_track)
     click.echo(f"scarmon ui on loopback only; open (the token in it is the key): {server.url}")
     click.echo("Ctrl-C stops it.")
     if open_browser:

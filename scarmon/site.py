@@ -65,6 +65,23 @@ class AlertRules(BaseModel):
     finish_after: int = Field(defaults.ALERT_FINISH_AFTER, ge=1, le=20)
     stable_pct: float = Field(defaults.ALERT_STABLE_PCT, ge=0)
     notify_on: tuple[Literal["provisional", "confirmed", "escalated", "finished", "reset"], ...] = defaults.ALERT_NOTIFY_ON
+    min_frames: int = Field(defaults.ALERT_MIN_FRAMES, ge=2, le=100)
+    noise_prior: float = Field(defaults.ALERT_NOISE_PRIOR, gt=0, le=1)
+    noise_floor: float = Field(defaults.ALERT_NOISE_FLOOR, gt=0, le=1)
+    detect_sigma: float = Field(defaults.ALERT_DETECT_SIGMA, gt=0)
+    agree_sigma: float = Field(defaults.ALERT_AGREE_SIGMA, gt=0)
+    strong_sigma: float = Field(defaults.ALERT_STRONG_SIGMA, gt=0)
+    confirm_evidence: float = Field(defaults.ALERT_CONFIRM_EVIDENCE, gt=0, le=20)
+    cusum_k: float = Field(defaults.ALERT_CUSUM_K, ge=0)
+    cusum_h: float = Field(defaults.ALERT_CUSUM_H, gt=0)
+    min_growth_pct: float = Field(defaults.ALERT_MIN_GROWTH_PCT, ge=0)
+    season_peak_doy: int = Field(defaults.ALERT_SEASON_PEAK_DOY, ge=1, le=366,
+                                 description="Day of year of peak green (southern hemisphere: ~20).")
+    season_amplitude: float | None = Field(None, ge=0, le=1, description="Seasonal amplitude of log-area; "
+                                           "default: estimated from the site's frames.")
+    stale_days: int = Field(defaults.ALERT_STALE_DAYS, ge=5, le=730)
+    new_ground: bool = Field(True, description="Alert on new ground outside the footprint (needs the series' "
+                             "new_ground_m2 column).")
 
     @model_validator(mode="after")
     def _ordered(self) -> AlertRules:
@@ -229,9 +246,17 @@ def load_site(path: str | Path) -> Site:
     """Read and validate a site file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > defaults.SITE_FILE_MAX_BYTES:
+            raise SiteError(f"{path}: {size:,} bytes is too big for a site file (the limit is "
+                            f"{defaults.SITE_FILE_MAX_BYTES:,} bytes); is this the right file?")
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise SiteError(f"{path}: cannot read the site file: {exc.strerror}") from None
+        raise SiteError(f"{path}: cannot read the site file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SiteError(f"{path}: not a text file (a site file is UTF-8 YAML); is this the right file?") from None
+    if "\x00" in text:
+        raise SiteError(f"{path}: not a text file (it holds NUL bytes; a site file is UTF-8 YAML)")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

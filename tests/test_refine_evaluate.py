@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
-from affine import Affine
 from click.testing import CliRunner
 
 from scarmon.store import keys

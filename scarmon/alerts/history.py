@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from scarmon.store import keys
+from scarmon.store.documents import update_document
 from scarmon.alerts.rules import AlertEvent, AlertState
 from scarmon.store.backends import Conflict, KeyMissing, Store
 
@@ -46,31 +47,36 @@ def read_history(store: Store, site_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def append_history(store: Store, site_id: str, events: Iterable[AlertEvent], *, extra: dict[str, Any] | None = None,
-                   attempts: int = 5) -> int:
-    """Append events not yet in alerts.jsonl (by id) with a conditional put; returns how many were added."""
+def append_history(store: Store, site_id: str, events: Iterable[AlertEvent], *, extra: dict[str, Any] | None = None
+                   ) -> int:
+    """Append events not yet in alerts.jsonl (by id) with a conditional write; returns how many were added.
+    Lines that are not JSON objects are kept as they are (the history is append-only) and refused nowhere."""
     events = list(events)
-    if not events:
-        return 0
-    for _ in range(attempts):
-        try:
-            data, tag = store.get_with_tag(keys.alert_history(site_id))
-        except KeyMissing:
-            data, tag = b"", None
-        known = {json.loads(line)["id"] for line in data.decode().splitlines() if line.strip()}
+    added = 0
+
+    def change(data: bytes | None) -> bytes | None:
+        nonlocal added
+        data = data or b""
+        known = {_line_id(line) for line in data.decode("utf-8", "replace").splitlines() if line.strip()}
         new = [e for e in events if e.id not in known]
+        added = len(new)
         if not new:
-            return 0
+            return None
         lines = "".join(json.dumps({**e.to_dict(), **(extra or {}), "recorded_at": _now()}) + "\n" for e in new)
-        if data and not data.endswith(b"\n"):
-            data += b"\n"
-        try:
-            store.put_if(keys.alert_history(site_id), data + lines.encode(), expected_tag=tag,
-                         content_type="application/x-ndjson")
-            return len(new)
-        except Conflict:
-            continue
-    raise Conflict(f"{keys.alert_history(site_id)}: kept changing while appending alert events")
+        return (data if not data or data.endswith(b"\n") else data + b"\n") + lines.encode()
+
+    if events:
+        update_document(store, keys.alert_history(site_id), change, parse=bytes, dump=bytes, what="alert history",
+                        content_type="application/x-ndjson")
+    return added
+
+
+def _line_id(line: str) -> str | None:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    return doc.get("id") if isinstance(doc, dict) else None
 
 
 @dataclass

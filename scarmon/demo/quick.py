@@ -27,9 +27,10 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def run_demo(out: Path, *, scenario: str, start: str, end: str, echo: Callable[[str], object],
-             ingest: Callable[..., Any], track: Callable[..., Any]) -> None:
+def run_demo(out: Path, *, scenario: str, start: str, end: str, echo: Callable[[str], object]) -> None:
+    """Generate the catalog, then ingest and track the whole history at once through the stage runner."""
     from scarmon.ingest.discovery import open_catalog
+    from scarmon.service.runner import run_stages
     from scarmon.site import load_site
     from scarmon.store.backends import open_store
     from scarmon.demo.synthetic import generate_catalog
@@ -42,13 +43,12 @@ def run_demo(out: Path, *, scenario: str, start: str, end: str, echo: Callable[[
     echo(f"synthetic Sentinel-2 L2A catalog ({scenario}, {start} to {end}): {items} [{time.monotonic() - t0:.0f} s]")
     store = open_store(str(out / "store"))
     t0 = time.monotonic()
-    report = ingest(site, open_catalog(str(items)), store, None, None)
-    echo(report.summary())
-    echo(f"ingested in {time.monotonic() - t0:.0f} s; store: {out / 'store'} (manifest: {site.id}/manifest.json)")
-    t0 = time.monotonic()
-    echo(track(site, store).summary())
+    report = run_stages(site, store, open_catalog(str(items)), ("ingest", "track"))
+    for line in report.lines:
+        echo(line)
     series = out / "store" / site.id / "series.csv"
-    echo(f"tracked in {time.monotonic() - t0:.0f} s; masks: {out / 'store' / site.id / 'masks'}; area series: {series}")
+    echo(f"ingested and tracked in {time.monotonic() - t0:.0f} s; store: {out / 'store'}; masks: "
+         f"{out / 'store' / site.id / 'masks'}; area series: {series}")
     _echo_series(series, echo)
 
 

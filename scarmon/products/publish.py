@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 
 from scarmon.store import keys
+from scarmon.store.documents import update_document
 from scarmon.grid import SiteGrid
-from scarmon.store.sequence import FrameEntry, check_site_id, load_manifest
+from scarmon.store.sequence import FrameEntry, load_manifest
 from scarmon.site import Site
 from scarmon.store.backends import Conflict, KeyMissing, Store
 from scarmon.tracking.pipeline import read_series
@@ -674,28 +675,27 @@ def update_sites_index(store: Store, site_id: str, name: str, index: dict | None
                        max_attempts: int = 10) -> int:
     """Insert or replace this site's entry in `sites.json` (conditional put, so parallel sites do not clobber)."""
     entry = _site_entry(site_id, name, index, error)
-    for _ in range(max_attempts):
-        try:
-            data, tag = store.get_with_tag(keys.SITES_INDEX)
-            doc = json.loads(data)
-            if not isinstance(doc, dict) or not isinstance(doc.get("sites"), list):
-                raise ValueError("not a sites index")
-        except KeyMissing:
-            doc, tag = {"format": "scarmon.sites/1", "sites": []}, None
-        except ValueError:
-            doc = {"format": "scarmon.sites/1", "sites": []}
+    changed = 0
+
+    def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        nonlocal changed
+        doc = doc or {"format": "scarmon.sites/1", "sites": []}
         sites = [s for s in doc["sites"] if isinstance(s, dict) and s.get("id") != site_id]
         old = next((s for s in doc["sites"] if isinstance(s, dict) and s.get("id") == site_id), None)
-        if old == entry:
-            return 0
-        doc["sites"] = sorted([*sites, entry], key=lambda s: str(s.get("id")))
-        try:
-            store.put_if(keys.SITES_INDEX, (json.dumps(doc, indent=1) + "\n").encode(), expected_tag=tag,
-                         content_type="application/json")
-            return 1
-        except Conflict:
-            continue
-    raise ProductsError(f"could not update {store.url(keys.SITES_INDEX)}: other runs kept replacing it; run again")
+        changed = int(old != entry)
+        return {**doc, "sites": sorted([*sites, entry], key=lambda s: str(s.get("id")))} if changed else None
+
+    update_document(store, keys.SITES_INDEX, change, parse=_parse_sites_index,
+                    dump=lambda d: (json.dumps(d, indent=1) + "\n").encode(), what="dashboard site index",
+                    max_attempts=max_attempts)
+    return changed
+
+
+def _parse_sites_index(data: bytes) -> dict[str, Any]:
+    doc = json.loads(data)
+    if not isinstance(doc, dict) or not isinstance(doc.get("sites"), list):
+        raise ValueError("no 'sites' list")
+    return doc
 
 
 def dashboard_url(store: Store, site_id: str | None = None) -> str:
@@ -725,7 +725,7 @@ def publish_failed(store: Store, site: Site, error: str) -> None:
 
 
 __all__ = [
-    "FORMAT", "ProductsError", "PublishReport", "current_alert_level", "dashboard_url", "index_key", "load_index",
+    "FORMAT", "ProductsError", "PublishReport", "current_alert_level", "dashboard_url", "load_index",
     "mask_to_pixel_polygon", "publish_dashboard", "publish_failed", "publish_site", "read_alerts",
     "s3_public_read_policy", "update_sites_index",
 ]

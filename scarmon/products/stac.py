@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from scarmon.store import keys
+from scarmon.store.documents import update_document
 from scarmon.grid import SiteGrid
 from scarmon.store.sequence import Manifest
 from scarmon.site import Site
-from scarmon.store.backends import Conflict, KeyMissing, Store
+from scarmon.store.backends import Store
 
 STAC_VERSION = "1.1.0"
 SCHEMA_BASE = f"https://schemas.stacspec.org/v{STAC_VERSION}/"
@@ -230,31 +231,30 @@ def _add_to_root(store: Store, site_id: str, title: str, max_attempts: int = 10)
     import pystac
 
     href = keys.stac_collection(site_id)
-    for _ in range(max_attempts):
-        try:
-            data, tag = store.get_with_tag(keys.ROOT_CATALOG)
-            doc = json.loads(data)
-        except KeyMissing:
-            doc, tag = None, None
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict) or doc.get("type") != "Catalog":
+
+    def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        if doc is None:
             cat = pystac.Catalog(id=ROOT_CATALOG_ID, title="scarmon landslide scar products",
                                  description="Products of every site monitored by scarmon, one collection per site.")
             cat.add_link(pystac.Link("root", "./" + keys.ROOT_CATALOG, media_type=JSON))
             doc = cat.to_dict(include_self_link=False, transform_hrefs=False)
         children = [ln for ln in doc.get("links", []) if ln.get("rel") == "child"]
         if any(ln.get("href") == href and ln.get("title") == title for ln in children):
-            return
-        doc["links"] = [ln for ln in doc["links"] if not (ln.get("rel") == "child" and ln.get("href") == href)]
-        doc["links"].append({"rel": "child", "href": href, "type": JSON, "title": title})
-        validate(doc, where=keys.ROOT_CATALOG)
-        try:
-            store.put_if(keys.ROOT_CATALOG, _dumps(doc), expected_tag=tag, content_type=JSON)
-            return
-        except Conflict:
-            continue
-    raise StacError(f"could not update {store.url(keys.ROOT_CATALOG)}: other runs kept replacing it; run again")
+            return None
+        links = [ln for ln in doc.get("links", []) if not (ln.get("rel") == "child" and ln.get("href") == href)]
+        new = {**doc, "links": [*links, {"rel": "child", "href": href, "type": JSON, "title": title}]}
+        validate(new, where=keys.ROOT_CATALOG)
+        return new
+
+    update_document(store, keys.ROOT_CATALOG, change, parse=_parse_root, dump=_dumps, what="root STAC catalog",
+                    content_type=JSON, max_attempts=max_attempts)
+
+
+def _parse_root(data: bytes) -> dict[str, Any]:
+    doc = json.loads(data)
+    if not isinstance(doc, dict) or doc.get("type") != "Catalog":
+        raise ValueError("not a STAC Catalog")
+    return doc
 
 
 def validate_store(store: Store, site_id: str | None = None) -> int:

@@ -1,124 +1,74 @@
-"""Prefect flows around scarmon's stages. Tasks wrap library functions; order, retries and concurrency live here.
+"""The Prefect face of the stage runner (scarmon.service.runner): flows that deployments and `scarmon monitor` run.
 
-* `monitor_site`  one tick for one site: ingest (discover → screen → load → append) → track → alert → notify →
-                  publish. Holds the site's store lock: a second run of the same site at the same time is skipped.
+* `monitor_site`  one tick for one site: each stage a Prefect task with the runner's retry policy (transient errors
+                  only). A busy site is skipped (state Completed, status 'busy').
 * `monitor_all`   every site file in a folder, sites in parallel (threads by default, Dask workers through
-                  `scarmon.service.dask`); a failing site is reported at the end without stopping the others.
-* `refine`        apply correction clicks, re-track from the corrected frame, rebuild the alert history.
+                  `scarmon.service.dask`); each site a task running the whole tick in-process; a failing site is
+                  reported at the end without stopping the others.
+* `refine`        the runner's refine: store correction clicks, re-track, rebuild the alert history, republish.
 * `backfill`      a date range for one site: frames are inserted where they belong; the alert history is rebuilt
                   from the whole series and recorded without notifying anyone.
 
-Arguments are plain strings and dates so that deployments (prefect.yaml) and remote workers can pass them.
+Bad input (a site file, a corrupt document) ends the flow run Failed with the one-line message the CLI prints, not a
+traceback, and is never retried. Arguments are plain strings and dates so that deployments and remote workers can
+pass them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import Completed, Failed, State
 
-from scarmon import defaults
+from scarmon.errors import ScarmonError, is_transient
+from scarmon.ingest.discovery import open_catalog
+from scarmon.service import runner
+from scarmon.service.runner import TickOptions, retry_policy
+from scarmon.site import Site, SiteError, load_site
+from scarmon.store.backends import Store, open_store
+from scarmon.store.lock import SiteBusy
 
-RETRIES = dict(retries=defaults.TASK_RETRIES, retry_delay_seconds=list(defaults.TASK_RETRY_DELAYS_S))
+T = TypeVar("T")
 
 
-def _retry_delays() -> list[int]:
-    """SCARMON_TASK_RETRY_DELAYS="1,1,1" shortens backoff (tests); default defaults.TASK_RETRY_DELAYS_S."""
-    raw = os.environ.get("SCARMON_TASK_RETRY_DELAYS")
-    return [int(x) for x in raw.split(",")] if raw else list(defaults.TASK_RETRY_DELAYS_S)
+def _transient_only(task_: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect retry condition: retry only what `scarmon.errors.is_transient` calls transient."""
+    return isinstance(state.data, BaseException) and is_transient(state.data)
 
 
-def _open(store: str, s3_endpoint: str | None):  # type: ignore[no-untyped-def]
-    from scarmon.store.backends import open_store
+def prefect_stage(name: str, fn: Any) -> Any:
+    """The runner hook that runs each stage as a Prefect task with the stage's retry policy."""
+    policy = retry_policy(name)
+    stage_task = task(fn, name=name, cache_policy=NONE, retries=policy.retries,
+                      retry_delay_seconds=list(policy.delays_s) or 0, retry_condition_fn=_transient_only)
+    return stage_task()
 
+
+def _open(store: str, s3_endpoint: str | None) -> Store:
     return open_store(store, endpoint_url=s3_endpoint)
 
 
-@task(name="ingest", cache_policy=NONE, retries=defaults.TASK_RETRIES, retry_delay_seconds=_retry_delays())
-def ingest_task(site, store, catalog: str | None, collection: str | None, start: dt.date | None,
-                end: dt.date | None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """Network-bound (STAC search, COG reads): retried with backoff. Idempotent: known scenes are skipped."""
-    from scarmon.ingest.discovery import open_catalog
-    from scarmon.ingest.pipeline import ingest
-
-    report = ingest(site, open_catalog(catalog, collection=collection), store, start=start, end=end)
-    get_run_logger().info(report.summary())
-    return {"appended": len(report.appended), "rejected": len(report.rejected), "skipped": len(report.skipped),
-            "found": report.found}
-
-
-@task(name="track", cache_policy=NONE)
-def track_task(site, store) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    from scarmon.tracking.pipeline import track_site
-
-    report = track_site(site, store)
-    get_run_logger().info(report.summary())
-    return {"tracked": len(report.tracked), "frames": report.total_frames}
-
-
-@task(name="alert", cache_policy=NONE)
-def alert_task(site, store, rebuild: bool = False, suppress: bool = False):  # type: ignore[no-untyped-def]
-    from scarmon.service.runner import alert_stage
-
-    state, events, queued = alert_stage(site, store, rebuild=rebuild, suppress=suppress)
-    for e in events:
-        get_run_logger().info("alert %s %s %s: area %.0f m², baseline %s m² (%s)", e["date"], e["event"], e["level"],
-                              e["area_m2"], e["baseline_m2"], e["reason"])
-    return state, events, queued
-
-
-@task(name="notify", cache_policy=NONE, retries=defaults.TASK_RETRIES, retry_delay_seconds=_retry_delays())
-def notify_task(site, store):  # type: ignore[no-untyped-def]
-    """Delivers the outbox. A failed delivery is kept there (not raised), so retries here only cover the store."""
-    from scarmon.service.runner import notify_stage
-
-    report = notify_stage(site, store)
-    (get_run_logger().warning if report.failed else get_run_logger().info)(report.summary())
-    return report
-
-
-@task(name="publish", cache_policy=NONE)
-def publish_task(site, store, report) -> None:  # type: ignore[no-untyped-def]
-    from scarmon.service.runner import publish_stage
-
-    publish_stage(site, store, report)
+def _user_error(exc: ScarmonError) -> State[Any]:
+    get_run_logger().error(str(exc))
+    return Failed(message=str(exc))
 
 
 def _tick(site_file: str, store: str, catalog: str | None, collection: str | None, s3_endpoint: str | None,
-          start: dt.date | None, end: dt.date | None, notify: bool, rebuild: bool) -> dict[str, Any]:
-    import time
-
-    from scarmon.alerts.history import outbox
-    from scarmon.store.lock import SiteBusy, site_lock
-    from scarmon.service.runner import TickReport
-    from scarmon.site import load_site
-
-    t0 = time.monotonic()
-    site = load_site(site_file)
-    st = _open(store, s3_endpoint)
-    report = TickReport(site.id)
+          opts: TickOptions) -> dict[str, Any] | State[Any]:
     try:
-        with site_lock(st, site.id):
-            ing = ingest_task(site, st, catalog, collection, start, end)
-            report.appended, report.rejected, report.skipped = ing["appended"], ing["rejected"], ing["skipped"]
-            trk = track_task(site, st)
-            report.tracked, report.frames = trk["tracked"], trk["frames"]
-            state, report.events, _ = alert_task(site, st, rebuild=rebuild, suppress=not notify)
-            if notify:
-                d = notify_task(site, st)
-                report.sent, report.failed_deliveries = d.sent, d.failed
-            report.outbox = len(outbox(st, site.id))
-            report.alert_state, report.alert_level = state.status, ("none", "watch", "warning", "alarm")[state.level]
-            report.seconds = time.monotonic() - t0
-            publish_task(site, st, report)
+        site = load_site(site_file)
+        report = runner.tick(site, _open(store, s3_endpoint), open_catalog(catalog, collection=collection),
+                             opts=opts, run_stage=prefect_stage)
     except SiteBusy as exc:
         get_run_logger().warning(str(exc))
-        report.status, report.message = "busy", str(exc)
-    report.seconds = time.monotonic() - t0
+        return Completed(message=str(exc), data=runner.TickReport(site.id, status="busy", message=str(exc)).to_dict())
+    except ScarmonError as exc:
+        return _user_error(exc)
     get_run_logger().info(report.summary())
     return report.to_dict()
 
@@ -126,48 +76,64 @@ def _tick(site_file: str, store: str, catalog: str | None, collection: str | Non
 @flow(name="monitor-site", log_prints=True)
 def monitor_site(site_file: str, store: str = "scarmon-store", catalog: str | None = None,
                  collection: str | None = None, s3_endpoint: str | None = None, end: dt.date | None = None,
-                 notify: bool = True) -> dict[str, Any]:
+                 notify: bool = True) -> dict[str, Any] | State[Any]:
     """One monitoring tick of one site. `end` limits the search (replaying history); default: now."""
-    return _tick(site_file, store, catalog, collection, s3_endpoint, None, end, notify, False)
+    return _tick(site_file, store, catalog, collection, s3_endpoint, TickOptions(end=end, notify=notify))
 
 
 @flow(name="backfill", log_prints=True)
 def backfill(site_file: str, start: dt.date, end: dt.date, store: str = "scarmon-store", catalog: str | None = None,
-             collection: str | None = None, s3_endpoint: str | None = None) -> dict[str, Any]:
+             collection: str | None = None, s3_endpoint: str | None = None) -> dict[str, Any] | State[Any]:
     """Ingest and track [start, end] for one site; rebuild the alert history from the whole series, recorded as
     backfill and not sent to anyone."""
-    return _tick(site_file, store, catalog, collection, s3_endpoint, start, end, False, True)
+    opts = TickOptions(start=start, end=end, notify=False, rebuild_alerts=True, history_note="backfill")
+    return _tick(site_file, store, catalog, collection, s3_endpoint, opts)
 
 
-@task(name="site-tick", cache_policy=NONE, retries=1, retry_delay_seconds=_retry_delays()[:1])
+@task(name="site-tick", cache_policy=NONE)
 def site_tick_task(site_file: str, store: str, catalog: str | None, collection: str | None,
                    s3_endpoint: str | None, end: dt.date | None, notify: bool) -> dict[str, Any]:
-    """A whole tick in one task (for thread or Dask workers: no nested flow run, no API needed beyond the task's).
-    Retrying it is safe: the tick is idempotent."""
-    from scarmon.ingest.discovery import open_catalog
-    from scarmon.service.runner import tick
-    from scarmon.site import load_site
-
+    """A whole tick in one task (for thread or Dask workers: no nested task runs to record), its stages retried
+    in-process with the runner's policy."""
     site = load_site(site_file)
-    report = tick(site, _open(store, s3_endpoint), open_catalog(catalog, collection=collection), end=end,
-                  notify=notify)
+    try:
+        report = runner.tick(site, _open(store, s3_endpoint), open_catalog(catalog, collection=collection),
+                             opts=TickOptions(end=end, notify=notify), run_stage=runner.run_retrying)
+    except SiteBusy as exc:
+        report = runner.TickReport(site.id, status="busy", message=str(exc))
     return report.to_dict()
 
 
-class SitesFailed(RuntimeError):
-    """Some sites of a monitor_all run failed; the others completed."""
+class SitesFailed(ScarmonError):
+    """Some sites of a monitor_all run failed; the others completed. `summary` holds every site's result."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message, summary)
+        self.summary = summary or {}
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def site_files(sites_dir: str | Path) -> list[Path]:
+    """The site files of a folder (*.yaml, *.yml), sorted; a missing folder is an error that names it."""
+    folder = Path(sites_dir)
+    if not folder.is_dir():
+        raise SiteError(f"{folder}: no such folder of site files")
+    return sorted(folder.glob("*.y*ml"))
 
 
 @flow(name="monitor-all", log_prints=True)
 def monitor_all(sites_dir: str = "sites", store: str = "scarmon-store", catalog: str | None = None,
                 collection: str | None = None, s3_endpoint: str | None = None, end: dt.date | None = None,
-                notify: bool = True) -> dict[str, Any]:
-    """Every site file in `sites_dir`, in parallel. Raises SitesFailed at the end if any site failed, after all
-    the others have finished; the message lists each failure."""
-    from scarmon.site import SiteError, load_site
-
+                notify: bool = True) -> dict[str, Any] | State[Any]:
+    """Every site file in `sites_dir`, in parallel. Ends Failed (after all the others have finished) if any site
+    failed; the message lists each failure and the state's data holds the summary of every site."""
     log = get_run_logger()
-    files = sorted(Path(sites_dir).glob("*.y*ml"))
+    try:
+        files = site_files(sites_dir)
+    except ScarmonError as exc:
+        return _user_error(exc)
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
     futures = {}
@@ -176,30 +142,30 @@ def monitor_all(sites_dir: str = "sites", store: str = "scarmon-store", catalog:
             load_site(f)
         except SiteError as exc:
             failures[f.name] = str(exc)
+            log.error(str(exc))
             continue
         futures[f.name] = site_tick_task.submit(str(f), store, catalog, collection, s3_endpoint, end, notify)
     for name, fut in futures.items():
         try:
             results[name] = fut.result()
             log.info("%s: %s", name, results[name].get("status"))
-        except Exception as exc:  # noqa: BLE001 - reported below, others continue
-            failures[name] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported below, the other sites continue
+            failures[name] = str(exc) if isinstance(exc, ScarmonError) else f"{type(exc).__name__}: {exc}"
             log.error("%s failed: %s", name, failures[name])
     summary = {"sites": len(files), "ok": sorted(results), "failed": failures, "results": results}
     if failures:
-        raise SitesFailed(f"{len(failures)} of {len(files)} site(s) failed: "
-                          + "; ".join(f"{k}: {v}" for k, v in failures.items()))
+        message = f"{len(failures)} of {len(files)} site(s) failed: " + "; ".join(f"{k}: {v}" for k, v in
+                                                                                   failures.items())
+        return Failed(message=message, data=SitesFailed(message, summary))
     return summary
 
 
 def site_deployments(sites_dir: str = "sites", *, store: str = "scarmon-store", catalog: str | None = None,
-                     collection: str | None = None, s3_endpoint: str | None = None) -> list:
+                     collection: str | None = None, s3_endpoint: str | None = None) -> list[Any]:
     """One `monitor_site` deployment per site file, on the site's cron schedule (for `scarmon serve`)."""
-    from scarmon.site import load_site
-
     out = []
-    for f in sorted(Path(sites_dir).glob("*.y*ml")):
-        site = load_site(f)
+    for f in site_files(sites_dir):
+        site: Site = load_site(f)
         out.append(monitor_site.to_deployment(
             name=site.id, cron=site.schedule, tags=["scarmon", site.id],
             parameters={"site_file": str(f.resolve()), "store": store, "catalog": catalog, "collection": collection,
@@ -211,20 +177,17 @@ def site_deployments(sites_dir: str = "sites", *, store: str = "scarmon-store", 
 @flow(name="refine", log_prints=True)
 def refine(site_file: str, store: str = "scarmon-store", date: dt.date | None = None,
            points: list[tuple[float, float, int]] | None = None, undo: str | None = None,
-           s3_endpoint: str | None = None) -> dict[str, Any]:
+           s3_endpoint: str | None = None) -> dict[str, Any] | State[Any]:
     """Apply corrections (add points on the frame of `date`, or undo one by id), re-track from the first corrected
-    frame, and rebuild the alert history from the corrected series (recorded, not sent: it re-describes the past)."""
-    from scarmon.tracking.corrections import add_corrections, undo_correction
-    from scarmon.store.lock import site_lock
-    from scarmon.site import load_site
-
-    site = load_site(site_file)
-    st = _open(store, s3_endpoint)
-    with site_lock(st, site.id):
-        added = add_corrections(st, site, date, points) if date and points else []
-        if undo:
-            undo_correction(st, site, undo)
-        trk = track_task(site, st)
-        state, events, _ = alert_task(site, st, rebuild=True, suppress=True)
-    return {"site_id": site.id, "corrections": added, "undone": undo, **trk, "events": events,
-            "alert_state": state.status}
+    frame, rebuild the alert history from the corrected series (recorded as 'refine', not sent) and republish."""
+    try:
+        site = load_site(site_file)
+        rep = runner.refine(site, _open(store, s3_endpoint), date=date, points=points or [], undo=undo,
+                            run_stage=prefect_stage)
+    except ScarmonError as exc:
+        return _user_error(exc)
+    get_run_logger().info(rep.summary())
+    tick = rep.tick
+    return {"site_id": site.id, "corrections": rep.corrections, "undone": undo,
+            "tracked": tick.tracked if tick else 0, "frames": tick.frames if tick else 0,
+            "events": tick.events if tick else [], "alert_state": tick.alert_state if tick else "none"}

@@ -41,8 +41,8 @@ def site_lock(store: Store, site_id: str, *, ttl_s: float = defaults.LOCK_TTL_S,
         except KeyMissing:  # released meanwhile: try once more
             data, tag, held, age = b"", None, {}, float("inf")
         if age < float(held.get("ttl_s", ttl_s)):
-            raise SiteBusy(f"site {site_id} is being processed by {held.get('owner')} since {held.get('since')} "
-                           f"(lock {key}); skipping this run") from None
+            raise SiteBusy(f"site {site_id} is busy (run by {held.get('owner')} since {held.get('since')}, lock "
+                           f"{store.url(key)}); try again later") from None
         try:
             store.put_if(key, body, expected_tag=tag, content_type="application/json")
         except Conflict:

@@ -28,9 +28,7 @@ from scarmon.errors import ScarmonError
 import json
 import logging
 import math
-import random
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC
@@ -39,7 +37,8 @@ from datetime import datetime as _datetime
 from typing import Any, Callable
 
 from scarmon.store import keys
-from scarmon.store.backends import Conflict, KeyMissing, Store, StoreError, validate_key
+from scarmon.store.documents import StillConflicting, update_document
+from scarmon.store.backends import KeyMissing, Store, StoreError, validate_key
 
 FORMAT = "scarmon.sequence/1"
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -374,15 +373,6 @@ def load_manifest(store: Store, site_id: str) -> tuple[Manifest, str | None]:
     return Manifest.from_json_bytes(data, site_id=site_id, where=store.url(key)), tag
 
 
-def _backoff(attempt: int) -> None:
-    """Jittered, growing sleep so overlapping runs stop colliding on the same swap."""
-    time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
-
-
-def _swap(store: Store, site_id: str, new: Manifest, tag: str | None) -> None:
-    store.put_if(keys.manifest(site_id), new.to_json_bytes(), expected_tag=tag, content_type="application/json")
-
-
 def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection],
            grid: Mapping, data: Mapping[str, bytes], max_attempts: int = 10) -> MergeReport:
     """Add scenes to a site's sequence: write their data objects, then swap the manifest (optimistically).
@@ -436,21 +426,21 @@ def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejectio
                 raise SequenceError(f"site {site_id!r}: scene {f.scene_id!r} references {store.url(key)}, which is "
                                     "neither in `data` nor in the store; write it first")
 
-    for attempt in range(max_attempts):
-        merged, report = merge(manifest, frames=frames, rejections=rejections, grid=grid)
-        if merged is manifest:
-            return report  # nothing new: no swap, revision unchanged (idempotent re-run)
-        try:
-            _swap(store, site_id, merged, tag)
-            return report
-        except Conflict:
-            log.info("site %s: another run swapped the manifest first (attempt %d/%d); re-merging",
-                     site_id, attempt + 1, max_attempts)
-            if attempt + 1 < max_attempts:
-                _backoff(attempt)
-                manifest, tag = load_manifest(store, site_id)
-    raise SequenceError(f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after {max_attempts} "
-                        "attempts (other runs kept writing it); the data objects are written, run again to retry")
+    stored: list[MergeReport] = []
+
+    def change(current: Manifest | None) -> Manifest | None:
+        merged, report = merge(current or Manifest.empty(site_id), frames=frames, rejections=rejections, grid=grid)
+        stored[:] = [report]
+        return None if merged is current or (current is None and not report.changed) else merged
+
+    try:
+        update_document(store, keys.manifest(site_id), change, parse=_parser(site_id, store), dump=_dump_manifest,
+                        what="sequence manifest", max_attempts=max_attempts)
+    except StillConflicting:
+        raise SequenceError(f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after "
+                            f"{max_attempts} attempts (other runs kept writing it); the data objects are written, "
+                            "run again to retry") from None
+    return stored[0]
 
 
 def mark_tracked(store: Store, site_id: str, *, tracked_until: str, clear_dirty: bool,
@@ -496,24 +486,32 @@ def _update(store: Store, site_id: str, change: Callable[[Manifest], Manifest | 
             action: str, retry: str) -> Manifest:
     """Optimistic read-change-swap of a manifest that exists; `change` returns None when nothing is to change."""
     check_site_id(site_id)
-    for attempt in range(max_attempts):
-        manifest, tag = load_manifest(store, site_id)
-        if tag is None:
+
+    def guarded(current: Manifest | None) -> Manifest | None:
+        if current is None:
             raise SequenceError(f"site {site_id!r} has no manifest in store {store.uri}; nothing to {action}")
-        new = change(manifest)
-        if new is None:
-            return manifest
-        try:
-            _swap(store, site_id, new, tag)
-            return new
-        except Conflict:
-            if attempt + 1 < max_attempts:
-                _backoff(attempt)
-    raise SequenceError(f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after {max_attempts} "
-                        f"attempts (other runs kept writing it); {retry}")
+        return change(current)
+
+    try:
+        out = update_document(store, keys.manifest(site_id), guarded, parse=_parser(site_id, store),
+                              dump=_dump_manifest, what="sequence manifest", max_attempts=max_attempts)
+    except StillConflicting:
+        raise SequenceError(f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after "
+                            f"{max_attempts} attempts (other runs kept writing it); {retry}") from None
+    assert out is not None  # guarded() refuses a missing manifest
+    return out
+
+
+def _parser(site_id: str, store: Store) -> Callable[[bytes], Manifest]:
+    where = store.url(keys.manifest(site_id))
+    return lambda data: Manifest.from_json_bytes(data, site_id=site_id, where=where)
+
+
+def _dump_manifest(manifest: Manifest) -> bytes:
+    return manifest.to_json_bytes()
 
 
 __all__ = [
     "FORMAT", "FrameEntry", "Manifest", "MergeReport", "Rejection", "SequenceError", "append", "check_site_id",
-    "frames_prefix", "load_manifest", "manifest_key", "mark_dirty", "mark_tracked", "merge", "parse_datetime",
+    "load_manifest", "mark_dirty", "mark_tracked", "merge", "parse_datetime",
 ]

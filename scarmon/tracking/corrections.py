@@ -10,30 +10,36 @@ from scarmon.errors import ScarmonError
 import datetime as dt
 import json
 import uuid
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from shapely.geometry import Point
 
 from scarmon.store import keys
+from scarmon.store.documents import read_document, update_document
 from scarmon.store.sequence import SequenceError, load_manifest, mark_dirty
 from scarmon.site import Prompt, Site
-from scarmon.store.backends import Conflict, KeyMissing, Store
+from scarmon.store.backends import Store
 
 
 class CorrectionError(ScarmonError, ValueError):
     """A correction that cannot be applied; says why and what to do."""
 
 
+def _parse(data: bytes) -> list[dict[str, Any]]:
+    doc = json.loads(data)
+    if not isinstance(doc, dict) or not isinstance(doc.get("corrections"), list):
+        raise ValueError("no 'corrections' list")
+    return list(doc["corrections"])
+
+
+def _dump(corrections: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"corrections": corrections}, indent=1).encode()
+
+
 def _read(store: Store, site_id: str) -> tuple[list[dict[str, Any]], str | None]:
-    try:
-        data, tag = store.get_with_tag(keys.corrections(site_id))
-    except KeyMissing:
-        return [], None
-    try:
-        return json.loads(data)["corrections"], tag
-    except (ValueError, KeyError) as exc:
-        raise CorrectionError(f"{store.url(keys.corrections(site_id))} is not a corrections file ({exc}); "
-                              "restore it from a backup or remove it to drop all corrections") from None
+    found, tag = read_document(store, keys.corrections(site_id), _parse, what="corrections file")
+    return found or [], tag
 
 
 def load_corrections(store: Store, site_id: str) -> list[Prompt]:
@@ -44,17 +50,11 @@ def list_corrections(store: Store, site_id: str) -> list[dict[str, Any]]:
     return _read(store, site_id)[0]
 
 
-def _update(store: Store, site_id: str, change: Any) -> list[dict[str, Any]]:
-    for _ in range(10):
-        current, tag = _read(store, site_id)
-        new = change(list(current))
-        try:
-            store.put_if(keys.corrections(site_id), json.dumps({"corrections": new}, indent=1).encode(),
-                         expected_tag=tag, content_type="application/json")
-            return new
-        except Conflict:
-            continue
-    raise CorrectionError(f"{store.url(keys.corrections(site_id))} kept changing under us; try again")
+def _update(store: Store, site_id: str,
+            change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    new = update_document(store, keys.corrections(site_id), lambda cur: change(list(cur or [])), parse=_parse,
+                          dump=_dump, what="corrections file")
+    return new or []
 
 
 def add_corrections(store: Store, site: Site, date: dt.date, points: Sequence[tuple[float, float, int]]) -> list[str]:

@@ -1,9 +1,10 @@
 """`scarmon ui`: refinement in the browser. A small local web app, on loopback only, behind a random token.
 
 A person picks a frame, clicks positive (scar) and negative (not scar) points on it and submits; the points go
-through the same code path as `scarmon refine`: `scarmon.tracking.corrections.add_corrections` (stored in the store in
-lon/lat, tracking marked dirty from that frame), then re-tracking from that frame, then (if the site has
-published products) a products update so the dashboard shows the refined boundary.
+through the one refine operation of `scarmon refine` and the refine flow (`scarmon.service.runner.refine`): under
+the site lock, the clicks are stored (in lon/lat, tracking marked dirty from that frame), the scar is re-tracked
+from that frame, the alert history is rebuilt from the corrected series (nothing re-sent), and (if the site has
+published products) the products are updated so the dashboard shows the refined boundary.
 
 Security: binds 127.0.0.1 only; every request needs the token (in the URL the command prints, or the
 X-Scarmon-Token header) and a Host header naming the loopback address (against DNS rebinding); POST bodies must be
@@ -114,7 +115,6 @@ class Refiner:
     def submit(self, date: str, points: list[dict], retrack: bool | None = None) -> dict:
         """Pixel points (col, row as fractional pixel coordinates of the site grid; label 1/0) on the frame of
         `date` -> stored corrections (lon/lat), then re-track and re-publish, as `scarmon refine` does."""
-        from scarmon.tracking.corrections import add_corrections
         from scarmon.grid import SiteGrid
         from scarmon.store.sequence import load_manifest
 
@@ -139,21 +139,25 @@ class Refiner:
                 raise UIError(f"point ({col}, {row}) lies outside the frame ({grid.width} x {grid.height})")
             lon, lat = grid.pixel_to_lonlat(col - 0.5, row - 0.5)  # pixel_to_lonlat takes pixel indices (centres)
             lonlat.append((round(float(lon), 7), round(float(lat), 7), label))
-        ids = add_corrections(self.store, site, day, lonlat)
+        from scarmon.service.runner import TickOptions, refine
+        from scarmon.store.lock import SiteBusy
+
+        tracker = self.tracker_factory(site) if self.tracker_factory else None
+        retrack = self.retrack if retrack is None else retrack
+        try:
+            report = refine(site, self.store, date=day, points=lonlat, retrack=retrack,
+                            opts=TickOptions(tracker=tracker))
+        except SiteBusy as exc:
+            raise UIError(str(exc)) from None
+        ids = report.corrections
         out: dict[str, Any] = {"ids": ids, "date": day.isoformat(), "points": [list(p) for p in lonlat],
                                "message": f"stored {len(ids)} correction(s) on {day.isoformat()}"}
-        if self.retrack if retrack is None else retrack:
-            from scarmon.tracking.pipeline import track_site
-
-            tracker = self.tracker_factory(site) if self.tracker_factory else None
-            out["tracked"] = track_site(site, self.store, tracker=tracker).summary()
-            out["message"] += "; re-tracked"
-            from scarmon.products.publish import publish_site
-
-            if self.store.exists(keys.products_index(site.id)):
-                report = publish_site(site, self.store)
-                out["published"] = report.summary()
-                out["message"] += "; products updated" if report.index_changed else "; products unchanged"
+        if report.tick is not None:
+            out["tracked"] = next((ln for ln in report.tick.lines if ln.startswith("site")), "")
+            out["message"] += "; re-tracked; alert history rebuilt"
+            if "publish" in report.tick.stages:
+                out["published"] = report.tick.lines[-1]
+                out["message"] += "; products updated"
         return out
 
 
