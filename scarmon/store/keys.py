@@ -133,6 +133,16 @@ def polygon(site_id: str, frame: FrameRef | Mapping[str, Any]) -> str:
     return products_prefix(site_id) + f"polygons/{frame_stem(frame)}.geojson"
 
 
+def product_mask(site_id: str, frame: FrameRef | Mapping[str, Any]) -> str:
+    """The published mask: 0 not scar, 1 scar, 255 not observed / outside the AOI; colour table and tags."""
+    return products_prefix(site_id) + f"masks/{frame_stem(frame)}.tif"
+
+
+def map_image(site_id: str, frame: FrameRef | Mapping[str, Any]) -> str:
+    """The frame's NDVI in colour, warped to Web Mercator for the dashboard map (bounds in the products index)."""
+    return products_prefix(site_id) + f"map/{frame_stem(frame)}.png"
+
+
 def stac_collection(site_id: str) -> str:
     return f"{site_id}/stac/collection.json"
 
@@ -144,6 +154,7 @@ def stac_item(site_id: str, frame: FrameRef | Mapping[str, Any]) -> str:
 SITES_INDEX = "sites.json"
 ROOT_CATALOG = "catalog.json"
 DASHBOARD_PREFIX = "dashboard/"
+DASHBOARD_CONFIG = DASHBOARD_PREFIX + "config.json"
 
 # key pattern, written by, what: the table of docs/store-layout.md.
 LAYOUT: tuple[tuple[str, str, str], ...] = (
@@ -170,9 +181,13 @@ LAYOUT: tuple[tuple[str, str, str], ...] = (
     ("{site}/status.json", "monitor", "the last tick, for people and the dashboard"),
     ("{site}/products/…", "publish",
      "`index.json` (swapped last), polygons (per frame GeoJSON, all frames GeoJSON/GeoParquet), quicklooks, plots"),
+    ("{site}/products/masks/{date}_{scene}.tif", "publish",
+     "the published mask COG: 0 not scar, 1 scar, 255 not observed or outside the AOI (nodata), colour table, tags"),
+    ("{site}/products/map/{date}_{scene}.png", "publish", "NDVI in colour in Web Mercator, for the dashboard map"),
     ("{site}/stac/collection.json, stac/items/*.json", "publish", "the STAC catalog of the products"),
     ("catalog.json, sites.json, dashboard/", "publish",
      "the store-wide STAC root, the dashboard's site index and the static dashboard"),
+    ("dashboard/config.json", "publish", "dashboard settings: the optional basemap ($SCARMON_BASEMAP_URL)"),
     (".scarmon-*", "local stores", "temporary files and lock files; never listed"),
 )
 
