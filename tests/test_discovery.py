@@ -11,7 +11,7 @@ from shapely.geometry import box
 
 from scarmon.ingest.discovery import CatalogError, open_catalog
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 AOI = box(96.0, 31.09, 96.02, 31.11)
 
 
@@ -77,3 +77,33 @@ def test_not_a_stac_document(tmp_path):
 def test_known_catalogs_pick_their_collection():
     assert open_catalog("https://earth-search.aws.element84.com/v1").collection == "sentinel-2-c1-l2a"
     assert open_catalog().collection == "sentinel-2-l2a"
+
+
+def test_malformed_items_are_left_out_with_their_reason(tmp_path):
+    garbage_date = item(2, 3)
+    garbage_date["properties"]["datetime"] = "2022-13-45T99:00:00Z"
+    no_props = item(3, 4)
+    no_props["properties"] = None
+    bad_geometry = item(4, 5)
+    bad_geometry["geometry"] = {"type": "Polygon", "coordinates": "nope"}
+    feats = [item(1, 2), garbage_date, "not an object", no_props, bad_geometry, item(5, 6)]
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    catalog = open_catalog(str(path))
+    assert [i["id"] for i in catalog.search(**WINDOW)] == ["item-1", "item-5"]
+    reasons = dict(catalog.malformed)
+    assert set(reasons) == {"item-2", "feature #2", "item-3", "item-4"}
+    assert "not an ISO 8601" in reasons["item-2"] and "not an object" in reasons["feature #2"]
+
+
+@pytest.mark.parametrize("doc, problem", [
+    ({"type": "FeatureCollection", "features": {"a": 1}}, "'features' is dict, not a list"),
+    ([1, 2, 3], "JSON list, not a STAC object"),
+    ({"type": "Nonsense"}, "not a STAC ItemCollection"),
+])
+def test_malformed_document_is_one_clear_error(tmp_path, doc, problem):
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CatalogError, match="items.json") as err:
+        open_catalog(str(path)).search(**WINDOW)
+    assert problem in str(err.value)

@@ -81,3 +81,117 @@ def test_signing_only_touches_planetary_computer_blobs():
 
     assert sign_href("/data/x.tif") == "/data/x.tif"
     assert sign_href("http://127.0.0.1:9000/x.tif") == "http://127.0.0.1:9000/x.tif"
+
+
+# --- Resampling without GDAL, and reading only what the mosaic still needs ------------------------------------------
+
+from rasterio.warp import Resampling, reproject  # noqa: E402
+
+from scarmon.ingest.loading import bilinear_to_grid, load_ndvi, nearest_to_grid, numpy_path, read_scl  # noqa: E402
+from scarmon.ingest.reader import Window2D  # noqa: E402
+from scarmon.ingest.scenes import Scene  # noqa: E402
+
+
+def gdal_bilinear(win, grid):
+    out = np.full(win.data.shape[:-2] + grid.shape, np.nan, np.float32)
+    reproject(win.data, out, src_transform=win.transform, src_crs=win.crs, src_nodata=np.nan, dst_nodata=np.nan,
+              dst_transform=grid.transform, dst_crs=grid.crs, resampling=Resampling.bilinear)
+    return out
+
+
+@pytest.mark.parametrize("res, x0, y0", [(2.0, 400020.0, 3499500.0), (2.0, 400006.0, 3499494.0),
+                                         (5.0, 400100.0, 3499800.0), (3.0, 400013.0, 3499411.0)])
+def test_numpy_bilinear_equals_gdal(res, x0, y0):
+    rng = np.random.default_rng(1)
+    data = rng.uniform(0.0, 0.5, (2, 60, 70)).astype(np.float32)
+    data[:, 20:24, 30:33] = np.nan  # a no-data hole: GDAL drops those taps and renormalises
+    data[:, :, :5] = np.nan         # a footprint edge
+    win = Window2D(data, T, f"EPSG:{EPSG}")
+    grid = SiteGrid(EPSG, res, x0, y0, 200, 180)
+    assert numpy_path(win, grid)
+    ours, ref = bilinear_to_grid(win, grid), gdal_bilinear(win, grid)
+    assert np.array_equal(np.isnan(ours), np.isnan(ref))
+    assert np.nanmax(np.abs(ours - ref)) < 1e-6
+
+
+def test_numpy_nearest_places_scl_like_gdal():
+    scl = np.random.default_rng(2).integers(0, 12, (40, 50)).astype(np.uint8)
+    win = Window2D(scl, Affine(20, 0, 400000, 0, -20, 3500000), f"EPSG:{EPSG}")
+    grid = SiteGrid(EPSG, 20.0, 400100.0, 3499900.0, 60, 30)  # partly outside the window
+    ref = np.zeros(grid.shape, np.uint8)
+    reproject(scl, ref, src_transform=win.transform, src_crs=win.crs, src_nodata=0, dst_transform=grid.transform,
+              dst_crs=grid.crs, dst_nodata=0, resampling=Resampling.nearest)
+    assert np.array_equal(nearest_to_grid(win, grid, 0), ref)
+
+
+class ArrayReader:
+    """A Reader over in-memory rasters keyed by href; records every window asked for."""
+
+    def __init__(self, rasters):
+        self.rasters, self.calls = rasters, []
+
+    def read_window(self, href, grid):
+        self.calls.append((href, grid))
+        data, transform = self.rasters[href]
+        win = source_window(f"EPSG:{EPSG}", transform, data.shape[1], data.shape[0], grid)
+        if win is None:
+            return None
+        r, c = int(win.row_off), int(win.col_off)
+        return Window2D(data[r:r + int(win.height), c:c + int(win.width)],
+                        transform @ Affine.translation(c, r), f"EPSG:{EPSG}")
+
+
+def two_tiles(first_covers: bool):
+    """Two items of one pass over a 400 m × 400 m grid; the first covers it all, or only its western 60 %."""
+    t10, t20 = Affine(10, 0, 400000, 0, -10, 3500000), Affine(20, 0, 400000, 0, -20, 3500000)
+    rasters, items = {}, []
+    for name, value in (("A", 1500), ("B", 1600)):
+        red = np.full((60, 60), value, np.uint16)
+        nir = np.full((60, 60), value + 2000, np.uint16)
+        scl = np.full((30, 30), 4, np.uint8)
+        if name == "A" and not first_covers:
+            red[:, 34:] = nir[:, 34:] = 0
+            scl[:, 17:] = 0
+        for key, arr, t in (("B04", red, t10), ("B08", nir, t10), ("SCL", scl, t20)):
+            rasters[f"{name}/{key}"] = (arr, t)
+        items.append({"id": name, "properties": {"datetime": "2024-01-01T00:00:00Z", "s2:processing_baseline": "02.14"},
+                      "assets": {k: {"href": f"{name}/{k}"} for k in ("B04", "B08", "SCL")}})
+    grid = SiteGrid(EPSG, 2.0, 400100.0, 3499900.0, 200, 200)
+    return Scene("S2A_20240101_R001", "2024-01-01T00:00:00Z", tuple(items)), grid, ArrayReader(rasters)
+
+
+def test_a_tile_that_covers_the_grid_spares_the_others():
+    scene, grid, reader = two_tiles(first_covers=True)
+    scl, covering = read_scl(scene, grid, reader)
+    out = load_ndvi(scene, covering, scl, grid, reader)
+    assert [i["id"] for i in covering] == ["A"]
+    assert {href for href, _ in reader.calls} == {"A/SCL", "A/B04", "A/B08"}  # nothing of B, not even its SCL
+    assert np.allclose(out, (3500 - 1500) / (3500 + 1500))
+
+
+def test_a_later_tile_is_read_only_where_the_mosaic_is_empty():
+    scene, grid, reader = two_tiles(first_covers=False)
+    scl, covering = read_scl(scene, grid, reader)
+    out = load_ndvi(scene, covering, scl, grid, reader)
+    assert [i["id"] for i in covering] == ["A", "B"]
+    b_grids = [g for href, g in reader.calls if href == "B/B04"]
+    assert len(b_grids) == 1 and b_grids[0].width < grid.width / 2 and b_grids[0].x0 > grid.x0
+    ndvi_a, ndvi_b = 2000 / 5000, 2000 / 5200
+    assert np.isclose(out[:, 0], ndvi_a).all() and np.isclose(out[:, -1], ndvi_b).all()  # A first, B fills the rest
+    assert np.isfinite(out).all()
+
+
+def test_signing_failures_give_up_within_the_run_budget():
+    calls = []
+
+    def failing(href):
+        calls.append(href)
+        raise ConnectionError("token service unreachable")
+
+    reader = RasterioReader(sign=failing, give_up_s=0.0)
+    grid = SiteGrid(EPSG, 10.0, 400000.0, 3500000.0, 10, 10)
+    with pytest.raises(ReadError, match="token service unreachable"):
+        reader.read_window("https://acct.blob.core.windows.net/c/a.tif", grid)
+    with pytest.raises(ReadError, match="gave up"):
+        reader.read_window("https://acct.blob.core.windows.net/c/b.tif", grid)
+    assert calls == ["https://acct.blob.core.windows.net/c/a.tif"]  # the second one did not wait on the signer

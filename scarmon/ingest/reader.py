@@ -100,7 +100,7 @@ class RasterioReader:
     def _signed(self, href: str) -> str:
         with self._lock:
             spent = self._sign_failed_s
-        if spent >= self.give_up_s:
+        if spent > self.give_up_s:
             raise ReadError(f"cannot sign {href}: signing failed for {spent:.0f} s in this run; gave up until the "
                             "next run")
         t0 = time.monotonic()
