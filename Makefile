@@ -7,7 +7,7 @@ PIP     = $(VENV)/bin/pip
 export DO_NOT_TRACK = 1
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test lint install install-dev clean
 
 $(VENV)/.base: requirements/base.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ install-dev: $(VENV)/.dev
 demo: $(VENV)/.base
 	$(VENV)/bin/scarmon demo --out demo-output
 
-test: $(VENV)/.dev
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check scarmon tests bench flows deploy
+	$(VENV)/bin/ruff format --check scarmon tests bench flows deploy
+	$(VENV)/bin/mypy
+
+test: lint
 	bash .ci/install-system-packages.sh
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 

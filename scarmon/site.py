@@ -260,7 +260,7 @@ def load_site(path: str | Path) -> Site:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SiteError(f"{path}: not valid YAML: {exc}") from None
+        raise SiteError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_site(data, str(path))
 
 

@@ -35,7 +35,7 @@ from scarmon.ingest.discovery import Catalog
 from scarmon.site import Site
 from scarmon.store import keys
 from scarmon.store.backends import Store
-from scarmon.store.lock import site_lock
+from scarmon.store.lock import check_lease, site_lock
 from scarmon.store.sequence import load_manifest
 
 T = TypeVar("T")
@@ -158,12 +158,23 @@ def require_sequence(store: Store, site_id: str) -> None:
 
 @contextmanager
 def site_session(store: Store, site_id: str, *, lock: bool = True) -> Iterator[None]:
-    """The site lock around a run (SiteBusy if another run holds it); `lock=False` for callers that hold it."""
+    """The site lease around a run (SiteBusy if another run holds it), renewed by a heartbeat while the run works;
+    `lock=False` for callers that hold it. Inside, `check_lease(store, site_id)` raises LeaseLost once it is lost."""
     if not lock:
         yield
         return
     with site_lock(store, site_id):
         yield
+
+
+def _leased(store: Store, site_id: str, run_stage: StageRunner) -> StageRunner:
+    """`run_stage` that first checks the site lease: a run that lost it stops before the stage's first write."""
+
+    def run(name: str, fn: Callable[[], T]) -> T:
+        check_lease(store, site_id)
+        return run_stage(name, fn)
+
+    return run
 
 
 # --- the stages (each a plain function of the site and the store) ------------------------------------------------
@@ -228,7 +239,7 @@ def publish_stage(site: Site, store: Store, report: TickReport) -> None:
 
 def write_status(site: Site, store: Store, report: TickReport) -> None:
     doc = {"site": site.id, "name": site.display_name,
-           "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "frames": report.frames,
+           "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "frames": report.frames,
            "alert_state": report.alert_state, "alert_level": report.alert_level, "outbox": report.outbox,
            "alerts": len(read_history(store, site.id)), "series": keys.series_json(site.id),
            "history": keys.alert_history(site.id)}
@@ -246,6 +257,8 @@ def run_stages(site: Site, store: Store, catalog: Catalog | None, stages: Sequen
     opts = opts or TickOptions()
     t0 = time.monotonic()
     report = TickReport(site.id, stages=[s for s in STAGES if s in stages])
+    if "ingest" not in stages:
+        require_sequence(store, site.id)  # before the lock: a wrong --store must not gain a site folder
     with site_session(store, site.id, lock=lock):
         if "ingest" in stages:
             if catalog is None:
@@ -316,8 +329,8 @@ def refine(site: Site, store: Store, *, date: dt.date | None = None,
     base = opts or TickOptions()
     opts = TickOptions(**{**_fields(base), "notify": False, "rebuild_alerts": True, "history_note": "refine"})
     report = RefineReport(site.id)
+    require_sequence(store, site.id)
     with site_session(store, site.id, lock=lock):
-        require_sequence(store, site.id)
         if date and points:
             report.corrections = add_corrections(store, site, date, points)
         if undo:
