@@ -170,9 +170,10 @@ ALERT_ROLLING_DAYS = 365
 confident frames over the last 365 days: the running median drops single odd frames, the max over the seasonal
 cycle keeps the winter level of the scar through the summer regrowth dip, so autumn's return to it is not growth."""
 
-ALERT_WARMUP_DAYS = 300
-"""No alert is raised before the confident frames span this many days: a baseline needs most of a seasonal cycle
-to know how far the scar area swings. Backfill a site from earlier years to alert from its first new scene."""
+ALERT_WARMUP_DAYS = 20
+"""No alert before the confident frames span 20 days (and ALERT_MIN_FRAMES frames): enough for a first level and
+noise estimate. The seasonal model and the noise prior cover what a short history has not seen yet (docs/alerts.md);
+a 300-day warm-up missed events in the first year and alerted finished growth late."""
 
 ALERT_CONFIRM_COUNT = 2
 """A first detection is confirmed when at least 2 of the next 4 clear observations agree (GLAD alerts)."""
@@ -193,6 +194,84 @@ so one odd frame never reaches anyone's inbox."""
 
 ALERT_HISTORY_DAYS = 420
 """Confident frames kept in the alert state for baselines: one year plus the seasonal window, bounded."""
+
+ALERT_MIN_FRAMES = 4
+"""Confident frames needed before any alert: a level from fewer is one or two frames' noise."""
+
+ALERT_NOISE_PRIOR = 0.05
+"""Noise (robust sd of log-area) assumed until ALERT_NOISE_FRAMES frame pairs are measured, blended out as they come:
+5 % is a cautious tracker error; most sites measure 1-3 %."""
+
+ALERT_NOISE_FRAMES = 8
+"""Successive confident frame pairs after which the site's measured noise replaces the prior."""
+
+ALERT_NOISE_FLOOR = 0.015
+"""Lowest noise a site is credited with (1.5 % of area): below it, sub-pixel boundary wobble and year-to-year
+phenology differences that successive frames do not show still move the area."""
+
+ALERT_DETECT_SIGMA = 4.0
+"""A single frame is a detection when its log-area lies 4 noise sd above the baseline (and ALERT_MIN_GROWTH_PCT)."""
+
+ALERT_AGREE_SIGMA = 2.0
+"""A later frame agrees with an open detection when it lies 2 noise sd above the baseline; under 1 sd it contradicts."""
+
+ALERT_STRONG_SIGMA = 8.0
+"""A frame 8 noise sd over the baseline is full-strength evidence (weight 1); weaker agreeing frames weigh less,
+down to 0.5."""
+
+ALERT_CONFIRM_EVIDENCE = 1.75
+"""Summed evidence weight of clear agreeing frames that confirms: two strong clean frames (a failure: the first clear
+acquisition after it and the next), three to four weak or partly clouded ones."""
+
+ALERT_CLEAN_QUALITY = 0.98
+"""Clear share of the scar (or AOI) from which a frame's evidence counts in full; it weighs half at the
+low-confidence limit (LOW_CONFIDENCE_CLEAR), linearly in between."""
+
+ALERT_CUSUM_K = 1.0
+"""CUSUM slack in noise sd per frame: a stable site's residuals (sd 1) drift back to zero; a +3 sd shift adds 2."""
+
+ALERT_CUSUM_H = 6.0
+"""CUSUM decision level: a sustained shift of a few sd is detected in 2-3 clear frames, white noise practically
+never (average run length far beyond a decade of 5-day frames)."""
+
+ALERT_CUSUM_CAP = 4.0
+"""Per-frame residuals are capped at 4 sd before entering the CUSUM, so one odd frame cannot reach the decision level."""
+
+ALERT_MIN_GROWTH_PCT = 8.0
+"""Smallest growth over the baseline any rule reports, however quiet the site: below it, phenology and tracking
+details dominate. Sustained +10-15 % is then seen long before the fixed +25 % watch threshold."""
+
+ALERT_SEASON_PEAK_DOY = 200
+"""Day of year of peak green (northern mountains: mid-July), when regrowth shrinks the NDVI scar most."""
+
+ALERT_SEASON_AMPLITUDE = 0.15
+"""Prior seasonal amplitude of log-area (±15 %) before the site's own frames measure it; estimated from the
+site's successive frames as they come (shrunk towards the prior while they span little of the cycle)."""
+
+ALERT_SEASON_AMPLITUDE_MAX = 0.45
+"""Cap on the estimated seasonal amplitude of log-area: beyond ±45 % the model would explain away real growth."""
+
+ALERT_SEASON_PRIOR_WEIGHT = 0.01
+"""Weight of the amplitude prior, in units of summed squared seasonal change between frames (a few months of frames)."""
+
+ALERT_STALE_DAYS = 40
+"""A site without a confident frame for 40 days is blind (monsoon, snow): its status says so, and the first clear
+frame after it is assessed against the level before the gap, with the elapsed time in the message."""
+
+ALERT_GROUND_LAGS_DAYS = (90, 180, 270, 365)
+"""The scar's footprint for new-ground measurement: union of the masks of the confident frames nearest to 90, 180,
+270 and 365 days before a frame. Ground opened in the last three months is all 'new'; last year's dormant-season
+extent is in the footprint, so the seasonal return of the scar is not."""
+
+ALERT_GROUND_TOLERANCE_DAYS = 30
+"""A footprint frame may lie up to 30 days from its lag."""
+
+ALERT_GROUND_MARGIN_PX = 1
+"""Footprint dilated by 1 pixel before counting new ground, so boundary flicker does not count."""
+
+ALERT_GROUND_HIDDEN = 0.3
+"""New ground alerts on its own (not through the total area) when the scar lost at least 30 % as much ground
+elsewhere as it gained: the case where revegetation hides a new zone in the total."""
 
 SCHEDULE_CRON = "0 6 * * *"
 """Daily at 06:00 UTC: Sentinel-2 passes over the Jinsha valley around 04:20 UTC, and L2A products are usually

@@ -31,6 +31,10 @@ class Observation:
     advance_m_per_day: float | None = None       # added area / previous perimeter / days
     low_confidence: bool = False
     low_confidence_reason: str = ""
+    new_ground_m2: float | None = None           # mask outside the footprint (earlier masks, see footprint_frames)
+    lost_ground_m2: float | None = None          # footprint no longer in the mask
+    new_ground_azimuth_deg: float | None = None  # where the new ground lies from the footprint's centre
+    new_ground_distance_m: float | None = None
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -100,3 +104,42 @@ def confidence_flags(areas: list[float], clear: list[float], *, scar_clear: list
                 reasons.append(f"area {'spike' if d_prev > 0 else 'dip'} of {100 * d_prev:+.0f}% undone by the next frame")
         flags.append((bool(reasons), "; ".join(reasons)))
     return flags
+
+
+def footprint_frames(dates: list[str], usable: list[bool], i: int, *,
+                     lags_days: tuple[int, ...] = defaults.ALERT_GROUND_LAGS_DAYS,
+                     tolerance_days: int = defaults.ALERT_GROUND_TOLERANCE_DAYS) -> list[int]:
+    """Indices of the frames whose masks make frame i's footprint: for each lag, the usable (confident) frame
+    nearest to `lag` days before frame i, within ±tolerance_days and never later than the shortest lag. Empty while
+    the history is shorter than the shortest lag (no footprint: no new-ground measurement)."""
+    day = dt.date.fromisoformat(dates[i][:10])
+    latest = day - dt.timedelta(days=min(lags_days) - tolerance_days)
+    out: list[int] = []
+    for lag in lags_days:
+        target = day - dt.timedelta(days=lag)
+        cands = [j for j in range(i) if usable[j] and dt.date.fromisoformat(dates[j][:10]) <= latest
+                 and abs((dt.date.fromisoformat(dates[j][:10]) - target).days) <= tolerance_days]
+        if cands:
+            best = min(cands, key=lambda j: abs((dt.date.fromisoformat(dates[j][:10]) - target).days))
+            if best not in out:
+                out.append(best)
+    return sorted(out)
+
+
+def new_ground(mask: np.ndarray, footprint: np.ndarray | None, *, pixel_m: float,
+               margin_px: int = defaults.ALERT_GROUND_MARGIN_PX) -> dict[str, float | None]:
+    """Ground in the mask outside the (dilated) footprint, ground of the footprint outside the (dilated) mask, and
+    where the new ground lies: azimuth (clockwise from grid north) and distance of its centroid from the footprint's
+    centroid. A new zone opening while another part revegetates shows here even when the total area is flat."""
+    if footprint is None or not footprint.any():
+        return {}
+    grow = ndimage.binary_dilation(footprint, iterations=margin_px) if margin_px else footprint
+    keep = ndimage.binary_dilation(mask, iterations=margin_px) if margin_px and mask.any() else mask
+    added, lost = mask & ~grow, footprint & ~keep
+    px = pixel_m * pixel_m
+    out: dict[str, float | None] = {"new_ground_m2": float(added.sum()) * px, "lost_ground_m2": float(lost.sum()) * px}
+    if added.any():
+        (r0, c0), (r1, c1) = ndimage.center_of_mass(footprint), ndimage.center_of_mass(added)
+        out["new_ground_azimuth_deg"] = round(math.degrees(math.atan2(c1 - c0, r0 - r1)) % 360.0, 1)
+        out["new_ground_distance_m"] = round(math.hypot(c1 - c0, r1 - r0) * pixel_m, 1)
+    return out

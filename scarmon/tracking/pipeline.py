@@ -16,7 +16,8 @@ import numpy as np
 from scarmon.store import keys
 from scarmon import defaults
 from scarmon.tracking.corrections import load_corrections
-from scarmon.tracking.features import Observation, confidence_flags, measure, same_season_change, scar_clear_fraction
+from scarmon.tracking.features import (Observation, confidence_flags, footprint_frames, measure, new_ground,
+                                       same_season_change, scar_clear_fraction)
 from scarmon.ingest.frames import decode_ndvi, decode_png, encode_cog
 from scarmon.grid import SiteGrid
 from scarmon.store.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
@@ -192,6 +193,7 @@ def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
     flags = confidence_flags(areas, [r.clear_fraction for r in rows], scar_clear=[r.scar_clear_fraction for r in rows])
     rows = [replace(r, same_season_change_pct=same_season_change(dates, areas, i), low_confidence=f, low_confidence_reason=why)
             for i, (r, (f, why)) in enumerate(zip(rows, flags))]
+    rows = _with_ground(store, site_id, frames, rows, grid.resolution, fresh=set(measured))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(Observation.__dataclass_fields__))
     writer.writeheader()
@@ -200,6 +202,39 @@ def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
     store.put(keys.series_json(site_id), json.dumps([r.to_row() for r in rows], indent=1).encode(),
               content_type="application/json")
     return rows
+
+
+def _with_ground(store: Store, site_id: str, frames: Sequence[FrameEntry], rows: list[Observation], pixel_m: float,
+                 *, fresh: set[str]) -> list[Observation]:
+    """New and lost ground of each frame against its footprint (features.footprint_frames): for the frames just
+    tracked, and for older rows without it that have a footprint (a series written before this column existed).
+    Masks are read from the store once each, packed, and dropped once older than any footprint can reach."""
+    dates = [r.date for r in rows]
+    usable = [not r.low_confidence for r in rows]
+    reach = max(defaults.ALERT_GROUND_LAGS_DAYS) + defaults.ALERT_GROUND_TOLERANCE_DAYS
+    cache: dict[int, tuple[np.ndarray, tuple[int, ...]]] = {}
+
+    def mask_of(j: int) -> np.ndarray:
+        if j not in cache:
+            m = read_mask(store, keys.mask(site_id, frames[j]))
+            cache[j] = np.packbits(m), m.shape
+        packed, shape = cache[j]
+        return np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+    out = []
+    for i, r in enumerate(rows):
+        refs = footprint_frames(dates, usable, i)
+        if refs and (r.scene_id in fresh or r.new_ground_m2 is None):
+            footprint = np.logical_or.reduce([mask_of(j) for j in refs])
+            g = new_ground(mask_of(i), footprint, pixel_m=pixel_m)
+            r = replace(r, new_ground_m2=g.get("new_ground_m2"), lost_ground_m2=g.get("lost_ground_m2"),
+                        new_ground_azimuth_deg=g.get("new_ground_azimuth_deg"),
+                        new_ground_distance_m=g.get("new_ground_distance_m"))
+            day = dt.date.fromisoformat(r.date)
+            for j in [j for j in cache if (day - dt.date.fromisoformat(dates[j])).days > reach]:
+                del cache[j]
+        out.append(r)
+    return out
 
 
 def read_series(store: Store, site_id: str) -> list[dict]:
