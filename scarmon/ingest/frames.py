@@ -1,9 +1,9 @@
 """Encoding frames for the store: NDVI as a COG on the site grid, the 8-bit video frame as PNG.
 
 Both encodings are lossless and fast: stored values do not depend on the compression settings, only sizes and
-time do. COG: written in one pass by GDAL's COG driver (no intermediate GeoTIFF copy), DEFLATE level 1 with the
-horizontal-differencing predictor (on NDVI frames: ~40 % less time and ~25 % fewer bytes than the default level 6
-without predictor). PNG: zlib level 1 (~5× faster than PIL's default level 6 on 8-bit frames, ~15 % larger).
+time do. COG: written in one pass by GDAL's COG driver (no intermediate GeoTIFF copy, no overviews), DEFLATE
+level 1 with the horizontal-differencing predictor (on NDVI frames: ~25 % fewer bytes than level 6 without it, and
+a third of the time). PNG: zlib level 1 (~5× faster than PIL's default level 6 on 8-bit frames, ~15 % larger).
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ def encode_ndvi(ndvi: np.ndarray, grid: SiteGrid) -> bytes:
 
 
 COG_OPTIONS = {"compress": "DEFLATE", "level": COG_DEFLATE_LEVEL, "predictor": 2, "blocksize": 256,
-               "overview_resampling": "nearest"}
+               "overviews": "NONE"}
+"""No overviews: a site frame is 1-3 k pixels a side, read whole by the tracker and products; building them made
+the COG driver go through a temporary GTiff and tripled the encoding time."""
 
 
 def encode_cog(data: np.ndarray, grid: SiteGrid, *, nodata: float | None, scale: float = 1.0,
                description: str | None = None) -> bytes:
-    """A single-band COG of `data` on the grid (overviews by nearest, so no value is ever invented)."""
+    """A single-band tiled COG of `data` on the grid (no overviews, see COG_OPTIONS)."""
     with MemoryFile() as out:
         with out.open(driver="COG", width=grid.width, height=grid.height, count=1, dtype=data.dtype.name,
                       crs=grid.crs, transform=grid.transform, nodata=nodata, **COG_OPTIONS) as dst:

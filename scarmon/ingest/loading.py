@@ -167,8 +167,7 @@ def mosaic(layers: list[np.ndarray], nodata: float) -> np.ndarray:
     """First layer with data wins; same-date tiles of one pass carry the same measurement."""
     out = layers[0].copy()
     for layer in layers[1:]:
-        empty = np.isnan(out) if np.isnan(nodata) else out == nodata
-        out[empty] = layer[empty]
+        np.copyto(out, layer, where=np.isnan(out) if np.isnan(nodata) else out == nodata)
     return out
 
 
@@ -252,10 +251,9 @@ def load_ndvi(scene: Scene, items: list[dict[str, Any]] | tuple[dict[str, Any], 
         if layer is None:
             continue
         part = bands[:, rs, cs]
-        empty = np.isnan(part[0])
-        part[:, empty] = layer[:, empty]
+        np.copyto(part, layer, where=np.isnan(part[0]))
     out = ndvi(bands[0], bands[1])
-    out[~clear] = np.nan
+    np.copyto(out, np.float32(np.nan), where=~clear)
     return out
 
 

@@ -112,9 +112,9 @@ def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
     nir = np.clip(nir, 0, None)
     total = red + nir
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = (nir - red) / total
-    out[~(total > 0)] = np.nan
-    return np.asarray(out, dtype=np.float32)
+        out = np.asarray((nir - red) / total, dtype=np.float32)
+    np.copyto(out, np.float32(np.nan), where=~(total > 0))
+    return out
 
 
 def video_frame(ndvi_arr: np.ndarray, valid: np.ndarray | None = None,
