@@ -40,6 +40,26 @@ MIN_SCAR_CONTRAST = 0.1
 """The scar must be at least this much lower in NDVI than the ground around it for its boundary band to be grown;
 a revegetated scar (contrast gone) then falls back to the plain threshold and drops out."""
 
+SEASONAL_GREEN_NDVI = 0.3
+"""A pixel at or above this on a growing-season frame is green (vegetation, a herb-covered rim at ~0.45, leafed
+forest); the scar with summer regrowth stays near 0.13. In the dormant season the scar may not grow onto it."""
+
+GUARD_NEAR_UNSEEN_PX = 15
+"""New scar area within 15 px (30 m at 2 m) of cloud, shadow or snow that SCL flagged on the frame is held: SCL's
+misses (thin cloud edges, partial snow below the snow line) lie next to what it flags, as low in NDVI as soil."""
+
+GUARD_RECENT_FRAMES = 3
+"""New scar area where any of the last 3 frames saw cloud or snow is held: melting snow and a moving snow line leave
+wet, dark, partly snowy ground that SCL calls clear."""
+
+GUARD_JUMP_PX = 4
+"""New area farther than 4 px (8 m) from the previous mask is a jump: creep moves the edge by < 1 px per frame and
+the boundary band wobbles by 2-3 px; a failure or a missed cloud moves it by tens. A jump waits for a second frame."""
+
+GUARD_JUMP_MIN_PX = 50
+"""Jumps smaller than 50 px (200 m² at 2 m) are taken at once: too small to matter for alerts, and held they would
+only add lag."""
+
 KEEP_RECENT_STATES = 8
 """Tracking states kept for the newest frames (SAM 2's memory reaches 7 frames back): corrections usually land there."""
 

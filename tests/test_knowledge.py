@@ -37,9 +37,15 @@ def run(frames, prompts_by_frame, state=None):
 def test_prompted_component_only_and_growth_followed():
     scar0, other = disk(30, 30, 8), disk(65, 65, 5)  # other: stable bare patch, not prompted
     scar1 = disk(33, 33, 12)
-    masks, _ = run([frame(scar0 | other), frame(scar1 | other)], {0: [(30, 30, 1)]})
+    masks, state = run([frame(scar0 | other), frame(scar1 | other), frame(scar1 | other)], {0: [(30, 30, 1)]})
     assert masks[0].sum() == scar0.sum() and not (masks[0] & other).any()
-    assert masks[1].sum() == scar1.sum()  # followed through memory, with no prompt on frame 1
+    # A x2.2 jump is held on the frame that first shows it (the frame says why) and confirmed on the next one.
+    assert masks[1].sum() < scar1.sum() and (masks[1] & scar1).sum() == masks[1].sum()
+    assert masks[2].sum() == scar1.sum() and state.note == ""  # followed through memory, no prompt after frame 0
+    unguarded = KnowledgeParams(guard=False)
+    m, _ = knowledge_step(run([frame(scar0 | other)], {0: [(30, 30, 1)]})[1], ndvi=frame(scar1 | other), prompts=[],
+                          params=unguarded)
+    assert m.sum() == scar1.sum()  # without the guard the jump is taken at once
 
 
 def test_negative_prompt_excludes_adjacent_outcrop_forever():
@@ -118,3 +124,110 @@ def test_box_prompt_selects_and_bounds_the_scar():
     masks, _ = run([frame(scar | other), frame(scar | other)], {0: box})
     assert masks[0].sum() == scar.sum() and not (masks[0] & other).any()
     assert masks[1].sum() == scar.sum()  # followed through memory afterwards
+
+
+# --- Issue 10: seasonal knowledge, overgrowth guard, prompts on their own date ---------------------------------------
+
+RING = disk(30, 30, 16) & ~disk(30, 30, 10)  # a rim or deciduous belt around the scar
+
+
+def test_ground_seen_green_last_season_is_not_scar_in_the_dormant_season_unless_it_stays_low():
+    scar = disk(30, 30, 10)
+    summer = frame(scar, background=0.75, scar_ndvi=0.13)
+    summer[RING] = 0.45                                      # sparse rim at peak green
+    winter = frame(scar, background=0.38)
+    winter[RING] = 0.06                                      # the same rim, dormant: as low as the scar
+    masks, state = run([summer, winter, winter], {0: [(30, 30, 1)]})
+    assert masks[0].sum() == scar.sum()
+    assert masks[1].sum() == scar.sum() and masks[2].sum() == scar.sum() and state.note == ""
+    seasonal_only = KnowledgeParams(guard=False)  # the seasonal rule alone holds it...
+    masks, _ = run_with(seasonal_only, [summer, winter, winter], {0: [(30, 30, 1)]})
+    assert masks[2].sum() == scar.sum()
+    # ...and without a growing season seen first, nothing says the ring greens up: it is taken.
+    masks, _ = run_with(seasonal_only, [frame(scar, background=0.38), winter], {0: [(30, 30, 1)]})
+    assert masks[1].sum() > scar.sum() + 0.9 * RING.sum()
+    # The ring stays low through the next growing season: it is scar now, and no longer 'green' after it.
+    lush_low = frame(scar | RING, background=0.75, scar_ndvi=0.13)
+    later, state = knowledge_step(state, ndvi=lush_low, prompts=[], params=P)
+    later, state = knowledge_step(state, ndvi=lush_low, prompts=[], params=P)  # a jump: confirmed on the 2nd frame
+    assert later.sum() == (scar | RING).sum()
+    after, _ = knowledge_step(state, ndvi=frame(scar | RING, background=0.38), prompts=[], params=P)
+    assert after.sum() == (scar | RING).sum()
+    # With the seasonal rule off, the dormant rim is taken as in the first case.
+    masks, _ = run_with(KnowledgeParams(seasonal=False, guard=False), [summer, winter], {0: [(30, 30, 1)]})
+    assert masks[1].sum() > scar.sum() + 0.9 * RING.sum()
+
+
+def run_with(params, frames, prompts_by_frame):
+    state, masks = KnowledgeState(), []
+    for i, f in enumerate(frames):
+        m, state = knowledge_step(state, ndvi=f, prompts=prompts_by_frame.get(i, []), params=params)
+        masks.append(m)
+    return masks, state
+
+
+def test_new_area_next_to_flagged_cloud_is_held_and_said():
+    scar = disk(30, 30, 10)
+    edge = frame(scar)
+    edge[30:50, 38:60] = 0.05                                # unflagged cloud edge touching the scar: low NDVI...
+    edge[30:50, 48:60] = np.nan                              # ...next to the part SCL flagged
+    masks, state = run([frame(scar), edge], {0: [(30, 30, 1)]})
+    assert masks[1].sum() == scar.sum()                      # the previous extent is kept there
+    assert "next to cloud or snow" in state.note
+    m, state = knowledge_step(state, ndvi=frame(scar), prompts=[], params=P)
+    assert m.sum() == scar.sum() and state.note == "" and state.pending is None  # nothing left pending
+
+
+def test_new_area_where_snow_just_was_is_held_until_it_has_been_seen_clear():
+    scar = disk(30, 30, 10)
+    snowy = frame(scar)
+    snowy[:, 36:] = np.nan                                   # snow flagged on the scar's east side
+    melt = frame(scar | (disk(30, 30, 14) & (np.arange(W) >= 36)[None, :]))  # wet, patchy ground where it was
+    masks, state = run([frame(scar), snowy, melt], {0: [(30, 30, 1)]})
+    assert masks[2].sum() == scar.sum() and "where cloud or snow just was" in state.note
+    unguarded, _ = run_with(KnowledgeParams(guard=False), [frame(scar), snowy, melt], {0: [(30, 30, 1)]})
+    assert unguarded[2].sum() > scar.sum()
+
+
+def test_a_missed_cloud_jump_is_never_confirmed():
+    scar = disk(30, 30, 8)
+    cumulus = frame(scar | disk(45, 30, 9))                  # an unflagged cumulus touching the scar, one frame only
+    masks, state = run([frame(scar), cumulus, frame(scar), frame(scar)], {0: [(30, 30, 1)]})
+    assert all(m.sum() == scar.sum() for m in masks)
+    assert state.pending is None
+
+
+def test_tracker_starts_on_the_prompt_date_and_tracks_back_to_before_the_scar_existed():
+    from scarmon.tracking.trackers import FrameData, KnowledgeTracker
+
+    scar = disk(40, 40, 9)
+    ndvis = [field(), field(), frame(scar), frame(scar), frame(scar | disk(44, 44, 10))]
+    frames = [FrameData(i, f, np.zeros((H, W), np.uint8)) for i, f in enumerate(ndvis)]
+    tracker = KnowledgeTracker(P)
+    masks, states = tracker.run(frames, {2: [(40, 40, 1)]}, {}, resume=None)
+    assert [int(m.sum()) for m in masks[:4]] == [0, 0, scar.sum(), scar.sum()]
+    assert masks[4].sum() < (scar | disk(44, 44, 10)).sum()  # the jump waits for a confirming frame...
+    assert "jump" in tracker.notes[4] and tracker.warnings == []
+    assert states[:2] == [b"", b""] and all(states[2:])     # ...and nothing before the prompt can be resumed from
+    # Moved onto frame 0 (the old way) the same prompt lands on intact vegetation and finds nothing, ever.
+    masks, _ = tracker.run(frames, {0: [(40, 40, 1)]}, {}, resume=None)
+    assert all(m.sum() == 0 for m in masks) and "no low-NDVI ground" in tracker.warnings[0]
+
+
+def test_resume_equals_full_run_with_seasons_clouds_and_held_jumps():
+    scar, bigger = disk(30, 30, 8), disk(33, 33, 13)
+    summer = frame(scar, background=0.75, scar_ndvi=0.13)
+    summer[RING] = 0.45
+    winter = frame(scar, background=0.38)
+    winter[RING] = 0.06
+    cloudy = frame(bigger)
+    cloudy[50:, :] = np.nan
+    frames = [summer, summer, winter, cloudy, frame(bigger), frame(bigger), winter]
+    prompts = {0: [(30, 30, 1)]}
+    full, end = run(frames, prompts)
+    for cut in range(1, len(frames)):
+        first, state = run(frames[:cut], prompts)
+        rest, end2 = run(frames[cut:], {}, decode_state(encode_state(state)))
+        assert all(np.array_equal(a, b) for a, b in zip(full, first + rest)), cut
+        assert end2.note == end.note and np.array_equal(end2.unseen_age, end.unseen_age)
+    assert any(m.sum() != full[0].sum() for m in full)  # the sequence does change the mask

@@ -231,3 +231,74 @@ def test_two_year_generation_time(tmp_path: Path) -> None:
     size = sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file())
     print(f"\nsynthetic 2-year catalog: {n} items in {seconds:.1f} s, {size / 2**20:.0f} MiB")
     assert n > 250
+
+
+# --- What SCL misses and what is seasonally bare (opt-in scenarios) --------------------------------------------------
+
+def _world(scenario: str) -> tuple[synthetic._World, synthetic._Tile]:
+    world = synthetic._World(parse_site(synthetic.demo_site(scenario)), synthetic.get_scenario(scenario), 0)
+    return world, synthetic._tiles(world)[0]
+
+
+def _sky(world: synthetic._World, *, cloud: float = 0.0, snow: float = 0.0, part: bool = False) -> synthetic._Weather:
+    rng = np.random.default_rng(5)
+    alpha = synthetic._opacity(world, rng, cloud, ((6.0, 1.0), (1.5, 0.35)), 0.6) if cloud else None
+    missed = None
+    if part and alpha is not None:
+        alpha, missed = synthetic._missed_part(world, alpha, rng)
+    return synthetic._Weather("partly" if cloud else "clear", cloud, alpha, None, snow, False, None, missed)
+
+
+def _rendered_ndvi(world: synthetic._World, tile: synthetic._Tile, d: date, wx: synthetic._Weather
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(NDVI, red reflectance, SCL upsampled to 10 m) of one tile, straight from the renderer (no offset)."""
+    red, nir, scl = synthetic._render(world, tile, d, wx, world.scar(d), False, np.random.default_rng(1))
+    r, n = red.astype(np.float32) * 1e-4, nir.astype(np.float32) * 1e-4
+    return ndvi(r, n), r, np.kron(scl, np.ones((2, 2), np.uint8))[: red.shape[0], : red.shape[1]]
+
+
+def test_scl_misses_thin_cloud_edges_and_a_cloud_part_only_where_the_scenario_says() -> None:
+    world, tile = _world("cloud-edges")
+    d = date(2021, 12, 3)
+    nd, red, scl = _rendered_ndvi(world, tile, d, _sky(world, cloud=0.1, part=True))
+    cloud = tile.at_wx(_sky(world, cloud=0.1, part=True).alpha)
+    unflagged = (cloud > 0) & ~np.isin(scl, (8, 9, 10)) & (scl > 0)
+    low = unflagged & (nd < 0.12) & (tile.scar_fraction(world.scar(d)) == 0)  # cloud over vegetation
+    assert unflagged.sum() > 200 and low.sum() > 20  # SCL calls some cloud clear ground, some as low as bare soil...
+    assert np.median(red[low]) > 0.25                # ...but far brighter than soil (red ~0.17)
+    plain, _ = _world("creep-failure")
+    _, _, scl0 = _rendered_ndvi(plain, synthetic._tiles(plain)[0], d, _sky(plain, cloud=0.1))
+    cloud0 = synthetic._tiles(plain)[0].at_wx(_sky(plain, cloud=0.1).alpha)
+    assert np.isin(scl0[(cloud0 > 0) & (scl0 > 0)], (8, 9, 10)).all()  # the default flags every cloudy pixel
+
+
+def test_partial_snow_fringe_is_unflagged_and_depresses_ndvi() -> None:
+    world, tile = _world("snow-fringe")
+    d = date(2022, 1, 12)
+    nd, red, scl = _rendered_ndvi(world, tile, d, _sky(world, snow=0.3))
+    cover = np.clip((tile.elev - synthetic._snow_threshold(world, 0.3)) / 0.15, 0, 1)
+    fringe = (cover > 0.3) & (cover <= 0.55) & (scl > 0)
+    assert fringe.sum() > 500 and (scl[fringe] == 11).mean() < 0.2  # (20 m SCL flags a block with any cover > 0.6)
+    assert np.nanmedian(nd[fringe]) < 0.15 and np.median(red[fringe]) > 0.25
+    assert (scl[(cover > 0.7) & (scl > 0)] == 11).all()
+    record = world.unflagged(_sky(world, snow=0.3))
+    assert record[0] == 0.0 and 0.02 < record[1] < 0.3
+
+
+def test_bare_rim_greens_up_in_summer_and_deciduous_forest_drops_its_leaves() -> None:
+    world, tile = _world("bare-rim")
+    scar = world.scar(date(2021, 8, 15))
+    f_scar = tile.scar_fraction(scar)
+    f_rim = tile.scar_fraction(scar.buffer(world.scn.rim_m)) - f_scar
+    rim, dec = f_rim > 0.99, (tile.f_dec if tile.f_dec is not None else f_rim * 0) > 0.99
+    veg = (f_rim == 0) & (f_scar == 0) & ~dec & (tile.f_out == 0) & (tile.f_tshadow == 0) & tile.valid10
+    assert rim.sum() > 100 and dec.sum() > 100
+    for d, rim_ndvi, dec_ndvi in ((date(2021, 8, 15), (0.38, 0.55), (0.75, 0.9)),
+                                  (date(2022, 1, 15), (0.05, 0.14), (0.08, 0.2))):
+        nd, _, _ = _rendered_ndvi(world, tile, d, _sky(world))
+        assert rim_ndvi[0] < np.median(nd[rim]) < rim_ndvi[1], d
+        assert dec_ndvi[0] < np.median(nd[dec]) < dec_ndvi[1], d
+        assert np.median(nd[veg]) > 0.3  # ordinary vegetation stays green enough
+    truth = synthetic.truth_mask(parse_site(synthetic.demo_site("bare-rim")), site_grid(
+        parse_site(synthetic.demo_site("bare-rim")).polygon, 10.0), "2022-01-15", scenario="bare-rim")
+    assert truth.sum() * 100 == pytest.approx(scar.area, rel=0.05)  # the rim is not part of the truth

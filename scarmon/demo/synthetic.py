@@ -5,7 +5,9 @@ at every date. The world is one continuous scene in the site's UTM CRS (a scar p
 seasonal vegetation, outcrops, a river, terrain shadow, clouds and their shadows, cirrus, snow); every acquisition
 is rendered into two overlapping tiles in two different UTM zones, with the traps of real Planetary Computer data:
 no `raster:bands`, the +1000 DN offset keyed on `s2:processing_baseline` (including reprocessed old scenes),
-tile-wide `eo:cloud_cover`, missing tiles at orbit edges, and SCL that sometimes misses a cloud shadow.
+tile-wide `eo:cloud_cover`, missing tiles at orbit edges, and SCL that sometimes misses a cloud shadow. Opt-in per
+scenario (cloud-edges, snow-fringe, bare-rim): SCL that misses thin cloud edges, coherent cloud parts and the
+partial-snow fringe below the snow line, a seasonally bare rim around the scar, and deciduous forest.
 
 Per-acquisition randomness is seeded by (seed, scenario, date), so a short date range renders exactly the same
 scenes as the same dates inside a long one. A `truth.json` next to `items.json` records what was drawn.
@@ -127,6 +129,21 @@ class Scenario:
     """Chance that one of the two tiles of an acquisition is not delivered (coverage ~0.78)."""
     shadow_offset_m: tuple[float, float] = (-290.0, 345.0)
     """Where a cloud's shadow falls relative to the cloud (fixed sun in the south-east)."""
+    cloud_flag_min: float = 0.0
+    """SCL flags cloud only where its opacity reaches this; 0 flags any cloud (conservative). Above 0 the thin edges
+    of every cloud are left with the class of the ground below, as real SCL often does."""
+    p_missed_cloud_part: float = 0.0
+    """Chance, on a date with clouds, of one more small cumulus (radius 100-250 m, opaque core) near the scar that SCL
+    misses entirely and labels as the ground below."""
+    snow_flag_min: float = 0.0
+    """SCL flags snow only where the 10 m cover exceeds this; 0 flags any snow. Above 0 the partial-snow fringe below
+    the snow line (cover ramps 0 -> 1 over ~150 m) is labelled vegetation or bare soil, and its NDVI is depressed."""
+    rim_m: float = 0.0
+    """Width of a seasonally bare rim around the scar (half bare ground, annual herbs): NDVI ~0.48 at peak green,
+    ~0.10 when dormant. Not scar: it greens up every summer."""
+    deciduous: tuple[tuple[float, float, float, float, float], ...] = ()
+    """Deciduous forest blobs (x, y, semi-axis a, semi-axis b, angle_deg): NDVI ~0.83 in summer, leaves fall to
+    ~0.13 when dormant (stems, litter, steep shaded ground). Not scar."""
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -164,6 +181,32 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                   (650.0, 500.0, 90.0, 60.0, 60.0, 0.10), (-700.0, -700.0, 50.0, 35.0, 0.0, 0.07)),
         river=tuple((330.0 + 60.0 * math.sin(y / 280.0), y) for y in np.arange(-2600.0, 2601.0, 100.0)),
         vegetation_prompts_m=((-650.0, 650.0),)),
+    # The scenarios below switch on what SCL misses and what is seasonally bare; the four above keep their scenes.
+    Scenario(
+        "cloud-edges",
+        "A scar creeping +40 % in a year, then failing (x1.5 on 2022-08-11), under frequent partly cloudy skies whose "
+        "thin edges SCL does not flag and of which it sometimes misses a whole part.",
+        growth=(("2021-06-01", 1.0), ("2022-05-01", 1.4), ("2022-08-10", 1.4), ("2022-08-11", 2.1)),
+        events=(("2022-08-11", "failure"),),
+        head_m=(200.0, 250.0), downslope_deg=160.0, length_m=300.0, width_m=200.0,
+        p_cloudy=0.30, p_partly=0.35, p_speckle=0.2, cloud_flag_min=0.35, p_missed_cloud_part=0.5,
+        vegetation_prompts_m=((-650.0, -650.0),)),
+    Scenario(
+        "snow-fringe",
+        "A stable scar on a slope that the winter snow line crosses; SCL flags only the snow cover above 60 %, so a "
+        "~90 m fringe of partial snow below the snow line reads as low-NDVI ground.",
+        growth=(("2021-06-01", 1.0), ("2022-06-01", 1.0), ("2022-07-01", 1.3)),
+        events=(("2022-06-15", "spring reactivation"),),
+        head_m=(-150.0, 820.0), downslope_deg=180.0, length_m=400.0, width_m=220.0,
+        p_snow=0.8, snow_flag_min=0.6, vegetation_prompts_m=((650.0, -650.0),)),
+    Scenario(
+        "bare-rim",
+        "A stable clearing ringed by a 30 m seasonally bare rim (half bare ground, annual herbs) and next to deciduous "
+        "forest that drops its leaves: neither is scar, both are as low as the scar in winter.",
+        growth=(("2021-06-01", 1.0),),
+        head_m=(-50.0, 250.0), downslope_deg=200.0, length_m=380.0, width_m=240.0,
+        rim_m=30.0, deciduous=((230.0, 30.0, 200.0, 140.0, 70.0), (-330.0, -10.0, 150.0, 120.0, 20.0)),
+        vegetation_prompts_m=((600.0, -650.0),)),
 )}
 
 
@@ -453,6 +496,24 @@ class _World:
                       if scn.river else None)
         x, y, a, b, ang = scn.terrain_shadow
         self.terrain_shadow = _blob(cx + x, cy + y, a, b, ang, 0.7)
+        self.deciduous = (shapely.union_all([_blob(cx + x, cy + y, a, b, ang, 1.3 + i)
+                                             for i, (x, y, a, b, ang) in enumerate(scn.deciduous)])
+                          if scn.deciduous else None)
+
+    def unflagged(self, wx: _Weather) -> tuple[float, float]:
+        """(cloud, partial snow) shares of the AOI that SCL leaves unflagged on a date (on the weather and texture
+        rasters: approximate at their 40 m and 10 m)."""
+        cloud = 0.0
+        if wx.alpha is not None:
+            missed = (wx.alpha > 0) & (wx.alpha < self.scn.cloud_flag_min)
+            if wx.missed_part is not None:
+                missed |= (wx.alpha > 0) & (wx.missed_part > 0.5)
+            cloud = float(missed[self.wx_aoi].mean())
+        snow = 0.0
+        if wx.snow_fraction > 0 and self.scn.snow_flag_min > 0:
+            cover = np.clip((self.fields["elev"] - _snow_threshold(self, wx.snow_fraction)) / 0.15, 0, 1)
+            snow = float(((cover > 0) & (cover <= self.scn.snow_flag_min))[self.tex_aoi].mean())
+        return cloud, snow
 
     def _elevation(self) -> np.ndarray:
         """Elevation proxy (unitless): rising upslope (against the scar's downslope azimuth), plus relief."""
@@ -464,7 +525,7 @@ class _World:
     def _scar_extent(self) -> Polygon:
         """Bounds of the scar over all keyframes: the only place scar fractions must be recomputed per date."""
         polys = [_scar(self.scn, self.fr, g) for _, g in self.scn.growth]
-        return box(*shapely.union_all(polys).bounds).buffer(30.0, join_style="mitre")
+        return box(*shapely.union_all(polys).bounds).buffer(30.0 + self.scn.rim_m, join_style="mitre")
 
     def scar(self, when: date) -> Polygon:
         return _scar(self.scn, self.fr, growth_factor(self.scn, when))
@@ -578,6 +639,7 @@ class _Tile:
             self.out_nir += f * red * (1 + ndvi) / (1 - ndvi)
         self.f_water = _fraction(world.river, sx, sy) if world.river is not None else np.zeros_like(self.f_out)
         self.f_tshadow = _fraction(world.terrain_shadow, sx, sy)
+        self.f_dec = _fraction(world.deciduous, sx, sy) if world.deciduous is not None else None
         self.water20 = _block(self.f_water, "mean") >= 0.5
         self.tshadow20 = _block(self.f_tshadow, "mean") >= 0.5
 
@@ -654,6 +716,7 @@ class _Weather:
     snow_fraction: float        # share of the AOI under snow
     missed_shadow: bool         # SCL labels this date's cloud shadows as the ground below
     missing_tile: int | None    # index of the tile not delivered (orbit edge)
+    missed_part: np.ndarray | None = None  # where SCL misses the cloud on the weather raster (1 = missed)
 
 
 def _phenology(d: date) -> float:
@@ -693,7 +756,24 @@ def _draw_weather(world: _World, d: date, rngs: list[np.random.Generator], clear
         return _Weather("clear", 0.0, None, None, 0.0, False, None)
     alpha = _opacity(world, rngs[1], frac, ((6.0, 1.0), (1.5, 0.35)), 0.6) if frac > 0 else None
     ci = _opacity(world, rngs[2], 0.1 + 0.4 * u[1], ((10.0, 1.0),), 1.5) * 0.6 if cirrus else None
-    return _Weather(state, frac, alpha, ci, snow, missed, missing)
+    part = None
+    if alpha is not None and scn.p_missed_cloud_part > 0:  # drawn last, from the weather stream: nothing else moves
+        if r.random() < scn.p_missed_cloud_part:
+            alpha, part = _missed_part(world, alpha, r)
+    return _Weather(state, frac, alpha, ci, snow, missed, missing, part)
+
+
+def _missed_part(world: _World, alpha: np.ndarray, r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A small cumulus (radius 100-250 m, opaque core, soft edge) within 300 m of the scar's centre, added to the
+    date's clouds; SCL misses all of it. Returns (the new opacity field, the missed part as 0/1)."""
+    u = r.random(3)
+    sx, sy = world.scar_extent.centroid.coords[0]
+    px, py = sx + 600.0 * (u[0] - 0.5), sy + 600.0 * (u[1] - 0.5)
+    radius = 100.0 + 150.0 * u[2]
+    xs, ys = world.wx.centres()
+    d = np.hypot(xs - px, ys - py) / radius
+    bump = np.clip(2.0 * (1.0 - d), 0, 1).astype(np.float32)  # opaque within half the radius, fading to the rim
+    return np.maximum(alpha, bump), (bump > 0).astype(np.float32)
 
 
 def _opacity(world: _World, rng: np.random.Generator, aoi_fraction: float,
@@ -711,16 +791,33 @@ def _snow_threshold(world: _World, fraction: float) -> float:
 
 # --- Rendering -----------------------------------------------------------------------------------------------------
 
-def _surface(world: _World, tile: _Tile, d: date, f_scar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+DECIDUOUS_SUMMER, DECIDUOUS_WINTER = (0.03, 0.32), (0.10, 0.13)
+"""Deciduous canopy (red, nir): NDVI ~0.83 in full leaf, ~0.13 with the leaves down."""
+RIM_HERBS = (0.05, 0.6)
+"""Green share of the bare rim when dormant and at peak green (NDVI ~0.10 and ~0.48)."""
+
+
+def _surface(world: _World, tile: _Tile, d: date, f_scar: np.ndarray, f_rim: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Cloud-free surface reflectance (red, nir): vegetation, scar, outcrops, water, terrain shadow."""
     scn, p = world.scn, _phenology(d)
     (sr, sn), (wr, wn) = scn.veg_summer, scn.veg_winter
-    veg_r, veg_n = (wr + (sr - wr) * p) * tile.veg_red, (wn + (sn - wn) * p) * tile.veg_nir
+    base_r: float | np.ndarray = wr + (sr - wr) * p
+    base_n: float | np.ndarray = wn + (sn - wn) * p
+    if tile.f_dec is not None:  # deciduous forest: denser canopy in summer, leaves fallen when dormant
+        (dsr, dsn), (dwr, dwn) = DECIDUOUS_SUMMER, DECIDUOUS_WINTER
+        base_r = base_r * (1 - tile.f_dec) + (dwr + (dsr - dwr) * p) * tile.f_dec
+        base_n = base_n * (1 - tile.f_dec) + (dwn + (dsn - dwn) * p) * tile.f_dec
+    veg_r, veg_n = base_r * tile.veg_red, base_n * tile.veg_nir
     regrow = p * scn.scar_regrowth
     scar_r, scar_n = (0.165 - 0.004 * regrow) * tile.bare_tex, (0.19 + 0.018 * regrow) * tile.bare_tex
-    f_veg = np.clip(1 - f_scar - tile.f_out - tile.f_water, 0, 1)
+    f_veg = np.clip(1 - f_scar - tile.f_out - tile.f_water - (0 if f_rim is None else f_rim), 0, 1)
     red = f_veg * veg_r + f_scar * scar_r + tile.out_red + tile.f_water * 0.05
     nir = f_veg * veg_n + f_scar * scar_n + tile.out_nir + tile.f_water * 0.02
+    if f_rim is not None:
+        herbs = RIM_HERBS[0] + (RIM_HERBS[1] - RIM_HERBS[0]) * p  # the rim's green share: annual herbs on bare ground
+        red = red + f_rim * ((1 - herbs) * 0.165 * tile.bare_tex + herbs * scn.veg_summer[0] * tile.veg_red)
+        nir = nir + f_rim * ((1 - herbs) * 0.19 * tile.bare_tex + herbs * 0.30 * tile.veg_nir)
     dark = 1 - (0.5 + 0.1 * (1 - p)) * tile.f_tshadow
     return red * dark, nir * dark
 
@@ -745,21 +842,26 @@ def _atmosphere(world: _World, tile: _Tile, wx: _Weather, red: np.ndarray, nir: 
 
 
 def _scl(tile: _Tile, wx: _Weather, f_scar: np.ndarray, snow: np.ndarray, shadow: np.ndarray, cloud: np.ndarray,
-         cirrus: np.ndarray) -> np.ndarray:
+         cirrus: np.ndarray, *, snow_flag_min: float = 0.0, cloud_flag_min: float = 0.0) -> np.ndarray:
     """20 m scene classification. Cloud-like classes are conservative (any affected 10 m pixel flags the 20 m one),
-    except on `missed_shadow` dates, where shadows keep the class of the ground below, as real SCL sometimes does."""
+    except on `missed_shadow` dates, where shadows keep the class of the ground below, as real SCL sometimes does, and
+    where the scenario leaves thin cloud (< cloud_flag_min), a missed cloud part or partial snow (<= snow_flag_min)
+    unflagged."""
     scl = np.full((tile.height // 2, tile.width // 2), 4, np.uint8)
     scl[_block(f_scar + tile.f_out, "mean") >= 0.5] = 5
     scl[tile.water20] = 6
     scl[tile.tshadow20] = 2
     if wx.snow_fraction > 0:
-        scl[_block(snow, "max") > 0] = 11
+        scl[_block(snow, "max") > snow_flag_min] = 11
     if wx.alpha is not None and not wx.missed_shadow:
         scl[_block(shadow, "max") > 0.01] = 3
     if wx.cirrus is not None:
         scl[_block(cirrus, "max") > 0.1] = 10
     if wx.alpha is not None:
-        cmax = _block(cloud, "max")
+        flagged = cloud if cloud_flag_min <= 0 else np.where(cloud >= cloud_flag_min, cloud, 0)
+        if wx.missed_part is not None:
+            flagged = np.where(tile.at_wx(wx.missed_part) > 0.5, 0, flagged)
+        cmax = _block(flagged, "max")
         scl[cmax > 0] = 8
         scl[cmax >= 0.5] = 9
     scl[~tile.valid20] = 0
@@ -778,13 +880,15 @@ def _render(world: _World, tile: _Tile, d: date, wx: _Weather, scar: Polygon, of
             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(B04 DN, B08 DN, SCL) of one tile on one date."""
     f_scar = tile.scar_fraction(scar)
-    red, nir = _surface(world, tile, d, f_scar)
+    f_rim = tile.scar_fraction(scar.buffer(world.scn.rim_m)) - f_scar if world.scn.rim_m > 0 else None
+    red, nir = _surface(world, tile, d, f_scar, f_rim)
     red, nir, snow, shadow, cloud, cirrus = _atmosphere(world, tile, wx, red, nir)
     shape = red.shape
     red = red + NOISE * rng.standard_normal(shape, dtype=np.float32)
     nir = nir + NOISE * rng.standard_normal(shape, dtype=np.float32)
     return (_to_dn(red, tile.valid10, offset), _to_dn(nir, tile.valid10, offset),
-            _scl(tile, wx, f_scar, snow, shadow, cloud, cirrus))
+            _scl(tile, wx, f_scar, snow, shadow, cloud, cirrus, snow_flag_min=world.scn.snow_flag_min,
+                 cloud_flag_min=world.scn.cloud_flag_min))
 
 
 def _write_cog(path: Path, arr: np.ndarray, transform: Affine, epsg: int) -> None:
@@ -960,9 +1064,11 @@ def _acquisition(world: _World, tiles: list[_Tile], d: date, k: int, clear: bool
 def _record(world: _World, tiles: list[_Tile], d: date, wx: _Weather, scar: Polygon, baseline: str,
             reprocessed: bool, items: list[dict[str, Any]]) -> dict[str, Any]:
     """What truth.json says about one acquisition (for benchmarks and for debugging a tracker)."""
+    unflagged = world.unflagged(wx)
     return {"date": d.isoformat(), "scar_area_m2": round(scar.area, 3), "growth": growth_factor(world.scn, d),
             "sky": wx.state, "aoi_cloud_fraction": round(wx.cloud_fraction, 4), "cirrus": wx.cirrus is not None,
             "snow_fraction": round(wx.snow_fraction, 4), "missed_shadow": wx.missed_shadow,
+            "unflagged_cloud_fraction": round(unflagged[0], 4), "unflagged_snow_fraction": round(unflagged[1], 4),
             "missing_tile": None if wx.missing_tile is None else tiles[wx.missing_tile].mgrs,
             "processing_baseline": baseline, "reprocessed": reprocessed, "items": [it["id"] for it in items]}
 
@@ -973,6 +1079,8 @@ def _truth_doc(world: _World, tiles: list[_Tile], records: list[dict[str, Any]])
             "epsg": world.fr.epsg, "tiles": [{"mgrs": t.mgrs, "epsg": t.epsg, "covers": "east" if t.east else "west"}
                                              for t in tiles],
             "events": [list(e) for e in scn.events], "growth": [list(g) for g in scn.growth],
+            "not_scar": {"rim_m": scn.rim_m, "deciduous": [list(b) for b in scn.deciduous],
+                         "cloud_flag_min": scn.cloud_flag_min, "snow_flag_min": scn.snow_flag_min},
             "acquisitions": records}
 
 

@@ -31,6 +31,7 @@ class Observation:
     advance_m_per_day: float | None = None       # added area / previous perimeter / days
     low_confidence: bool = False
     low_confidence_reason: str = ""
+    tracker_note: str = ""                      # why the tracker held new area on this frame (cloud/snow edge, jump)
     new_ground_m2: float | None = None           # mask outside the footprint (earlier masks, see footprint_frames)
     lost_ground_m2: float | None = None          # footprint no longer in the mask
     new_ground_azimuth_deg: float | None = None  # where the new ground lies from the footprint's centre
@@ -85,15 +86,17 @@ def scar_clear_fraction(valid: np.ndarray, mask: np.ndarray, margin_px: int = de
 
 
 def confidence_flags(areas: list[float], clear: list[float], *, scar_clear: list[float | None] | None = None,
-                     min_clear: float = defaults.LOW_CONFIDENCE_CLEAR,
+                     tracker: list[str] | None = None, min_clear: float = defaults.LOW_CONFIDENCE_CLEAR,
                      jump: float = defaults.LOW_CONFIDENCE_JUMP) -> list[tuple[bool, str]]:
-    """Low-confidence frames: few clear pixels (over the AOI or over the scar), or an area spike/dip against BOTH
-    neighbours (a cloud shadow SCL missed, a snow patch) that the next frame undoes. The newest frame has one
-    neighbour and cannot be a spike yet."""
+    """Low-confidence frames: few clear pixels (over the AOI or over the scar), the tracker held new area it could
+    not trust (`tracker`: its reason per frame, "" for none), or an area spike/dip against BOTH neighbours (a cloud
+    shadow SCL missed, a snow patch) that the next frame undoes. The newest frame has one neighbour and cannot be a
+    spike yet."""
     flags = []
     scar_clear = scar_clear or [None] * len(areas)
+    tracker = tracker or [""] * len(areas)
     for i, (a, c) in enumerate(zip(areas, clear)):
-        reasons = []
+        reasons = [tracker[i]] if tracker[i] else []
         if c < min_clear:
             reasons.append(f"clear fraction {c:.2f} < {min_clear:.2f}")
         if scar_clear[i] is not None and scar_clear[i] < min_clear:

@@ -9,7 +9,8 @@ resumes at a cost independent of the history length, and equals a full re-run ex
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -30,6 +31,13 @@ class KnowledgeParams:
     grow_px: int = defaults.BOUNDARY_GROW_PX
     max_weak_raise: float = defaults.MAX_WEAK_RAISE
     min_contrast: float = defaults.MIN_SCAR_CONTRAST
+    seasonal: bool = True            # per-pixel phenology: no dormant-season growth onto ground seen green
+    green_ndvi: float = defaults.SEASONAL_GREEN_NDVI
+    guard: bool = True               # overgrowth guard: hold doubtful new area, say why
+    guard_near_px: int = defaults.GUARD_NEAR_UNSEEN_PX
+    guard_memory: int = defaults.GUARD_RECENT_FRAMES
+    jump_px: int = defaults.GUARD_JUMP_PX
+    jump_min_px: int = defaults.GUARD_JUMP_MIN_PX
 
 
 @dataclass(frozen=True)
@@ -38,20 +46,29 @@ class KnowledgeState:
     exclusion: np.ndarray | None = None      # stable bare ground / water marked by negative prompts
     anchors: np.ndarray | None = None        # every positive click so far: where the scar certainly is
     frames: int = 0                          # frames tracked so far (for people, not for the logic)
+    green: np.ndarray | None = None          # seen green (NDVI >= green_ndvi) on its last clear growing-season frame
+    unseen_age: np.ndarray | None = None     # frames since the pixel was last not observed (cloud, snow), capped
+    pending: np.ndarray | None = None        # new area held on an earlier frame, awaiting a clear confirmation
+    note: str = ""                           # why this frame's new area was held ("" when none was)
+    lush: bool = False                       # the last frame was a growing-season frame
+
+
+def is_lush(ndvi: np.ndarray, params: KnowledgeParams, prior: np.ndarray | None) -> bool:
+    """A growing-season frame: the median NDVI of the ground outside the scar reaches `lush_background`. Read off
+    the frame itself, so it works in both hemispheres and in odd years."""
+    background = ndvi[np.isfinite(ndvi) & ~(prior if prior is not None else np.zeros(ndvi.shape, bool))]
+    return bool(background.size and float(np.median(background)) >= params.lush_background)
 
 
 def frame_threshold(ndvi: np.ndarray, params: KnowledgeParams, prior: np.ndarray | None) -> float:
-    """The paper raises the threshold a little in lush seasons; lushness is read off the frame's own background
-    (median NDVI outside the scar), so it works in both hemispheres and in odd years."""
-    background = ndvi[np.isfinite(ndvi) & ~(prior if prior is not None else np.zeros(ndvi.shape, bool))]
-    if background.size and float(np.median(background)) >= params.lush_background:
-        return params.threshold + params.lush_raise
-    return params.threshold
+    """The paper raises the threshold a little in lush seasons, when sparse regrowth lifts the scar's NDVI."""
+    return params.threshold + params.lush_raise if is_lush(ndvi, params, prior) else params.threshold
 
 
 def candidates(ndvi: np.ndarray, threshold: float, params: KnowledgeParams) -> np.ndarray:
     """Bare ground: NDVI in (water_max, threshold]."""
-    return np.isfinite(ndvi) & (ndvi <= threshold) & (ndvi > params.water_max)
+    out: np.ndarray = np.isfinite(ndvi) & (ndvi <= threshold) & (ndvi > params.water_max)
+    return out
 
 
 def despeckle(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -79,7 +96,142 @@ def exclusion_region(ndvi: np.ndarray, negatives: list[Point], anchors: np.ndarr
 
 def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Point],
                    params: KnowledgeParams) -> tuple[np.ndarray, KnowledgeState]:
-    """One frame: (prior state, new frame) → (mask, new state)."""
+    """One frame: (prior state, new frame) → (mask, new state).
+
+    On top of the threshold → anchored components → boundary chain (`_track`), two rules of what a single frame
+    cannot be trusted with: in the dormant season the scar does not grow onto ground that was green in the last
+    growing season (`seasonal_block`), and new area that lies next to or recently under cloud or snow, or that jumps
+    away from the scar without a confirming frame, is held (`guard`): the mask keeps its previous extent there and
+    the state says why, for the frame's confidence flag.
+    """
+    valid = np.isfinite(ndvi)
+    lush = is_lush(ndvi, params, state.mask)
+    positives = [p for p in prompts if p[2] in (1, 2, 3)]
+    block = (seasonal_block(state, lush) if params.seasonal and not positives
+             else np.zeros(ndvi.shape, bool))
+    prev = state.mask
+    raw, state = _track(state, ndvi=ndvi, prompts=prompts, params=params, block=block)
+    mask, pending, note = raw, None, ""
+    if params.guard and prev is not None and prev.any() and not positives:
+        mask, pending, note = guard(raw, prev, valid, state.unseen_age, state.pending, params)
+    return mask, replace(state, mask=mask, green=observe_green(state.green, ndvi, lush, state.lush, params), lush=lush,
+                         unseen_age=observe_unseen(state.unseen_age, valid, params), pending=pending, note=note)
+
+
+def seasonal_block(state: KnowledgeState, lush: bool) -> np.ndarray | None:
+    """Ground the scar may not grow onto on this frame: in the dormant season, pixels seen green on their last clear
+    growing-season frame (a bare rim, deciduous forest, grass gone brown) that are not scar already. In the growing
+    season nothing is blocked: a pixel that stays low there is scar, and from then on it is no longer 'green'.
+    The price is a detection delay: scar growth onto vegetation in winter shows only when the vegetation around it
+    greens up again (or once the ground it took was never seen green, e.g. a site whose history starts in winter)."""
+    if lush or state.green is None or state.mask is None:
+        return None
+    out: np.ndarray = state.green & ~state.mask
+    return out
+
+
+def observe_green(green: np.ndarray | None, ndvi: np.ndarray, lush: bool, was_lush: bool,
+                  params: KnowledgeParams) -> np.ndarray | None:
+    """Per-pixel phenology from the site's own clear frames: which pixels were seen green on some frame of the last
+    growing season (a bare rim peaks in August and is brown again by the season's last frames). The record starts
+    afresh with each growing season, so ground that stays low through a whole season is no longer 'green'."""
+    if not lush:
+        return green
+    now: np.ndarray = np.isfinite(ndvi) & (ndvi >= params.green_ndvi)
+    return now if green is None or not was_lush else green | now
+
+
+def observe_unseen(age: np.ndarray | None, valid: np.ndarray, params: KnowledgeParams) -> np.ndarray:
+    """Frames since each pixel was last not observed (cloud, shadow, snow, no data), capped at guard_memory + 1."""
+    cap = params.guard_memory + 1
+    older = np.full(valid.shape, cap, np.uint8) if age is None else np.minimum(age.astype(np.int16) + 1, cap)
+    return np.where(valid, older, 0).astype(np.uint8)
+
+
+def guard(raw: np.ndarray, prev: np.ndarray, valid: np.ndarray, unseen_age: np.ndarray | None,
+          pending: np.ndarray | None, params: KnowledgeParams) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(mask, pending, note): the new area of `raw` over `prev` that one frame cannot vouch for is held, i.e. the
+    mask keeps the previous extent there:
+
+    - new area within `guard_near_px` of pixels not observed on this frame: the edges of flagged cloud and snow are
+      where SCL misses thin cloud and partial snow, both as low in NDVI as bare ground;
+    - new area on pixels not observed in the last `guard_memory` frames (where snow or cloud just was);
+    - a new piece that reaches farther than `jump_px` from the previous mask (a failure, or a missed cloud), all of
+      it, unless an earlier frame held the same ground (`pending`): a real failure is still there on the next clear
+      frame, a cloud is not. Creep moves the edge by less than a pixel per frame and is taken at once.
+
+    Held jumps (and pending ground not observed on this frame) stay pending, so a failure is confirmed one clear
+    frame later.
+    """
+    new = raw & ~prev
+    if not new.any():
+        return raw, _pending_unobserved(pending, valid), ""
+    unseen = ~valid
+    near = (ndimage.binary_dilation(unseen, structure=_disk(1), iterations=params.guard_near_px)
+            if unseen.any() else np.zeros(raw.shape, bool))
+    recent = (unseen_age < params.guard_memory) if unseen_age is not None else np.zeros(raw.shape, bool)
+    doubtful = new & (near | recent)
+    far = new & ~ndimage.binary_dilation(prev, structure=_disk(1), iterations=params.jump_px) & ~doubtful
+    unconfirmed = np.zeros(raw.shape, bool)
+    if far.sum() >= params.jump_min_px:  # the whole new piece that reaches far is a jump, its near part included
+        labels, n = ndimage.label(new & ~doubtful, structure=np.ones((3, 3)))
+        reach = np.bincount(labels[far].ravel(), minlength=n + 1) >= params.jump_min_px
+        reach[0] = False
+        jump = reach[labels]
+        # confirmed where an earlier frame held the same ground
+        unconfirmed = jump & ~ndimage.binary_dilation(pending, iterations=2) if pending is not None else jump
+    held = doubtful | unconfirmed
+    if not held.any():
+        return raw, _pending_unobserved(pending, valid), ""
+    mask = raw & ~held
+    keep = unconfirmed | (held & ~ndimage.binary_dilation(prev, structure=_disk(1), iterations=params.jump_px))
+    if (unseen_pending := _pending_unobserved(pending, valid)) is not None:
+        keep |= unseen_pending
+    parts = (("next to cloud or snow", new & near), ("where cloud or snow just was", new & recent),
+             ("a jump awaiting a confirming frame", unconfirmed))
+    reasons = [why for why, part in parts if (part & held).any()]
+    pct = 100.0 * float(held.sum()) / max(float(prev.sum()), 1.0)
+    return mask, keep if np.any(keep) else None, f"held new area of {pct:.0f}% of the scar: {', '.join(reasons)}"
+
+
+def _pending_unobserved(pending: np.ndarray | None, valid: np.ndarray) -> np.ndarray | None:
+    """Pending ground survives a frame that did not see it; a frame that saw it and did not find scar drops it."""
+    if pending is None:
+        return None
+    left = pending & ~valid
+    return left if left.any() else None
+
+
+def observe_frame(state: KnowledgeState, ndvi: np.ndarray, params: KnowledgeParams) -> KnowledgeState:
+    """What a frame teaches without tracking (before the first prompt): phenology and where cloud or snow was."""
+    lush = is_lush(ndvi, params, None)
+    return replace(state, green=observe_green(state.green, ndvi, lush, state.lush, params), lush=lush,
+                   unseen_age=observe_unseen(state.unseen_age, np.isfinite(ndvi), params))
+
+
+def track_backward(ndvis: list[np.ndarray], prompts: list[list[Point]], later: np.ndarray,
+                   params: KnowledgeParams) -> list[np.ndarray]:
+    """Masks of the frames before the first prompted one, tracked backward in time from its mask `later`: the same
+    step with time reversed, so the scar may shrink to nothing on dates before it existed (and then stays empty)."""
+    state = KnowledgeState(mask=later)
+    out: list[np.ndarray] = []
+    for ndvi, clicks in zip(reversed(ndvis), reversed(prompts), strict=True):
+        mask, state = knowledge_step(state, ndvi=ndvi, prompts=clicks, params=replace(params, seasonal=False))
+        out.append(mask)
+    return out[::-1]
+
+
+def prompt_misses(ndvi: np.ndarray, prompts: list[Point], mask: np.ndarray,
+                  params: KnowledgeParams) -> list[tuple[int, int]]:
+    """Positive clicks (col, row) that found no scar: the mask is empty there. A click on intact vegetation (a prompt
+    dated before its scar existed, or placed off it) would otherwise track an empty mask in silence."""
+    return [(c, r) for c, r in _pixels([p for p in prompts if p[2] == 1], ndvi.shape) if not mask[r, c]]
+
+
+def _track(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Point], params: KnowledgeParams,
+           block: np.ndarray | None) -> tuple[np.ndarray, KnowledgeState]:
+    """The tracker's core: threshold → prompt/memory-anchored components → boundary band. `block`: ground that may
+    not become scar on this frame (unless it already was)."""
     threshold = frame_threshold(ndvi, params, state.mask)
     exclusion = state.exclusion if state.exclusion is not None else np.zeros(ndvi.shape, bool)
     negatives = [p for p in prompts if p[2] == 0]
@@ -93,22 +245,24 @@ def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Poi
         exclusion = exclusion & ~np.isin(labels, [labels[r, c] for c, r in _pixels(positives, ndvi.shape)] + [0])
     valid = np.isfinite(ndvi)
     under_cloud = state.mask & ~valid if state.mask is not None else np.zeros(ndvi.shape, bool)
-    cand = despeckle((candidates(ndvi, threshold, params) & ~exclusion) | under_cloud, params.open_px)
+    barred = exclusion | block if block is not None else exclusion
+    cand = despeckle((candidates(ndvi, threshold, params) & ~barred) | under_cloud, params.open_px)
     core = _anchored(cand, state.mask, positives, params.min_overlap, box)
-    mask = _boundary(ndvi, core, state.mask, exclusion | ~(valid | under_cloud), threshold, params) | under_cloud
+    mask = _boundary(ndvi, core, state.mask, barred | ~(valid | under_cloud), threshold, params) | under_cloud
     mask = ndimage.binary_fill_holes(mask)
     if box.any():  # a box says the scar lies inside it, on the frame it was drawn on
         mask &= ndimage.binary_dilation(box, iterations=2)
     if negatives:  # a negative click removes its own spot even inside the scar
         mask &= ~_spots(negatives, ndvi.shape, radius=2)
-    return mask, KnowledgeState(mask, exclusion, anchors, state.frames + 1)
+    return mask, replace(state, mask=mask, exclusion=exclusion, anchors=anchors, frames=state.frames + 1)
 
 
 def _boundary(ndvi: np.ndarray, core: np.ndarray, prior: np.ndarray | None, blocked: np.ndarray, threshold: float,
               params: KnowledgeParams) -> np.ndarray:
     """Hysteresis: grow the scar core (and what was scar before) into pixels below the midpoint between the scar's
     and its surroundings' NDVI. Mixed edge pixels lean towards vegetation, so the plain threshold misses the
-    boundary band; the growth is limited to `grow_px` from the seeds per frame so it cannot leak into dark vegetation."""
+    boundary band; the growth is limited to `grow_px` from the seeds per frame so it cannot leak into dark
+    vegetation."""
     reference = prior if prior is not None and prior.any() else core
     if not reference.any():
         return core
@@ -118,7 +272,8 @@ def _boundary(ndvi: np.ndarray, core: np.ndarray, prior: np.ndarray | None, bloc
     # Only the strong core may push the boundary outward; the previous mask merely keeps its own ground (no ratchet).
     reach = ndimage.binary_dilation(core, structure=_disk(1), iterations=params.grow_px) | reference
     labels, _ = ndimage.label(low & reach | seeds, structure=np.ones((3, 3)))
-    return np.isin(labels, np.unique(labels[seeds])) & (labels > 0)
+    out: np.ndarray = np.isin(labels, np.unique(labels[seeds])) & (labels > 0)
+    return out
 
 
 def weak_threshold(ndvi: np.ndarray, reference: np.ndarray, threshold: float, params: KnowledgeParams) -> float:
@@ -139,7 +294,7 @@ def box_region(prompts: list[Point], shape: tuple[int, int]) -> np.ndarray:
     """Pixels inside the boxes given as corner pairs (label 2 top-left, then label 3 bottom-right)."""
     out = np.zeros(shape, bool)
     corners = [p for p in prompts if p[2] in (2, 3)]
-    for (c0, r0, l0), (c1, r1, l1) in zip(corners[::2], corners[1::2]):
+    for (c0, r0, l0), (c1, r1, l1) in zip(corners[::2], corners[1::2], strict=False):
         if (l0, l1) == (2, 3):
             out[max(int(r0), 0): int(r1) + 1, max(int(c0), 0): int(c1) + 1] = True
     return out
@@ -162,7 +317,8 @@ def _anchored(cand: np.ndarray, prior: np.ndarray | None, positives: list[Point]
         overlap = np.bincount(labels[prior].ravel(), minlength=n + 1)
         keep |= overlap >= np.maximum(min_overlap * sizes, 1)
     keep[0] = False
-    return keep[labels]
+    out: np.ndarray = keep[labels]
+    return out
 
 
 def _pixels(points: list[Point], shape: tuple[int, int]) -> list[tuple[int, int]]:
@@ -179,17 +335,26 @@ def _spots(points: list[Point], shape: tuple[int, int], radius: int) -> np.ndarr
 
 def _disk(radius: int) -> np.ndarray:
     y, x = np.ogrid[-radius: radius + 1, -radius: radius + 1]
-    return x * x + y * y <= radius * radius
+    out: np.ndarray = x * x + y * y <= radius * radius
+    return out
+
+
+BIT_LAYERS = ("mask", "exclusion", "anchors", "green", "pending")
 
 
 def encode_state(state: KnowledgeState) -> bytes:
+    """Packed bit layers, the per-pixel unseen age (uint8) and the note: a few bytes per pixel at most, whatever the
+    history length."""
     buf = io.BytesIO()
-    arrays = {"frames": np.array(state.frames)}
-    for name in ("mask", "exclusion", "anchors"):
+    arrays: dict[str, Any] = {"frames": np.array(state.frames), "note": np.array(state.note),
+                              "lush": np.array(state.lush)}
+    for name in BIT_LAYERS:
         arr = getattr(state, name)
         if arr is not None:
             arrays[name] = np.packbits(arr)
             arrays[name + "_shape"] = np.array(arr.shape)
+    if state.unseen_age is not None:
+        arrays["unseen_age"] = state.unseen_age.astype(np.uint8)
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
 
@@ -200,5 +365,10 @@ def decode_state(data: bytes) -> KnowledgeState:
             if name not in z:
                 return None
             shape = tuple(z[name + "_shape"])
-            return np.unpackbits(z[name], count=int(np.prod(shape))).reshape(shape).astype(bool)
-        return KnowledgeState(unpack("mask"), unpack("exclusion"), unpack("anchors"), int(z["frames"]))
+            out: np.ndarray = np.unpackbits(z[name], count=int(np.prod(shape))).reshape(shape).astype(bool)
+            return out
+        layers = {name: unpack(name) for name in BIT_LAYERS}
+        age = np.array(z["unseen_age"], np.uint8) if "unseen_age" in z else None
+        note = str(z["note"]) if "note" in z else ""
+        lush = bool(z["lush"]) if "lush" in z else False
+        return KnowledgeState(**layers, frames=int(z["frames"]), unseen_age=age, note=note, lush=lush)

@@ -34,13 +34,16 @@ class TrackReport:
     tracked: list[str] = field(default_factory=list)
     start_index: int = 0
     total_frames: int = 0
+    warnings: list[str] = field(default_factory=list)  # what the user must act on (a prompt that found no scar)
 
     def summary(self) -> str:
         note = " (weight-free: no SAM 2 checkpoint configured)" if self.tracker == "knowledge" else ""
+        warn = "".join(f"\n  WARNING: {w}" for w in self.warnings)
         if not self.tracked:
-            return f"site {self.site_id}: nothing new to track ({self.total_frames} frames, {self.tracker} tracker{note})"
+            return (f"site {self.site_id}: nothing new to track ({self.total_frames} frames, {self.tracker} "
+                    f"tracker{note}){warn}")
         return (f"site {self.site_id}: tracked {len(self.tracked)} frame(s) from #{self.start_index} of "
-                f"{self.total_frames} with the {self.tracker} tracker{note}")
+                f"{self.total_frames} with the {self.tracker} tracker{note}{warn}")
 
 
 def first_untracked(manifest: Manifest) -> int:
@@ -54,10 +57,12 @@ def first_untracked(manifest: Manifest) -> int:
 
 
 def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], grid: SiteGrid, *,
-                     boxes: Sequence[BoxPrompt] = (), to_first: bool = True) -> dict[int, list[Point]]:
+                     boxes: Sequence[BoxPrompt] = (), to_first: bool = False) -> dict[int, list[Point]]:
     """Prompts in pixels, keyed by the first frame on or after their date. A box becomes two corner points
-    labelled 2 (top-left) and 3 (bottom-right), as SAM 2 encodes boxes. With `to_first`, prompts dated after the
-    first frame still start the video there (the knowledge tracker cannot track backward)."""
+    labelled 2 (top-left) and 3 (bottom-right), as SAM 2 encodes boxes. Both trackers start where the prompts are
+    and track backward from there; `to_first` (the knowledge tracker's old way, kept for the benchmark's "before"
+    column) moves the first prompted frame's prompts onto frame 0, which puts a prompt dated after a new landslide
+    onto ground that was still intact. A prompt dated after the last frame waits for a frame on or after its date."""
     out: dict[int, list[Point]] = {}
     dates = [f.date for f in frames]
 
@@ -65,7 +70,10 @@ def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], gr
         return next((k for k, d in enumerate(dates) if d >= day.isoformat()), None)
 
     for p in prompts:
-        if (i := frame_of(p.date)) is not None:
+        if (i := frame_of(p.date)) is None:
+            log.info("prompt of %s waits for a frame on or after its date (last frame %s)", p.date,
+                     dates[-1] if dates else None)
+        else:
             col, row = grid.lonlat_to_pixel(p.lon, p.lat)
             out.setdefault(i, []).append((float(col), float(row), p.label))
     for b in boxes:
@@ -93,7 +101,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
     report.start_index = start
     if on_frames:
         on_frames(len(frames) - start)
-    prompts = prompts_by_frame(site.prompts, frames, grid, boxes=site.boxes, to_first=tracker.name == "knowledge")
+    prompts = prompts_by_frame(site.prompts, frames, grid, boxes=site.boxes)
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
     measured: dict[str, dict] = {}  # per tracked frame, measured while its mask and NDVI are in memory
     prev = read_mask(store, keys.mask(site.id, frames[start - 1])) if start > 0 else None
@@ -105,11 +113,14 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
         window = [_frame_data(store, i, frames[i]) for i in range(lo, hi)]
         lo = hi
         masks, states = tracker.run(window, prompts, corrections, resume=resume)
+        notes: dict[int, str] = getattr(tracker, "notes", {})  # the knowledge tracker says why it held new area
+        report.warnings.extend(getattr(tracker, "warnings", []))
         for fd, mask, state in zip(window, masks, states):
             frame = frames[fd.index]
             store.put(keys.mask(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar"))
             store.put(keys.tracker_state(site.id, tracker.name, frame), state)
-            measured[frame.scene_id] = _measure(frames, fd.index, mask, prev, grid, np.isfinite(fd.ndvi))
+            measured[frame.scene_id] = {**_measure(frames, fd.index, mask, prev, grid, np.isfinite(fd.ndvi)),
+                                        "tracker_note": notes.get(fd.index, "")}
             prev = mask
             report.tracked.append(frame.scene_id)
             if progress:
@@ -190,7 +201,8 @@ def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
             m = _measure(frames, i, read_mask(store, keys.mask(site_id, frame)), prev, grid, None)
         rows.append(Observation(frame.date, frame.scene_id, clear_fraction=frame.clear_fraction, **m))
     dates, areas = [r.date for r in rows], [r.area_m2 for r in rows]
-    flags = confidence_flags(areas, [r.clear_fraction for r in rows], scar_clear=[r.scar_clear_fraction for r in rows])
+    flags = confidence_flags(areas, [r.clear_fraction for r in rows], scar_clear=[r.scar_clear_fraction for r in rows],
+                             tracker=[r.tracker_note or "" for r in rows])
     rows = [replace(r, same_season_change_pct=same_season_change(dates, areas, i), low_confidence=f, low_confidence_reason=why)
             for i, (r, (f, why)) in enumerate(zip(rows, flags))]
     rows = _with_ground(store, site_id, frames, rows, grid.resolution, fresh=set(measured))

@@ -8,13 +8,25 @@ sequence, so tracking resumes at a cost that does not depend on the history leng
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from scarmon.tracking.knowledge import KnowledgeParams, KnowledgeState, decode_state, encode_state, knowledge_step
+from scarmon.tracking.knowledge import (
+    KnowledgeParams,
+    KnowledgeState,
+    decode_state,
+    encode_state,
+    knowledge_step,
+    observe_frame,
+    prompt_misses,
+    track_backward,
+)
+
+log = logging.getLogger(__name__)
 
 Point = tuple[float, float, int]
 
@@ -41,25 +53,57 @@ class Tracker(Protocol):
 
 
 class KnowledgeTracker:
+    """Starts on the frame of its first prompt and tracks forward from there; frames before it (a history that
+    begins before the scar existed) are tracked backward from that frame, so the scar may shrink to nothing. After
+    `run`, `notes` holds why a frame's new area was held (by global index) and `warnings` what the user must know
+    (a prompt that found no low-NDVI ground)."""
+
     name = "knowledge"
     window = 1
 
     def __init__(self, params: KnowledgeParams):
         self.params = params
+        self.notes: dict[int, str] = {}
+        self.warnings: list[str] = []
 
-    def identity(self) -> dict:
+    def identity(self) -> dict[str, object]:
         return {"name": self.name, "params": {k: float(v) for k, v in vars(self.params).items()}}
 
-    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]], corrections: Mapping[int, list[Point]],
-            *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]],
+            corrections: Mapping[int, list[Point]], *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+        self.notes, self.warnings = {}, []
         state = decode_state(resume) if resume else KnowledgeState()
-        masks, states = [], []
-        for f in frames:
-            clicks = list(prompts.get(f.index, [])) + list(corrections.get(f.index, []))
-            mask, state = knowledge_step(state, ndvi=f.ndvi, prompts=clicks, params=self.params)
+        clicks = {f.index: list(prompts.get(f.index, [])) + list(corrections.get(f.index, [])) for f in frames}
+        first = 0
+        if resume is None:  # a fresh start begins on the first frame with a positive prompt (or box)
+            first = next((k for k, f in enumerate(frames) if any(p[2] in (1, 2, 3) for p in clicks[f.index])), 0)
+        masks: list[np.ndarray] = []
+        states: list[bytes] = []
+        if first:
+            for f in frames[:first]:  # phenology and cloud history in time order, before any scar is known
+                state = observe_frame(state, f.ndvi, self.params)
+        for k, f in enumerate(frames[first:], start=first):
+            mask, state = knowledge_step(state, ndvi=f.ndvi, prompts=clicks[f.index], params=self.params)
+            if k == first and resume is None:
+                self._check_prompts(f, clicks[f.index], mask)
             masks.append(mask)
             states.append(encode_state(state))
+            if state.note:
+                self.notes[f.index] = state.note
+        if first:
+            back = track_backward([f.ndvi for f in frames[:first]], [clicks[f.index] for f in frames[:first]],
+                                  masks[0], self.params)
+            masks = back + masks
+            states = [b""] * first + states  # no resume point before the prompt: re-tracking there starts afresh
         return masks, states
+
+    def _check_prompts(self, frame: FrameData, clicks: list[Point], mask: np.ndarray) -> None:
+        for c, r in prompt_misses(frame.ndvi, clicks, mask, self.params):
+            msg = (f"positive prompt at pixel ({c}, {r}) on frame #{frame.index} lies on no low-NDVI ground "
+                   f"(NDVI {frame.ndvi[r, c]:.2f}): the scar is not visible there on that date; check the prompt's "
+                   f"date and place")
+            log.warning(msg)
+            self.warnings.append(msg)
 
 
 @dataclass(frozen=True)
