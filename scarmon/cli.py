@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -93,7 +93,11 @@ def _stages(site_file: str, store: str, s3_endpoint: str | None, stages: tuple[s
             for name, unit in (("ingest", "scene"), ("track", "frame")) if name in stages}
 
     def total(name: str) -> Callable[[int], object]:
-        return lambda n: (setattr(bars[name], "total", n), bars[name].refresh())
+        def set_total(n: int) -> None:
+            bars[name].total = n
+            bars[name].refresh()
+
+        return set_total
 
     opts = TickOptions(start=start, end=end, tracker=tracker, from_start=from_start,
                        ingest_progress=bars["ingest"].update if "ingest" in bars else None,
@@ -190,11 +194,10 @@ def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as
     """Compare stored masks with truth masks: per-frame IoU, precision, recall (paper Eqs. 2-4) and their means."""
     import json
 
-    from scarmon.tracking.evaluate import evaluate_site
+    from scarmon.service.runner import require_sequence
     from scarmon.site import load_site
     from scarmon.store.backends import open_store
-
-    from scarmon.service.runner import require_sequence
+    from scarmon.tracking.evaluate import evaluate_site
 
     site = load_site(site_file)
     st = open_store(store, endpoint_url=s3_endpoint)
@@ -320,7 +323,7 @@ def monitor(site_file: str | None, sites_dir: str | None, catalog: str | None, c
                              s3_endpoint=s3_endpoint, end=end, notify=not no_notify, return_state=True)
         if not state.is_completed():
             raise click.ClickException(state.message or "the monitoring tick failed")
-        report = state.result()
+        report = cast(dict[str, Any], state.result())
         click.echo(json.dumps(report, indent=1, default=str))
         if report.get("status") == "busy":
             sys.exit(EXIT_BUSY)
@@ -383,10 +386,9 @@ def serve(sites_dir: str, catalog: str | None, collection: str | None, store: st
 def alerts(site_file: str, store: str, s3_endpoint: str | None, send: bool) -> None:
     """Show a site's alert history, its alert state and what waits in its outbox."""
     from scarmon.alerts.history import load_state, outbox, read_history
+    from scarmon.service.runner import require_sequence, site_session
     from scarmon.site import load_site
     from scarmon.store.backends import open_store
-
-    from scarmon.service.runner import require_sequence, site_session
 
     site = load_site(site_file)
     st = open_store(store, endpoint_url=s3_endpoint)

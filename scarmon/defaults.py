@@ -5,6 +5,8 @@ Site files may override the per-site ones; the rest are settings of the service.
 
 from __future__ import annotations
 
+from typing import Literal
+
 # --- Site defaults (overridable per site file) -------------------------------------------------------------------
 
 NDVI_THRESHOLD = 0.1
@@ -65,6 +67,12 @@ KEEP_RECENT_STATES = 8
 
 STATE_EVERY = 10
 """Older frames keep a tracking state every 10 frames, so a correction far back re-tracks at most 9 extra frames."""
+
+SAM2_WINDOW_CPU = 8
+"""Frames per SAM 2 call on CPU: bounds the preprocessed frames held in memory (results do not depend on it)."""
+
+SAM2_WINDOW_GPU = 32
+"""Frames per SAM 2 call on a GPU: fewer calls and state exports per tick, still a few hundred MB at 1024."""
 
 LOW_CONFIDENCE_CLEAR = 0.9
 """A frame with fewer clear AOI pixels than this leans on the previous mask under clouds: flag it."""
@@ -208,7 +216,8 @@ ALERT_STABLE_PCT; the new area then becomes part of the baseline, so a later fai
 ALERT_STABLE_PCT = 10.0
 """Growth below 10 % over the alert's previous clear observation counts as 'no further growth' (noise, regrowth)."""
 
-ALERT_NOTIFY_ON = ("confirmed", "escalated")
+ALERT_NOTIFY_ON: tuple[Literal["provisional", "confirmed", "escalated", "finished", "reset"], ...] = (
+    "confirmed", "escalated")
 """Events sent to recipients; 'provisional' (first detection) and 'finished'/'reset' are kept in the history only,
 so one odd frame never reaches anyone's inbox."""
 
@@ -257,7 +266,7 @@ never (average run length far beyond a decade of 5-day frames)."""
 ALERT_CUSUM_CAP = 4.0
 """Per-frame residuals are capped at 4 sd before entering the CUSUM, so one odd frame cannot reach the decision level."""
 
-ALERT_MIN_GROWTH_PCT = 8.0
+ALERT_MIN_GROWTH_PCT = 6.0
 """Smallest growth over the baseline any rule reports, however quiet the site: below it, phenology and tracking
 details dominate. Sustained +10-15 % is then seen long before the fixed +25 % watch threshold."""
 
@@ -290,8 +299,9 @@ ALERT_GROUND_MARGIN_PX = 1
 """Footprint dilated by 1 pixel before counting new ground, so boundary flicker does not count."""
 
 ALERT_GROUND_HIDDEN = 0.3
-"""New ground alerts on its own (not through the total area) when the scar lost at least 30 % as much ground
-elsewhere as it gained: the case where revegetation hides a new zone in the total."""
+"""New ground alerts on its own (not through the total area) when the scar recently lost (over the quiet level of
+its lost ground) at least 30 % as much ground elsewhere as it gained: revegetation hiding a new zone in the total.
+Seasonal expansion and failures lose nothing, and are left to the area rules."""
 
 SCHEDULE_CRON = "0 6 * * *"
 """Daily at 06:00 UTC: Sentinel-2 passes over the Jinsha valley around 04:20 UTC, and L2A products are usually
@@ -312,8 +322,12 @@ delivery stays in the outbox and is retried on the next run."""
 WEBHOOK_TIMEOUT_S = 15.0
 """One webhook POST may take at most this long."""
 
-LOCK_TTL_S = 6 * 3600
-"""A site lock older than this is considered left by a crashed run and is taken over: a tick takes minutes."""
+LOCK_TTL_S = 300
+"""A site lease not renewed for this long is left by a crashed run and is taken over: short, because the heartbeat
+(LOCK_HEARTBEAT_S) keeps a working run's lease alive however long it runs ($SCARMON_LOCK_TTL_S overrides)."""
+
+LOCK_HEARTBEAT_S = 60
+"""A working run renews its site lease this often: four missed beats before the lease expires."""
 
 TASK_RETRIES = 3
 """Network-bound flow tasks (catalog search, notification) retry this often, with backoff TASK_RETRY_DELAYS_S."""

@@ -84,7 +84,9 @@ class SiteGrid:
         """Boolean array: pixels whose centre lies in the polygon."""
         from rasterio.features import geometry_mask
 
-        return geometry_mask([self.project(polygon_lonlat)], out_shape=self.shape, transform=self.transform, invert=True)
+        inside: np.ndarray = geometry_mask([self.project(polygon_lonlat)], out_shape=self.shape,
+                                           transform=self.transform, invert=True)
+        return inside
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,7 +6,6 @@ before anything is read or written.
 
 from __future__ import annotations
 
-from scarmon.errors import ScarmonError
 import datetime as dt
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ from shapely.geometry import Point, Polygon, shape
 from shapely.validation import explain_validity
 
 from scarmon import defaults
+from scarmon.errors import ScarmonError
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -182,7 +182,8 @@ class Site(BaseModel):
 
     @property
     def polygon(self) -> Polygon:
-        return shape(self.aoi)  # type: ignore[return-value]
+        polygon: Polygon = shape(self.aoi)  # validated as a GeoJSON Polygon by the model
+        return polygon
 
     @property
     def display_name(self) -> str:

@@ -8,18 +8,19 @@ import datetime as dt
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import yaml
 
 
 class _Sink:
     def __init__(self, folder: Path) -> None:
-        self.folder, self.subjects = folder, []
+        self.folder, self.subjects = folder, list[str]()
         folder.mkdir(parents=True, exist_ok=True)
 
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd's handler hook
         from email import message_from_bytes, policy
 
         msg = message_from_bytes(envelope.content, policy=policy.default)
@@ -28,10 +29,20 @@ class _Sink:
         return "250 OK"
 
 
+def _tick(flow: Any, site_path: Path, out: Path, items: Path, end: dt.date) -> dict[str, Any]:
+    """One replayed tick through the monitor_site flow; a failed tick stops the demo with the flow's message."""
+    state = flow(str(site_path), store=str(out / "store"), catalog=str(items), end=end, return_state=True)
+    if not state.is_completed():
+        raise RuntimeError(f"the demo tick of {end} failed: {state.message}")
+    report: dict[str, Any] = state.result()
+    return report
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def tick_dates(start: str, end: str, every_days: int) -> list[dt.date]:
@@ -81,13 +92,13 @@ def run_tick_demo(out: Path, *, scenario: str, start: str, end: str, every_days:
              f"alerts go to the SMTP sink on 127.0.0.1:{ctl.port}")
         t0 = time.monotonic()
         for d in dates:
-            r = monitor_site(str(site_path), store=str(out / "store"), catalog=str(items), end=d)
+            r = _tick(monitor_site, site_path, out, items, d)
             ev = "; ".join(f"{e['date']} {e['event']} {e['level']} ({e['change_pct']:+.0f} % over {e['baseline_m2']:,.0f} m²)"
                            for e in r["events"]) or "-"
             echo(f"tick {d}: +{r['appended']} frame(s), alert state {r['alert_state']}/{r['alert_level']}, "
                  f"mailed {len(r['sent'])}; events: {ev}")
         echo(f"{len(dates)} ticks in {time.monotonic() - t0:.0f} s; a re-run of the last tick:")
-        r = monitor_site(str(site_path), store=str(out / "store"), catalog=str(items), end=dates[-1])
+        r = _tick(monitor_site, site_path, out, items, dates[-1])
         echo(f"  +{r['appended']} frame(s), {len(r['events'])} event(s), {len(r['sent'])} mail(s) (idempotent)")
     finally:
         ctl.stop()

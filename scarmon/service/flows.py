@@ -1,10 +1,11 @@
 """The Prefect face of the stage runner (scarmon.service.runner): flows that deployments and `scarmon monitor` run.
 
 * `monitor_site`  one tick for one site: each stage a Prefect task with the runner's retry policy (transient errors
-                  only). A busy site is skipped (state Completed, status 'busy').
+                  only). A busy site is skipped: a Completed state *named* 'Busy' with report status 'busy'
+                  (`scarmon monitor` exits 75). A run that lost its site lease stops and ends Failed ('LeaseLost').
 * `monitor_all`   every site file in a folder, sites in parallel (threads by default, Dask workers through
                   `scarmon.service.dask`); each site a task running the whole tick in-process; a failing site is
-                  reported at the end without stopping the others.
+                  reported at the end without stopping the others; busy sites are listed and name the state 'Busy'.
 * `refine`        the runner's refine: store correction clicks, re-track, rebuild the alert history, republish.
 * `backfill`      a date range for one site: frames are inserted where they belong; the alert history is rebuilt
                   from the whole series and recorded without notifying anyone.
@@ -17,13 +18,14 @@ pass them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.states import Completed, Failed
 
 from scarmon.errors import ScarmonError, is_transient
 from scarmon.ingest.discovery import open_catalog
@@ -31,7 +33,7 @@ from scarmon.service import runner
 from scarmon.service.runner import TickOptions, retry_policy
 from scarmon.site import Site, SiteError, load_site
 from scarmon.store.backends import Store, open_store
-from scarmon.store.lock import SiteBusy
+from scarmon.store.lock import LeaseLost, SiteBusy
 
 T = TypeVar("T")
 
@@ -41,12 +43,13 @@ def _transient_only(task_: Any, task_run: TaskRun, state: State[Any]) -> bool:
     return isinstance(state.data, BaseException) and is_transient(state.data)
 
 
-def prefect_stage(name: str, fn: Any) -> Any:
+def prefect_stage(name: str, fn: Callable[[], T]) -> T:
     """The runner hook that runs each stage as a Prefect task with the stage's retry policy."""
     policy = retry_policy(name)
-    stage_task = task(fn, name=name, cache_policy=NONE, retries=policy.retries,
-                      retry_delay_seconds=list(policy.delays_s) or 0, retry_condition_fn=_transient_only)
-    return stage_task()
+    stage_task = task(name=name, cache_policy=NONE, retries=policy.retries,
+                      retry_delay_seconds=list(policy.delays_s) or 0, retry_condition_fn=_transient_only)(fn)
+    result: T = stage_task()
+    return result
 
 
 def _open(store: str, s3_endpoint: str | None) -> Store:
@@ -58,6 +61,17 @@ def _user_error(exc: ScarmonError) -> State[Any]:
     return Failed(message=str(exc))
 
 
+BUSY = "Busy"
+"""Name of the state of a run skipped because another run holds the site (type Completed, so `scarmon monitor`
+exits 75 and a schedule is not retried; the name shows in the UI and the API, and automations can match it)."""
+
+
+def _busy(site_id: str, exc: SiteBusy) -> State[Any]:
+    get_run_logger().warning("skipped: %s", exc)
+    report = runner.TickReport(site_id, status="busy", message=str(exc)).to_dict()
+    return Completed(name=BUSY, message=f"skipped, site busy: {exc}", data=report)
+
+
 def _tick(site_file: str, store: str, catalog: str | None, collection: str | None, s3_endpoint: str | None,
           opts: TickOptions) -> dict[str, Any] | State[Any]:
     try:
@@ -65,8 +79,10 @@ def _tick(site_file: str, store: str, catalog: str | None, collection: str | Non
         report = runner.tick(site, _open(store, s3_endpoint), open_catalog(catalog, collection=collection),
                              opts=opts, run_stage=prefect_stage)
     except SiteBusy as exc:
-        get_run_logger().warning(str(exc))
-        return Completed(message=str(exc), data=runner.TickReport(site.id, status="busy", message=str(exc)).to_dict())
+        return _busy(site.id, exc)
+    except LeaseLost as exc:
+        get_run_logger().error(str(exc))
+        return Failed(name="LeaseLost", message=str(exc))
     except ScarmonError as exc:
         return _user_error(exc)
     get_run_logger().info(report.summary())
@@ -152,11 +168,19 @@ def monitor_all(sites_dir: str = "sites", store: str = "scarmon-store", catalog:
         except Exception as exc:  # noqa: BLE001 - reported below, the other sites continue
             failures[name] = str(exc) if isinstance(exc, ScarmonError) else f"{type(exc).__name__}: {exc}"
             log.error("%s failed: %s", name, failures[name])
-    summary = {"sites": len(files), "ok": sorted(results), "failed": failures, "results": results}
+    busy = sorted(k for k, r in results.items() if r.get("status") == "busy")
+    summary = {"sites": len(files), "ok": sorted(k for k in results if k not in busy), "busy": busy,
+               "failed": failures, "results": results}
     if failures:
         message = f"{len(failures)} of {len(files)} site(s) failed: " + "; ".join(f"{k}: {v}" for k, v in
                                                                                    failures.items())
+        if busy:
+            message += f"; {len(busy)} skipped as busy: {', '.join(busy)}"
         return Failed(message=message, data=SitesFailed(message, summary))
+    if busy:
+        message = f"{len(busy)} of {len(files)} site(s) skipped, busy (another run holds them): {', '.join(busy)}"
+        log.warning(message)
+        return Completed(name=BUSY, message=message, data=summary)
     return summary
 
 

@@ -12,17 +12,18 @@ temporary and lock files and are rejected as keys.
 
 from __future__ import annotations
 
-from scarmon.errors import ScarmonError, transient
 import contextlib
 import errno
 import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, unquote, urlparse
+
+from scarmon.errors import ScarmonError, transient
 
 RESERVED_PREFIX = ".scarmon-"
 _LOCK_DIR = RESERVED_PREFIX + "locks"
@@ -164,8 +165,12 @@ class LocalStore:
         """Exclusive lock on the key's stripe, held across the check and the write of a conditional put."""
         stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % _LOCK_STRIPES
         lock_dir = self.root / _LOCK_DIR
-        lock_dir.mkdir(exist_ok=True)
-        fd = os.open(lock_dir / f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock_dir.mkdir(exist_ok=True)
+            fd = os.open(lock_dir / f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only folder or file system, a full disk: name the store, no traceback
+            raise StoreError(f"cannot write {key!r} in store {self.uri}: {e.strerror or e} ({lock_dir}); the store "
+                             "must be writable by this user") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -307,7 +312,8 @@ class S3Store:
     Tags are S3 ETags exactly as S3 returns them (quoted); pass them back unchanged to `put_if`.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, *, client=None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, *,
+                 client: Any = None) -> None:
         import boto3
         from botocore.config import Config
 
@@ -360,7 +366,7 @@ class S3Store:
         resp = getattr(e, "response", None) or {}
         return resp.get("Error", {}).get("Code", ""), resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
-    def _call(self, action: str, key: str, fn, **kwargs):
+    def _call(self, action: str, key: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -390,7 +396,7 @@ class S3Store:
         extra = {"ContentType": content_type} if content_type else {}
         resp = self._call("write", key, self._client.put_object,
                           Bucket=self.bucket, Key=self._key(key), Body=bytes(data), **extra)
-        return resp["ETag"]
+        return str(resp["ETag"])
 
     def put_if(self, key: str, data: bytes, *, expected_tag: str | None, content_type: str | None = None) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -415,7 +421,7 @@ class S3Store:
             raise self._error("write", key, e) from e
         except BotoCoreError as e:
             raise self._error("write", key, e) from e
-        return resp["ETag"]
+        return str(resp["ETag"])
 
     def exists(self, key: str) -> bool:
         try:

@@ -24,21 +24,23 @@ Rules worth knowing:
 
 from __future__ import annotations
 
-from scarmon.errors import ScarmonError
 import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from datetime import date as _date
 from datetime import datetime as _datetime
-from typing import Any, Callable
+from typing import Any
 
+from scarmon.errors import ScarmonError
+from scarmon.grid import SiteGrid
 from scarmon.store import keys
-from scarmon.store.documents import StillConflicting, update_document
 from scarmon.store.backends import KeyMissing, Store, StoreError, validate_key
+from scarmon.store.documents import StillConflicting, update_document
+from scarmon.store.lock import check_lease
 
 FORMAT = "scarmon.sequence/1"
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -204,12 +206,19 @@ class Manifest:
     """A site's sequence as of one revision. `grid` is None only before the first append."""
 
     site_id: str
-    grid: dict | None
+    grid: dict[str, Any] | None
     frames: tuple[FrameEntry, ...] = ()
     rejections: tuple[Rejection, ...] = ()
     tracked_until: str | None = None
     dirty_from: str | None = None
     revision: int = 0
+
+    @property
+    def site_grid(self) -> SiteGrid:
+        """The site grid as a typed value (the manifest stores it as JSON); SequenceError before the first frame."""
+        if self.grid is None:
+            raise SequenceError(f"site {self.site_id!r} has no frames yet, so no grid; ingest scenes first")
+        return SiteGrid.from_dict(self.grid)
 
     @classmethod
     def empty(cls, site_id: str) -> Manifest:
@@ -269,7 +278,7 @@ class Manifest:
         except (KeyError, TypeError, ValueError, AttributeError, SequenceError) as e:
             detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             raise SequenceError(f"manifest {where} is malformed: {detail}; {fix}") from e
-        ids = [e.scene_id for e in (*frames, *rejections)]
+        ids = [f.scene_id for f in frames] + [r.scene_id for r in rejections]
         if len(ids) != len(set(ids)):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise SequenceError(f"manifest {where} lists scenes more than once: {dup}; {fix}")
@@ -293,18 +302,19 @@ class MergeReport:
         return bool(self.appended or self.rejected)
 
 
-def _normalize_grid(grid: Mapping, site_id: str) -> dict:
+def _normalize_grid(grid: Mapping[str, Any], site_id: str) -> dict[str, Any]:
     """JSON round trip so tuples/lists and int/float spellings compare as they will after a reload."""
     if not isinstance(grid, Mapping):
         raise SequenceError(f"site {site_id!r}: grid must be a mapping, got {type(grid).__name__}")
     try:
-        return json.loads(json.dumps(grid, sort_keys=True, allow_nan=False))
+        normalized: dict[str, Any] = json.loads(json.dumps(grid, sort_keys=True, allow_nan=False))
+        return normalized
     except (TypeError, ValueError) as e:
         raise SequenceError(f"site {site_id!r}: grid must be JSON-serializable ({e})") from e
 
 
 def merge(manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection],
-          grid: Mapping) -> tuple[Manifest, MergeReport]:
+          grid: Mapping[str, Any]) -> tuple[Manifest, MergeReport]:
     """Pure: the manifest with the offered scenes added, and a report. Known scenes are left as they are.
 
     Raises SequenceError if the grid differs from the site's, or if one scene is offered twice in the same call.
@@ -345,7 +355,7 @@ def merge(manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Seque
     grid_set = manifest.grid is None
     if not new_frames and not new_rejections and not grid_set:
         return manifest, MergeReport((), (), already, False, manifest.dirty_from, manifest.revision)
-    decided = {e.scene_id for e in (*new_frames, *new_rejections)}
+    decided = {f.scene_id for f in new_frames} | {r.scene_id for r in new_rejections}
     kept = (r for r in manifest.rejections if not (r.retry and r.scene_id in decided))  # a retried scene is replaced
     merged = replace(
         manifest,
@@ -374,7 +384,7 @@ def load_manifest(store: Store, site_id: str) -> tuple[Manifest, str | None]:
 
 
 def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection],
-           grid: Mapping, data: Mapping[str, bytes], max_attempts: int = 10) -> MergeReport:
+           grid: Mapping[str, Any], data: Mapping[str, bytes], max_attempts: int = 10) -> MergeReport:
     """Add scenes to a site's sequence: write their data objects, then swap the manifest (optimistically).
 
     `data` maps store keys (under `{site_id}/frames/`) to bytes; each key must be an object of one of the offered
@@ -410,6 +420,7 @@ def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejectio
     merge(manifest, frames=frames, rejections=rejections, grid=grid)  # fail fast (grid, duplicates) before writing
     known = manifest.known_scene_ids()
     visible = {k: f.scene_id for f in manifest.frames for k in f.objects.values()}
+    check_lease(store, site_id)  # a run that lost its site lease stops before writing (LeaseLost)
     for key, blob in data.items():
         scene = owner[key]
         if scene in known:
@@ -431,6 +442,7 @@ def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejectio
     def change(current: Manifest | None) -> Manifest | None:
         merged, report = merge(current or Manifest.empty(site_id), frames=frames, rejections=rejections, grid=grid)
         stored[:] = [report]
+        check_lease(store, site_id)  # before each swap
         return None if merged is current or (current is None and not report.changed) else merged
 
     try:
@@ -490,6 +502,7 @@ def _update(store: Store, site_id: str, change: Callable[[Manifest], Manifest | 
     def guarded(current: Manifest | None) -> Manifest | None:
         if current is None:
             raise SequenceError(f"site {site_id!r} has no manifest in store {store.uri}; nothing to {action}")
+        check_lease(store, site_id)  # before each swap
         return change(current)
 
     try:

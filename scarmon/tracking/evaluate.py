@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.warp import Resampling, reproject
 
-from scarmon.store import keys
 from scarmon.grid import SiteGrid
+from scarmon.site import Site
+from scarmon.store import keys
+from scarmon.store.backends import Store
 
 
 def scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
@@ -23,14 +25,6 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
     precision = tp / (tp + fp) if tp + fp else (1.0 if not fn else 0.0)
     recall = tp / (tp + fn) if tp + fn else 1.0
     return iou, precision, recall
-
-
-@dataclass(frozen=True)
-class FrameScore:
-    date: str
-    iou: float
-    precision: float
-    recall: float
 
 
 DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -55,7 +49,7 @@ def truth_on_grid(path: Path, grid: SiteGrid) -> np.ndarray:
     return dst > 0
 
 
-def evaluate_site(site, store, truth_dir: Path) -> dict:  # type: ignore[no-untyped-def]
+def evaluate_site(site: Site, store: Store, truth_dir: Path) -> dict[str, Any]:
     """Scores of every stored mask that has a truth mask of the same date (inside the AOI)."""
     from scarmon.store.sequence import load_manifest
     from scarmon.tracking.pipeline import read_mask
@@ -63,7 +57,7 @@ def evaluate_site(site, store, truth_dir: Path) -> dict:  # type: ignore[no-unty
     manifest, _ = load_manifest(store, site.id)
     if not manifest.frames:
         raise ValueError(f"site {site.id} has no frames in {store.uri}: ingest and track first")
-    grid = SiteGrid.from_dict(manifest.grid)
+    grid = manifest.site_grid
     aoi = grid.mask(site.polygon)
     truths = truth_files(truth_dir)
     rows = []

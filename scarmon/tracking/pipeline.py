@@ -23,7 +23,7 @@ from scarmon.grid import SiteGrid
 from scarmon.store.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
 from scarmon.site import BoxPrompt, Prompt, Site
 from scarmon.store.backends import KeyMissing, Store
-from scarmon.tracking.trackers import FrameData, Point, Tracker, make_tracker
+from scarmon.tracking.trackers import FrameData, Point, Sam2Tracker, Tracker, make_tracker
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
     report = TrackReport(site.id, tracker.name, total_frames=len(manifest.frames))
     if not manifest.frames:
         return report
-    grid = SiteGrid.from_dict(manifest.grid)
+    grid = manifest.site_grid
     frames = manifest.frames
     start, resume = _resume_point(store, site.id, tracker, manifest, 0 if from_start else first_untracked(manifest))
     report.start_index = start
@@ -103,6 +103,16 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
         on_frames(len(frames) - start)
     prompts = prompts_by_frame(site.prompts, frames, grid, boxes=site.boxes)
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
+    if isinstance(tracker, Sam2Tracker):
+        if resume is not None and (changed := tracker.first_changed(resume, prompts, corrections)) is not None:
+            log.warning("site %s: prompts or corrections on frame #%d (%s) changed: re-tracking from it", site.id,
+                        changed, frames[changed].date)
+            start, resume = _resume_point(store, site.id, tracker, manifest, changed)
+            report.start_index = start
+        if resume is None and not prompts:  # e.g. the only prompt is dated after the newest frame
+            log.info("site %s: no site prompt on or before the newest frame (%s): nothing to track yet", site.id,
+                     frames[-1].date)
+            return report
     measured: dict[str, dict] = {}  # per tracked frame, measured while its mask and NDVI are in memory
     prev = read_mask(store, keys.mask(site.id, frames[start - 1])) if start > 0 else None
     lo = start

@@ -13,7 +13,6 @@ JSON. No static files are served from disk and nothing is fetched from the inter
 
 from __future__ import annotations
 
-from scarmon.errors import ScarmonError
 import datetime as dt
 import hmac
 import http.server
@@ -21,14 +20,17 @@ import json
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from scarmon.store import keys
+from scarmon.errors import ScarmonError
 from scarmon.site import Site, load_site
+from scarmon.store import keys
 from scarmon.store.backends import KeyMissing, Store
+from scarmon.store.sequence import FrameEntry, Manifest
 
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
@@ -53,9 +55,9 @@ class Refiner:
     def site(self) -> Site:
         return load_site(self.site_file)  # re-read: the site file may have changed while the UI runs
 
-    def frames(self) -> dict:
-        from scarmon.tracking.corrections import list_corrections
+    def frames(self) -> dict[str, Any]:
         from scarmon.store.sequence import load_manifest
+        from scarmon.tracking.corrections import list_corrections
         from scarmon.tracking.pipeline import read_series
 
         site = self.site
@@ -64,9 +66,8 @@ class Refiner:
         grid = manifest.grid or {}
         corrections = list_corrections(self.store, site.id)
         if manifest.grid:
-            from scarmon.grid import SiteGrid
 
-            g = SiteGrid.from_dict(manifest.grid)
+            g = manifest.site_grid
             for c in corrections:  # where to draw them: fractional pixel coordinates, like the clicks
                 col, row = g.lonlat_to_pixel(c["lon"], c["lat"])
                 c["col"], c["row"] = round(float(col), 2), round(float(row), 2)
@@ -81,7 +82,7 @@ class Refiner:
             "dirty_from": manifest.dirty_from,
         }
 
-    def _frame(self, i: int):
+    def _frame(self, i: int) -> tuple[Manifest, FrameEntry]:
         from scarmon.store.sequence import load_manifest
 
         manifest, _ = load_manifest(self.store, self.site.id)
@@ -101,7 +102,7 @@ class Refiner:
                     continue
         raise UIError(f"frame {frame.date} has no image in the store")
 
-    def boundary(self, i: int) -> list:
+    def boundary(self, i: int) -> list[list[list[float]]]:
         from scarmon.products.publish import boundary_rings, mask_to_pixel_polygon
         from scarmon.tracking.pipeline import read_mask
 
@@ -112,10 +113,9 @@ class Refiner:
             return []
         return boundary_rings(mask_to_pixel_polygon(mask))
 
-    def submit(self, date: str, points: list[dict], retrack: bool | None = None) -> dict:
+    def submit(self, date: str, points: list[dict[str, Any]], retrack: bool | None = None) -> dict[str, Any]:
         """Pixel points (col, row as fractional pixel coordinates of the site grid; label 1/0) on the frame of
         `date` -> stored corrections (lon/lat), then re-track and re-publish, as `scarmon refine` does."""
-        from scarmon.grid import SiteGrid
         from scarmon.store.sequence import load_manifest
 
         site = self.site
@@ -128,7 +128,7 @@ class Refiner:
         manifest, _ = load_manifest(self.store, site.id)
         if manifest.grid is None:
             raise UIError(f"site {site.id} has no frames yet")
-        grid = SiteGrid.from_dict(manifest.grid)
+        grid = manifest.site_grid
         lonlat = []
         for p in points:
             try:
@@ -162,7 +162,7 @@ class Refiner:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    server: "UIServer"
+    server: UIServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: Any) -> None:
@@ -264,7 +264,7 @@ class UIServer(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}/?token={self.token}"
 
-    def start(self) -> "UIServer":
+    def start(self) -> UIServer:
         """Serve in a background thread (tests, notebooks); `serve_forever()` for the command."""
         self._thread = threading.Thread(target=self.serve_forever, name="scarmon-ui", daemon=True)
         self._thread.start()
