@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from scarmon.ingest.frames import encode_ndvi, encode_png
 from scarmon.grid import site_grid
-from scarmon.store.sequence import FrameEntry, append
+from scarmon.ingest.frames import encode_ndvi, encode_png
 from scarmon.site import Site, parse_site
 from scarmon.store.backends import LocalStore, Store
+from scarmon.store.sequence import FrameEntry, append
 from scarmon.tracking.pipeline import track_site
 
 LON, LAT = 96.0, 31.1
@@ -53,9 +53,9 @@ def frame_dates(n: int = N_FRAMES) -> list[dt.date]:
     return [FIRST + dt.timedelta(days=STEP_DAYS * i) for i in range(n)]
 
 
-def _ndvi(grid, date: dt.date, k: int, rng: np.random.Generator) -> np.ndarray:
+def _ndvi(grid, date: dt.date, k: int, rng: np.random.Generator, lon: float = LON, lat: float = LAT) -> np.ndarray:
     h, w = grid.shape
-    cx, cy = grid.lonlat_to_pixel(LON, LAT)
+    cx, cy = grid.lonlat_to_pixel(lon, lat)
     yy, xx = np.mgrid[0:h, 0:w]
     growth = 1.0 + 0.01 * k + (0.45 if k >= 16 else 0.0)  # creep, then a failure at frame 16
     rx, ry = 18 * growth, 12 * growth
@@ -72,7 +72,7 @@ def append_frames(store: Store, site: Site, dates: list[dt.date], *, first_index
     frames, data = [], {}
     for k, d in enumerate(dates, first_index):
         scene = f"S2A_{d:%Y%m%d}_R033"
-        ndvi = _ndvi(grid, d, k, rng)
+        ndvi = _ndvi(grid, d, k, rng, site.prompts[0].lon, site.prompts[0].lat)
         clear = 0.85 if k % 7 == 3 else 1.0
         if clear < 1:
             ndvi[: ndvi.shape[0] // 6] = np.nan  # a cloud band, outside the scar
@@ -100,8 +100,19 @@ def write_alerts(store: Store, site_id: str = "test-slide") -> None:
                                                           "level_name": "warning"}).encode())
 
 
-def build_site(store: Store, *, n_frames: int = N_FRAMES, alerts: bool = True) -> Site:
-    site = make_site()
+def site_doc_at(site_id: str, name: str, lon: float, lat: float) -> dict:
+    """The test site moved to (lon, lat) under another id (same shapes, same prompts relative to the centre)."""
+    doc = json.loads(json.dumps(SITE_DOC))
+    dx, dy = lon - LON, lat - LAT
+    doc["id"], doc["name"] = site_id, name
+    doc["aoi"]["coordinates"] = [[[x + dx, y + dy] for x, y in doc["aoi"]["coordinates"][0]]]
+    for p in doc["prompts"]:
+        p["lon"], p["lat"] = p["lon"] + dx, p["lat"] + dy
+    return doc
+
+
+def build_site(store: Store, *, n_frames: int = N_FRAMES, alerts: bool = True, doc: dict | None = None) -> Site:
+    site = make_site(doc)
     append_frames(store, site, frame_dates(n_frames))
     track_site(site, store)
     if alerts:
