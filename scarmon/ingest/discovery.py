@@ -23,6 +23,7 @@ from shapely.geometry import Polygon, mapping, shape
 from urllib3 import Retry
 
 from scarmon import defaults
+from scarmon.dates import optional_utc_datetime
 from scarmon.errors import ScarmonError, is_transient, transient
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def _filter(items: list[Any], aoi: Polygon, start: dt.datetime, end: dt.datetime
             continue
         try:
             props = item["properties"]
-            when = parse_datetime(props.get("datetime"))
+            when = optional_utc_datetime(props.get("datetime"))
             cloud = props.get("eo:cloud_cover")
             if collection and item.get("collection") not in (None, collection):
                 continue
@@ -182,14 +183,6 @@ def _filter(items: list[Any], aoi: Polygon, start: dt.datetime, end: dt.datetime
             continue
         out.append(item)
     return out
-
-
-def parse_datetime(value: Any) -> dt.datetime | None:
-    """An aware UTC datetime from an ISO 8601 string (None for None/""); ValueError/TypeError for anything else."""
-    if not value:
-        return None
-    when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _read_json(source: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 
 from scarmon import defaults
 from scarmon.grid import SiteGrid, site_grid
-from scarmon.ingest.discovery import Catalog, parse_datetime
+from scarmon.dates import optional_utc_datetime as parse_datetime
+from scarmon.ingest.discovery import Catalog
 from scarmon.ingest.frames import encode_ndvi, encode_png
 from scarmon.ingest.loading import Frame, SceneRejected, load_scene
 from scarmon.ingest.radiometry import video_frame
@@ -99,10 +100,10 @@ def _utc(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
-def may_retry(scene_datetime: str, newest: dt.datetime | None,
-              days: int = defaults.RETRY_PENDING_DAYS) -> bool:
+def may_retry(scene_datetime: str, newest: dt.datetime | None, days: int | None = None) -> bool:
     """A temporary catalog state (missing assets, pass incomplete) is retried while the scene is younger than
-    `days` before the newest scene the site knows or found."""
+    `days` (default RETRY_PENDING_DAYS) before the newest scene the site knows or found."""
+    days = defaults.RETRY_PENDING_DAYS if days is None else days
     when = _parse(scene_datetime)
     return when is None or newest is None or when >= newest - dt.timedelta(days=days)
 
@@ -210,7 +211,7 @@ def process(scene: Scene, ctx: Context) -> Outcome:
 
 
 def _final(reason: str, gave_up: bool) -> str:
-    return reason + (f" (still so {defaults.RETRY_PENDING_DAYS} days on: final)" if gave_up else "")
+    return reason + (f" (still so {defaults.RETRY_PENDING_DAYS} days later: final)" if gave_up else "")
 
 
 # --- The run ---------------------------------------------------------------------------------------------------------

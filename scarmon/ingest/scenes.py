@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scarmon.ingest.discovery import parse_datetime
+from scarmon.dates import optional_utc_datetime as parse_datetime
 from scarmon.ingest.radiometry import processing_baseline
 
 ASSET_KEYS = {"red": ("B04", "red"), "nir": ("B08", "nir"), "scl": ("SCL", "scl")}

@@ -30,12 +30,12 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC
 from datetime import date as _date
 from datetime import datetime as _datetime
 from typing import Any
 
 from scarmon.errors import ScarmonError
+from scarmon.dates import utc_datetime
 from scarmon.grid import SiteGrid
 from scarmon.store import keys
 from scarmon.store.backends import KeyMissing, Store, StoreError, validate_key
@@ -60,16 +60,11 @@ def check_site_id(site_id: str) -> str:
 
 
 def parse_datetime(value: str, *, what: str = "datetime") -> _datetime:
-    """ISO 8601 datetime to an aware UTC datetime; a naive one is taken as UTC (Sentinel-2 times are UTC)."""
-    if not isinstance(value, str):
-        raise SequenceError(f"{what} must be an ISO 8601 string, got {value!r}")
+    """ISO 8601 datetime to an aware UTC datetime (scarmon.dates); SequenceError naming `what` otherwise."""
     try:
-        parsed = _datetime.fromisoformat(value)
-    except ValueError as e:
+        return utc_datetime(value)
+    except (TypeError, ValueError) as e:
         raise SequenceError(f"{what} {value!r} is not an ISO 8601 datetime (e.g. 2024-05-01T10:20:31Z)") from e
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _check_date(value: str, scene_id: str) -> None:
