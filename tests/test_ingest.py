@@ -14,15 +14,15 @@ import pytest
 from scipy import ndimage
 
 from scarmon import defaults
+from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
+from scarmon.grid import site_grid
 from scarmon.ingest.discovery import CatalogError, open_catalog
 from scarmon.ingest.frames import decode_ndvi
-from scarmon.grid import site_grid
-from scarmon.ingest.pipeline import ingest
+from scarmon.ingest.pipeline import deep_rescan_due, ingest
 from scarmon.ingest.reader import RasterioReader
-from scarmon.store.sequence import load_manifest, mark_tracked
 from scarmon.site import parse_site
 from scarmon.store.backends import open_store
-from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
+from scarmon.store.sequence import load_manifest, mark_tracked
 
 START, END = "2021-12-01", "2022-03-10"  # straddles the 2022-01-25 baseline change
 
@@ -30,7 +30,8 @@ START, END = "2021-12-01", "2022-03-10"  # straddles the 2022-01-25 baseline cha
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     site = parse_site(demo_site("creep-failure"))
-    items_path = generate_catalog(tmp_path_factory.mktemp("catalog"), site, scenario="creep-failure", start=START, end=END)
+    items_path = generate_catalog(tmp_path_factory.mktemp("catalog"), site, scenario="creep-failure", start=START,
+                                  end=END)
     return site, items_path
 
 
@@ -166,6 +167,174 @@ def test_unreachable_catalog_is_a_clear_error(demo, tmp_path, monkeypatch):
     with pytest.raises(CatalogError, match="missing.json"):
         ingest(site, open_catalog(str(tmp_path / "missing.json")), store)
     assert store.list() == []
+
+
+# --- Real catalogs' states: Earth Search items, late and partial publication ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(demo, tmp_path_factory):
+    """The demo catalog ingested once from Planetary Computer-style items: (store, report)."""
+    site, items_path = demo
+    store = open_store(str(tmp_path_factory.mktemp("reference") / "store"))
+    return store, ingest(site, open_catalog(str(items_path)), store, deep=False)
+
+
+def earth_search(item: dict, *, orbit: bool = True) -> dict:
+    """The same item as Earth Search sentinel-2-c1-l2a lists it (shape of the real c1 items): id from tile and tile
+    sensing time, tile datetime a few seconds after the datatake start, no sat:relative_orbit (the orbit is only in
+    s2:product_uri / s2:datatake_id), mgrs:* tile properties, lower-case platform, red/nir/scl assets with
+    raster:bands. `orbit=False` drops product_uri and datatake_id: what scarmon read before it looked there."""
+    es = json.loads(json.dumps(item))
+    p = es["properties"]
+    tile = p.pop("s2:mgrs_tile")
+    p.pop("sat:relative_orbit")
+    when = dt.datetime.fromisoformat(p["datetime"].replace("Z", "+00:00")) + dt.timedelta(seconds=13.9)
+    es["id"] = f"S2{p['platform'][-1].upper()}_T{tile}_{when:%Y%m%dT%H%M%S}_L2A"
+    es["collection"] = "sentinel-2-c1-l2a"
+    p.update({"datetime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "platform": p["platform"].lower(),
+              "mgrs:utm_zone": int(tile[:2]), "mgrs:latitude_band": tile[2], "mgrs:grid_square": tile[3:],
+              "updated": p["s2:generation_time"]})
+    if not orbit:
+        del p["s2:product_uri"], p["s2:datatake_id"]
+    offset = -0.1 if p["s2:processing_baseline"] >= "04.00" else 0.0  # what the synthetic DN carry
+    es["assets"] = {new: {**es["assets"][old], "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": offset}]}
+                    for old, new in (("B04", "red"), ("B08", "nir"), ("SCL", "scl"))}
+    return es
+
+
+def write_items(path: Path, items: list) -> Path:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    return path
+
+
+def test_earth_search_ids_and_radiometry_match_planetary_computer(demo, reference, tmp_path):
+    site, items_path = demo
+    ref_store, ref = reference
+    es = [earth_search(i) for i in items_of(items_path)]
+    assert es[0]["id"].startswith("S2") and "_T" in es[0]["id"] and "sat:relative_orbit" not in es[0]["properties"]
+    store = open_store(str(tmp_path / "store"))
+    report = ingest(site, open_catalog(str(write_items(tmp_path / "es.json", es))), store, deep=False)
+    assert report.appended == ref.appended and report.rejected == ref.rejected
+    manifest, _ = load_manifest(store, site.id)
+    ref_manifest, _ = load_manifest(ref_store, site.id)
+    for f, g in zip(manifest.frames, ref_manifest.frames, strict=True):
+        a, b = decode_ndvi(store.get(f.objects["ndvi"])), decode_ndvi(ref_store.get(g.objects["ndvi"]))
+        assert np.array_equal(a, b, equal_nan=True), f.scene_id  # raster:bands offsets == baseline rule
+
+
+def test_catalog_switch_appends_nothing_even_on_stores_with_orbitless_ids(demo, reference, tmp_path):
+    """A store written from Earth Search before the orbit was read (ids like S2A_20220117), then fed from Planetary
+    Computer (S2A_20220117_R033) and from Earth Search with the orbit: no date is appended twice."""
+    site, items_path = demo
+    _, ref = reference
+    store = open_store(str(tmp_path / "store"))
+    old = ingest(site, open_catalog(str(write_items(tmp_path / "old.json", [earth_search(i, orbit=False)
+                                                                               for i in items_of(items_path)]))),
+                 store, deep=False)
+    assert old.appended and all(len(sid.split("_")) == 2 for sid in old.appended)  # orbit-less, as written before
+    before = load_manifest(store, site.id)[0]
+    for catalog in (str(items_path), str(write_items(tmp_path / "es.json", [earth_search(i)
+                                                                           for i in items_of(items_path)]))):
+        again = ingest(site, open_catalog(catalog), store, deep=False)
+        assert again.appended == [] and again.rejected == []
+        after = load_manifest(store, site.id)[0]
+        assert [f.scene_id for f in after.frames] == [f.scene_id for f in before.frames]
+        assert {r.scene_id for r in after.rejections} == {r.scene_id for r in before.rejections}
+
+
+def test_temporary_catalog_states_are_retried(demo, reference, tmp_path):
+    """Assets published after the item, and a pass's second tile published after the first: pending, then picked
+    up; an unchanged pending pass is not re-read; a malformed item is skipped with its reason."""
+    site, items_path = demo
+    _, ref = reference
+    items = items_of(items_path)
+    no_b08_day, one_tile_day = (sid.split("_")[1] for sid in ref.appended[-2:])
+    early = []
+    for item in json.loads(json.dumps(items)):
+        if no_b08_day in item["id"]:
+            item["assets"].pop("B08")
+        if one_tile_day in item["id"] and item["properties"]["s2:mgrs_tile"] == items[0]["properties"]["s2:mgrs_tile"]:
+            continue
+        early.append(item)
+    garbage = {**items[0], "id": "garbage", "properties": {**items[0]["properties"], "datetime": "not a date"}}
+    store = open_store(str(tmp_path / "store"))
+    first = ingest(site, open_catalog(str(write_items(tmp_path / "early.json", [*early, garbage]))), store,
+                   deep=False)
+    pending = dict(first.pending)
+    assert any(no_b08_day in sid and "has no B08 asset" in why for sid, why in pending.items())
+    assert any(one_tile_day in sid and "coverage" in why for sid, why in pending.items())
+    assert ("garbage", "malformed catalog item: item garbage: datetime 'not a date' is not an ISO 8601 datetime") \
+        in first.skipped
+    manifest, _ = load_manifest(store, site.id)
+    one_tile = next(r for r in manifest.pending() if one_tile_day in r.scene_id)
+    assert one_tile.item_ids and one_tile.retry
+    # Same catalog again: the incomplete pass is not read again, nothing changes.
+    reader = RasterioReader()
+    again = ingest(site, open_catalog(str(tmp_path / "early.json")), store, reader=reader, deep=False)
+    assert again.appended == [] and not any(one_tile_day in href for href in reader.stats.by_href)
+    # Published: both scenes become frames, identical to a run that saw them complete from the start.
+    done = ingest(site, open_catalog(str(items_path)), store, deep=False)
+    assert {sid for sid in done.appended} == {sid for sid in ref.appended if no_b08_day in sid or one_tile_day in sid}
+    assert not any(no_b08_day in r.scene_id or one_tile_day in r.scene_id
+                   for r in load_manifest(store, site.id)[0].pending())
+
+
+def test_pending_scenes_become_final_when_too_old(demo, reference, tmp_path, monkeypatch):
+    site, items_path = demo
+    _, ref = reference
+    day = ref.appended[-2].split("_")[1]  # a pass before the newest scene
+    items = items_of(items_path)
+    tile = items[0]["properties"]["s2:mgrs_tile"]
+    partial = [i for i in items if not (day in i["id"] and i["properties"]["s2:mgrs_tile"] == tile)]
+    store = open_store(str(tmp_path / "store"))
+    catalog = open_catalog(str(write_items(tmp_path / "p.json", partial)))
+    assert any(day in sid for sid, _ in ingest(site, catalog, store, deep=False).pending)
+    monkeypatch.setattr(defaults, "RETRY_PENDING_DAYS", 0)  # the newest scene is now "too far" ahead of it
+    later = ingest(site, catalog, store, deep=False)
+    assert any(day in sid and "final" in why for sid, why in later.rejected)
+    manifest, _ = load_manifest(store, site.id)
+    assert not any(day in r.scene_id for r in manifest.pending())
+    assert any(day in sid for sid in manifest.known_scene_ids())
+
+
+def test_deep_rescan_finds_scenes_published_long_after_acquisition(demo, reference, tmp_path):
+    site, items_path = demo
+    ref_store, ref = reference
+    items = items_of(items_path)
+    late_day = ref.appended[0].split("_")[1]  # the first frame: months before the newest scene
+    store = open_store(str(tmp_path / "store"))
+    ingest(site, open_catalog(str(write_items(tmp_path / "p.json", [i for i in items if late_day not in i["id"]]))),
+           store, deep=False)
+    m, _ = load_manifest(store, site.id)
+    mark_tracked(store, site.id, tracked_until=m.frames[-1].datetime, clear_dirty=True)
+    normal = ingest(site, open_catalog(str(items_path)), store, deep=False)
+    assert normal.appended == []  # beyond LATE_PUBLICATION_DAYS before the cursor: not searched
+    deep = ingest(site, open_catalog(str(items_path)), store, deep=True)
+    assert deep.deep and deep.appended == [ref.appended[0]]
+    assert load_manifest(store, site.id)[0].dirty_from == load_manifest(ref_store, site.id)[0].frames[0].datetime
+
+
+def test_deep_rescan_is_due_once_per_period_per_site():
+    period = defaults.DEEP_RESCAN_DAYS
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=k) for k in range(3 * period)]
+    for site_id in ("baige", "sela", "xinmo"):
+        due = [d for d in days if deep_rescan_due(site_id, d)]
+        assert len(due) == 3 and all((b - a).days == period for a, b in zip(due, due[1:], strict=False))
+    assert len({next(d for d in days if deep_rescan_due(s, d)) for s in ("baige", "sela", "xinmo", "a", "b")}) > 1
+
+
+def test_concurrent_ingest_stores_what_sequential_ingest_stores(demo, reference, tmp_path):
+    site, items_path = demo
+    ref_store, ref = reference  # default concurrency
+    store = open_store(str(tmp_path / "store"))
+    one = ingest(site, open_catalog(str(items_path)), store, concurrency=1, deep=False)
+    assert one.appended == ref.appended and one.rejected == ref.rejected and one.pending == ref.pending
+    for f in load_manifest(store, site.id)[0].frames:
+        assert store.get(f.objects["ndvi"]) == ref_store.get(f.objects["ndvi"])
+        assert store.get(f.objects["video"]) == ref_store.get(f.objects["video"])
+    ours, theirs = load_manifest(store, site.id)[0], load_manifest(ref_store, site.id)[0]
+    assert ours.frames == theirs.frames and ours.rejections == theirs.rejections  # revisions differ: batched appends
 
 
 # --- A real STAC API (pgstac) and a real S3 API (moto) ------------------------------------------------------------
