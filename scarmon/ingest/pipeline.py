@@ -23,8 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from scarmon import defaults
-from scarmon.grid import SiteGrid, site_grid
 from scarmon.dates import optional_utc_datetime as parse_datetime
+from scarmon.grid import SiteGrid, site_grid
 from scarmon.ingest.discovery import Catalog
 from scarmon.ingest.frames import encode_ndvi, encode_png
 from scarmon.ingest.loading import Frame, SceneRejected, load_scene
