@@ -3,12 +3,17 @@
 - one new frame after a 200-frame history vs after a 20-frame history (target ratio <= 1.2),
 - SAM 2: one new frame vs a full re-propagation of 200 frames (target >= 20x cheaper),
 - peak RSS tracking a 200-frame sequence vs a 20-frame one (target <= 1.3x),
-- SAM 2 frames per second on this CPU at the image size used.
+- SAM 2 model time apart from I/O (`model_speed`, also used by bench/sam2_gpu.py): frames/s of SAM 2's own
+  `propagate_in_video` over preprocessed frames held in memory, of the engine in one call (frames preprocessed
+  on the device as they are reached), of the engine with a resume state after every frame (what `track_site`
+  stores), and the bytes of one resume state,
+- SAM 2 `track_site` frames per second end to end (decode, preprocess, model, mask and state writes).
 
 SAM 2 runs with random weights saved to a checkpoint file (trained weights cannot be downloaded here): the cost
 of a forward pass does not depend on the weights' values.
 
-    python bench/track_resume.py [--image-size 256] [--long 200] [--short 20] [--skip-sam2]
+    python bench/track_resume.py [--image-size 256] [--device cpu] [--long 200] [--short 20] [--skip-sam2]
+                                 [--model-frames 24]
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from scarmon.demo.synthetic import demo_site, generate_catalog
 from scarmon.ingest.discovery import open_catalog
 from scarmon.ingest.pipeline import ingest
-from scarmon.store.sequence import append, load_manifest
 from scarmon.site import parse_site
 from scarmon.store.backends import open_store
-from scarmon.demo.synthetic import demo_site, generate_catalog
+from scarmon.store.sequence import append, load_manifest
 
 
 def build_sequence(src_store, site_id: str, dst: Path, n: int) -> None:
@@ -38,27 +43,106 @@ def build_sequence(src_store, site_id: str, dst: Path, n: int) -> None:
 
     manifest, _ = load_manifest(src_store, site_id)
     store = open_store(str(dst))
-    base = dt.datetime(2021, 6, 1, 4, 17, tzinfo=dt.timezone.utc)  # the demo site prompts are on 2021-06-01
+    base = dt.datetime(2021, 6, 1, 4, 17, tzinfo=dt.UTC)  # the demo site prompts are on 2021-06-01
     for i in range(n):
         src = manifest.frames[i % len(manifest.frames)]
         when = base + dt.timedelta(days=5 * i)
         sid = f"S2X_{when:%Y%m%d}_R033"
-        keys = {role: f"{site_id}/frames/{when:%Y-%m-%d}_{sid}.{key.rsplit('.', 1)[1]}" for role, key in src.objects.items()}
+        keys = {role: f"{site_id}/frames/{when:%Y-%m-%d}_{sid}.{key.rsplit('.', 1)[1]}"
+                for role, key in src.objects.items()}
         entry = replace(src, date=f"{when:%Y-%m-%d}", scene_id=sid, datetime=when.isoformat().replace("+00:00", "Z"),
                         objects=keys)
         append(store, site_id, frames=[entry], rejections=[], grid=manifest.grid,
                data={keys[r]: src_store.get(k) for r, k in src.objects.items()})
 
 
-def worker(store_dir: str, site_json: str, tracker_name: str, image_size: int, checkpoint: str | None) -> None:
+def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, warmup: int = 2) -> dict:
+    """Frames/s of SAM 2's own propagation vs the engine (one call; with a state after every frame), random weights."""
+    import numpy as np
+    import torch
+
+    from scarmon.tracking.sam2_engine import EngineConfig, Sam2Engine, build_predictor, preprocess_frame
+
+    torch.manual_seed(0)
+    cfg = EngineConfig(image_size=image_size, device=device)
+    predictor = build_predictor(cfg)
+    engine = Sam2Engine(cfg, predictor)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:hw, :hw]
+    frames = [np.clip(np.where((yy - hw / 2) ** 2 + (xx - hw / 2) ** 2 < (hw / 6 + t) ** 2, 60.0, 190.0)
+                      + rng.normal(0, 10, (hw, hw)), 0, 255).astype(np.uint8) for t in range(n_frames)]
+    prompts = {0: [(hw / 2, hw / 2, 1), (5.0, 5.0, 0)]}
+    dev = torch.device(device)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def sam2_own() -> float:
+        from collections import OrderedDict
+
+        from scarmon.tracking.sam2_engine import _autocast
+
+        images = torch.stack([preprocess_frame(f, image_size, dev) for f in frames])
+        st = {"images": images, "num_frames": n_frames, "offload_video_to_cpu": False, "offload_state_to_cpu": False,
+              "video_height": hw, "video_width": hw, "device": dev, "storage_device": dev, "point_inputs_per_obj": {},
+              "mask_inputs_per_obj": {}, "cached_features": {}, "constants": {}, "obj_id_to_idx": OrderedDict(),
+              "obj_idx_to_id": OrderedDict(), "obj_ids": [], "output_dict_per_obj": {},
+              "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {}}
+        with torch.inference_mode(), _autocast(dev):
+            predictor.add_new_points_or_box(st, 0, 1, points=[p[:2] for p in prompts[0]],
+                                            labels=[p[2] for p in prompts[0]])
+            sync()
+            t = time.perf_counter()
+            for _ in predictor.propagate_in_video(st, start_frame_idx=1):
+                pass
+            sync()
+        return (n_frames - 1) / (time.perf_counter() - t)
+
+    def engine_call(snapshots: bool) -> tuple[float, int]:
+        sync()
+        t = time.perf_counter()
+        r = engine.track_detailed(frames, prompts, snapshots=snapshots)
+        sync()
+        size = max((len(b) for b in r.snapshots.values()), default=len(r.resume))
+        return n_frames / (time.perf_counter() - t), size
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(warmup):  # first calls pay allocation and kernel selection
+        engine.track_detailed(frames[:2], prompts)
+    own = sam2_own()
+    fps_engine, _ = engine_call(False)
+    fps_snap, state_bytes = engine_call(True)
+    out = {"device": device, "image_size": image_size, "frames": n_frames, "sam2_propagate_fps": own,
+           "engine_fps": fps_engine, "engine_with_states_fps": fps_snap, "state_bytes": state_bytes}
+    if dev.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def print_model_speed(r: dict) -> None:
+    print(f"sam2 model time on {r['device']} at image size {r['image_size']} ({r['frames']} frames, random weights):")
+    print(f"  SAM 2 propagate_in_video     {r['sam2_propagate_fps']:8.2f} frames/s")
+    print(f"  engine, one call             {r['engine_fps']:8.2f} frames/s "
+          f"({r['sam2_propagate_fps'] / r['engine_fps']:.2f}x SAM 2's time; target <= 1.3)")
+    print(f"  engine, state after each     {r['engine_with_states_fps']:8.2f} frames/s; "
+          f"{r['state_bytes'] / 1024:.0f} KiB per resume state")
+    if "peak_gib" in r:
+        print(f"  peak GPU memory {r['peak_gib']:.2f} GiB")
+
+
+def worker(store_dir: str, site_json: str, tracker_name: str, image_size: int, checkpoint: str | None,
+           device: str = "cpu") -> None:
     """In its own process: track the whole sequence, then one appended frame; print times and peak RSS."""
-    from scarmon.tracking.pipeline import track_site
+    from scarmon.store import keys as store_keys
     from scarmon.tracking.knowledge import KnowledgeParams
+    from scarmon.tracking.pipeline import track_site
     from scarmon.tracking.trackers import KnowledgeTracker, Sam2Settings, Sam2Tracker
 
     site = parse_site(json.loads(site_json))
     if tracker_name == "sam2":
-        tracker = Sam2Tracker(Sam2Settings(checkpoint=checkpoint, device="cpu", image_size=image_size))
+        tracker = Sam2Tracker(Sam2Settings(checkpoint=checkpoint, device=device, image_size=image_size))
     else:
         tracker = KnowledgeTracker(KnowledgeParams(threshold=site.ndvi_threshold))
     store = open_store(store_dir)
@@ -76,15 +160,17 @@ def worker(store_dir: str, site_json: str, tracker_name: str, image_size: int, c
     t0 = time.perf_counter()
     one = track_site(site, history, tracker=tracker)
     t_one = time.perf_counter() - t0
+    state = history.get(store_keys.tracker_state(site.id, tracker.name, last))
     print(json.dumps({"history": len(full.tracked), "t_full": t_full, "t_one": t_one, "new": len(one.tracked),
-                      "maxrss_kib": rss_full}))
+                      "maxrss_kib": rss_full, "state_bytes_last": len(state)}))
 
 
 def build_from(src, dst, site_id: str, *, drop_last: bool) -> None:
     manifest, _ = load_manifest(src, site_id)
     frames = manifest.frames[:-1] if drop_last else manifest.frames
     for f in frames:
-        append(dst, site_id, frames=[f], rejections=[], grid=manifest.grid, data={k: src.get(k) for k in f.objects.values()})
+        append(dst, site_id, frames=[f], rejections=[], grid=manifest.grid,
+               data={k: src.get(k) for k in f.objects.values()})
 
 
 def run_worker(args: list[str]) -> dict:
@@ -97,13 +183,17 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--long", type=int, default=200)
     ap.add_argument("--short", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model-frames", type=int, default=24, help="frames for the model-time comparison")
     ap.add_argument("--skip-sam2", action="store_true")
-    ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        store_dir, site_json, tracker, size, ckpt = args.worker
-        worker(store_dir, site_json, tracker, int(size), ckpt if ckpt != "-" else None)
+        store_dir, site_json, tracker, size, ckpt, device = args.worker
+        worker(store_dir, site_json, tracker, int(size), ckpt if ckpt != "-" else None, device)
         return
+    if not args.skip_sam2:
+        print_model_speed(model_speed(args.device, args.image_size, args.model_frames))
     root = Path(tempfile.mkdtemp(prefix="scarmon-resume-"))
     raw = demo_site("creep-failure")
     site = parse_site(raw)
@@ -129,18 +219,20 @@ def main() -> None:
         for n in (args.short, args.long):
             work = root / f"work-{name}-{n}"
             shutil.copytree(root / f"seq{n}", work)
-            r = run_worker([str(work), site_json, name, str(args.image_size), ckpt])
+            r = run_worker([str(work), site_json, name, str(args.image_size), ckpt, args.device])
             results[(name, n)] = r
-            print(f"{name:10s} {r['history']:7d} {r['t_full']:8.2f} {r['t_one']:8.3f} {r['maxrss_kib'] / 1024:12.0f}")
+            print(f"{name:10s} {r['history']:7d} {r['t_full']:8.2f} {r['t_one']:8.3f} {r['maxrss_kib'] / 1024:12.0f}"
+                  f"   state {r['state_bytes_last'] / 1024:.0f} KiB")
     for name in trackers:
-        s, l = results[(name, args.short)], results[(name, args.long)]
-        print(f"{name}: one new frame after {args.long} vs after {args.short}: {l['t_one'] / s['t_one']:.2f}x (target <= 1.2); "
+        s, l = results[(name, args.short)], results[(name, args.long)]  # noqa: E741 - short / long
+        print(f"{name}: one new frame after {args.long} vs after {args.short}: {l['t_one'] / s['t_one']:.2f}x "
+              "(target <= 1.2); "
               f"peak RSS {args.long} vs {args.short} frames: {l['maxrss_kib'] / s['maxrss_kib']:.2f}x (target <= 1.3)")
         print(f"{name}: full re-propagation of {args.long} frames / one new frame: {l['t_full'] / l['t_one']:.1f}x"
               + (" (target >= 20)" if name == "sam2" else ""))
         if name == "sam2":
-            print(f"sam2: {l['history'] / l['t_full']:.2f} frames/s on this CPU at image size {args.image_size} "
-                  "(end to end: decode, preprocess, model, mask and state writes)")
+            print(f"sam2: track_site {l['history'] / l['t_full']:.2f} frames/s on {args.device} at image size "
+                  f"{args.image_size} (end to end: decode, preprocess, model, mask and state writes)")
 
 
 if __name__ == "__main__":

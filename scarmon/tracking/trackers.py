@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -114,14 +115,16 @@ class Sam2Settings:
     config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
     device: str = "cpu"
     image_size: int = 1024
+    window: int | None = None  # frames per call; None: defaults.SAM2_WINDOW_CPU / _GPU by device
 
     @classmethod
     def from_env(cls, checkpoint: str | None = None) -> Sam2Settings:
         env = os.environ
         device = env.get("SCARMON_SAM2_DEVICE") or _default_device()
         size = int(env.get("SCARMON_SAM2_IMAGE_SIZE") or (1024 if device.startswith("cuda") else 512))
+        window = int(env["SCARMON_SAM2_WINDOW"]) if env.get("SCARMON_SAM2_WINDOW") else None
         return cls(checkpoint or env.get("SCARMON_SAM2_CHECKPOINT") or None,
-                   env.get("SCARMON_SAM2_CONFIG") or cls.config, device, size)
+                   env.get("SCARMON_SAM2_CONFIG") or cls.config, device, size, window)
 
 
 def _default_device() -> str:
@@ -134,46 +137,61 @@ def _default_device() -> str:
 
 
 class Sam2Tracker:
+    """SAM 2 video tracking (the paper's method) with causal prompts and corrections on any frame.
+
+    Site prompts and corrections are applied in time order while tracking (see ``sam2_engine``), so a run that
+    resumes from any stored state gives exactly what one run over the whole series gives. The model is built once
+    per process and configuration and shared by every site and tick (``sam2_engine.shared_predictor``)."""
+
     name = "sam2"
-    window = 8
 
     def __init__(self, settings: Sam2Settings, predictor: object | None = None):
-        from scarmon.tracking.sam2_engine import EngineConfig, Sam2Engine
+        from scarmon import defaults
+        from scarmon.tracking.sam2_engine import EngineConfig, Sam2Engine, shared_predictor
 
         self.settings = settings
         cfg = EngineConfig(config=settings.config, checkpoint=settings.checkpoint, device=settings.device,
                            image_size=settings.image_size)
-        self.engine = Sam2Engine(cfg, predictor)
+        self.engine = Sam2Engine(cfg, predictor if predictor is not None else shared_predictor(cfg))
+        gpu = settings.device.startswith("cuda")
+        self.window = settings.window or (defaults.SAM2_WINDOW_GPU if gpu else defaults.SAM2_WINDOW_CPU)
 
-    def identity(self) -> dict:
+    def identity(self) -> dict[str, object]:
         s = self.settings
         return {"name": self.name, "config": s.config, "image_size": s.image_size,
                 "checkpoint_sha256": _sha256(s.checkpoint) if s.checkpoint else None}
 
-    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]], corrections: Mapping[int, list[Point]],
-            *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+    def first_changed(self, resume: bytes, prompts: Mapping[int, list[Point]],
+                      corrections: Mapping[int, list[Point]]) -> int | None:
+        """First frame whose prompts or corrections differ from those `resume` was made with (None: it is valid)."""
+        return self.engine.first_changed(resume, prompts, corrections)
+
+    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]],
+            corrections: Mapping[int, list[Point]], *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
         first = frames[0].index
-        videos = [f.video for f in frames]
-        clicks = corrections.get(first, [])
-        if clicks and resume is not None:  # corrections stick: the corrected frame becomes conditioning memory
-            later = {k: v for k, v in prompts.items() if k > first}
-            result = self.engine.refine_detailed(videos, clicks, resume=resume, first_index=first, prompts=later,
-                                                 snapshots=True)
-        else:
-            merged = {k: list(prompts.get(k, [])) + list(corrections.get(k, [])) for k in {*prompts, *corrections}}
-            result = self.engine.track_detailed(videos, {k: v for k, v in merged.items() if k >= first},
-                                                resume=resume, first_index=first, snapshots=True)
-        by_index = dict(zip(result.frame_indices, result.masks))
+        # SAM 2 sees invalid (cloud, no-data) pixels filled from their last clear value, not as black
+        result = self.engine.track_detailed([f.video for f in frames], prompts, corrections=corrections,
+                                            resume=resume, first_index=first, snapshots=True,
+                                            valid=[np.isfinite(f.ndvi) for f in frames])
+        by_index = dict(zip(result.frame_indices, result.masks, strict=True))
         # Frames tracked backward have no snapshot: store none, so a later resume goes back to a real one.
         return [by_index[f.index] for f in frames], [result.snapshots.get(f.index, b"") for f in frames]
 
 
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
 def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-256 of a checkpoint, cached by path, size and mtime (hashing 150 MB-1 GB on every run is not free)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
 
 
 def make_tracker(threshold: float, *, checkpoint: str | None = None) -> Tracker:
