@@ -1,4 +1,4 @@
-"""The alert rules as they were before issue 9 (commit 821d7bd), kept verbatim as the benchmark's "old rules" column.
+"""The alert rules before issue 9 (commit 821d7bd), verbatim but for sorted imports: the benchmark's "old rules".
 
 Alert rules and the confirmation state machine. Pure: numbers in, numbers out, no I/O (see scarmon.alerts.history).
 
@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from scarmon import defaults
 from scarmon.site import AlertRules

@@ -266,7 +266,7 @@ never (average run length far beyond a decade of 5-day frames)."""
 ALERT_CUSUM_CAP = 4.0
 """Per-frame residuals are capped at 4 sd before entering the CUSUM, so one odd frame cannot reach the decision level."""
 
-ALERT_MIN_GROWTH_PCT = 6.0
+ALERT_MIN_GROWTH_PCT = 8.0
 """Smallest growth over the baseline any rule reports, however quiet the site: below it, phenology and tracking
 details dominate. Sustained +10-15 % is then seen long before the fixed +25 % watch threshold."""
 

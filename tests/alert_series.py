@@ -41,7 +41,7 @@ def ramp(points):
     def f(d):
         if d <= pts[0][0]:
             return pts[0][1]
-        for (d0, v0), (d1, v1) in zip(pts, pts[1:]):
+        for (d0, v0), (d1, v1) in zip(pts, pts[1:], strict=False):
             if d <= d1:
                 return v0 + (v1 - v0) * (d - d0).days / max(1, (d1 - d0).days)
         return pts[-1][1]
@@ -162,8 +162,8 @@ def scenario_series(scn, seed):
         ng = lost = az = dist = None
         if refs:
             fp = [max(frames[j][1][k] * frames[j][2] for j in refs) for k in range(len(areas))]
-            gains = [max(0.0, a * over - f) for a, f in zip(areas, fp)]
-            losses = [max(0.0, f - a * over) for a, f in zip(areas, fp)]
+            gains = [max(0.0, a * over - f) for a, f in zip(areas, fp, strict=True)]
+            losses = [max(0.0, f - a * over) for a, f in zip(areas, fp, strict=True)]
             ng = sum(gains) + total * abs(rng.gauss(0, scn.noise / 2))
             lost = sum(losses) + total * abs(rng.gauss(0, scn.noise / 2))
             k = max(range(len(areas)), key=lambda k: gains[k])

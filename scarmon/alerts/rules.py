@@ -390,6 +390,13 @@ def _quality(obs: ObservationLike) -> float:
     return 1.0
 
 
+def _quiet(values: list[float]) -> float:
+    """The lowest 3-frame running median of a series (0 if empty): its quiet level, ignoring single odd frames."""
+    smooth = [float(statistics.median(values[i - 1: i + 2])) if 0 < i < len(values) - 1 else v
+              for i, v in enumerate(values)]
+    return min(smooth) if smooth else 0.0
+
+
 def _ground_baseline(ground: tuple[tuple[str, float, float], ...], date: str,
                      acknowledged: tuple[str, float] | None, area_m2: float,
                      rules: AlertRules) -> tuple[float, float]:
@@ -400,9 +407,7 @@ def _ground_baseline(ground: tuple[tuple[str, float, float], ...], date: str,
     differences / √2, at least noise_floor × area (noise_prior × area while fewer than min_frames are known)."""
     day = _day(date)
     recent = [g for d, g, _ in sorted(ground) if 0 < (day - _day(d)).days <= 120]
-    smooth = [float(statistics.median(recent[i - 1: i + 2])) if 0 < i < len(recent) - 1 else g
-              for i, g in enumerate(recent)]
-    base = min(smooth) if smooth else 0.0
+    base = _quiet(recent)
     lag = min(defaults.ALERT_GROUND_LAGS_DAYS)
     if acknowledged and 0 <= (day - _day(acknowledged[0])).days <= lag:
         base = max(base, acknowledged[1])
@@ -428,6 +433,8 @@ def assess(history: tuple[tuple[str, float], ...], date: str, area: float, rules
         max_amplitude=defaults.ALERT_SEASON_AMPLITUDE_MAX)
     sigma = noise_sigma(hist, amplitude=amp, peak_doy=peak, prior=rules.noise_prior, floor=rules.noise_floor,
                         min_pairs=defaults.ALERT_NOISE_FRAMES)
+    # frames of a running CUSUM are suspected growth: they do not feed the baseline (they do teach the season: a
+    # season learnt without them locks a misfit in, which the CUSUM then keeps finding)
     base_hist = tuple(h for h in hist if cusum_since is None or h[0] < cusum_since)
     if len(base_hist) < rules.min_frames:
         base_hist = hist
@@ -456,7 +463,11 @@ def assess(history: tuple[tuple[str, float], ...], date: str, area: float, rules
         g_base, g_sigma = _ground_baseline(ground, date, ground_acknowledged, base, rules)
         g_change = float(new_g) - g_base
         g_score = g_change / g_sigma
-        hidden = lost_g is not None and float(lost_g) >= defaults.ALERT_GROUND_HIDDEN * g_change
+        # hidden: ground lost recently (over its quiet level of the last 120 days) offsets the new ground in the
+        # total; ground lost long ago (still in last year's footprint) hides nothing new
+        day = _day(date)
+        lost_base = _quiet([x for d, _, x in sorted(ground) if 0 < (day - _day(d)).days <= 120])
+        hidden = lost_g is not None and float(lost_g) - lost_base >= defaults.ALERT_GROUND_HIDDEN * g_change
         g_pct = 100.0 * g_change / base
         g_sized = g_change >= rules.watch.m2 and g_pct >= rules.min_growth_pct
         if hidden and g_sized and g_score >= rules.detect_sigma:
