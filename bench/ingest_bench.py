@@ -30,6 +30,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -287,6 +288,7 @@ def main() -> None:
             srv.delay_s = latency / 1000
             srv.reset()
             run_dir = out / f"{kind}_{latency:g}ms"
+            shutil.rmtree(run_dir, ignore_errors=True)  # a store left by an earlier run would make it a no-op
             proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--catalog", str(http_catalog),
                                    "--out", str(run_dir), "--concurrency", str(args.concurrency)],
                                   capture_output=True, text=True)
