@@ -257,6 +257,7 @@ def run_stages(site: Site, store: Store, catalog: Catalog | None, stages: Sequen
     opts = opts or TickOptions()
     t0 = time.monotonic()
     report = TickReport(site.id, stages=[s for s in STAGES if s in stages])
+    run_stage = _leased(store, site.id, run_stage)
     if "ingest" not in stages:
         require_sequence(store, site.id)  # before the lock: a wrong --store must not gain a site folder
     with site_session(store, site.id, lock=lock):
