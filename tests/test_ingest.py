@@ -18,11 +18,12 @@ from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
 from scarmon.grid import site_grid
 from scarmon.ingest.discovery import CatalogError, open_catalog
 from scarmon.ingest.frames import decode_ndvi
-from scarmon.ingest.pipeline import deep_rescan_due, ingest
+from scarmon.ingest.pipeline import deep_rescan_due, ingest, plan
 from scarmon.ingest.reader import RasterioReader
+from scarmon.ingest.scenes import Scene
 from scarmon.site import parse_site
 from scarmon.store.backends import open_store
-from scarmon.store.sequence import load_manifest, mark_tracked
+from scarmon.store.sequence import FrameEntry, Manifest, Rejection, load_manifest, mark_tracked
 
 START, END = "2021-12-01", "2022-03-10"  # straddles the 2022-01-25 baseline change
 
@@ -313,6 +314,26 @@ def test_deep_rescan_finds_scenes_published_long_after_acquisition(demo, referen
     deep = ingest(site, open_catalog(str(items_path)), store, deep=True)
     assert deep.deep and deep.appended == [ref.appended[0]]
     assert load_manifest(store, site.id)[0].dirty_from == load_manifest(ref_store, site.id)[0].frames[0].datetime
+
+
+def test_plan_reads_only_what_may_change():
+    def scene(day, items, baseline="05.09"):
+        its = tuple({"id": i, "properties": {"s2:processing_baseline": baseline}} for i in items)
+        return Scene(f"S2A_2024010{day}_R033", f"2024-01-0{day}T04:17:01Z", its)
+
+    def rej(day, items=(), retry=True):
+        return Rejection(date=f"2024-01-0{day}", scene_id=f"S2A_2024010{day}_R033", datetime=f"2024-01-0{day}T04:17:01Z",
+                         reason="coverage 0.48 < min_coverage 0.90", retry=retry, item_ids=items)
+
+    frame = FrameEntry(date="2024-01-01", scene_id="S2A_20240101_R033", datetime="2024-01-01T04:17:01Z",
+                       item_ids=("a",), processing_baseline="02.12", coverage=1.0, clear_fraction=1.0)
+    manifest = Manifest(site_id="s", grid=None, frames=(frame,),
+                        rejections=(rej(2, ("b",)), rej(3, ("c",)), rej(4), rej(5, retry=False)))
+    todo = plan([scene(1, ["a2"]), scene(2, ["b"]), scene(3, ["c", "c2"]), scene(4, ["d"]), scene(5, ["e"]),
+                 scene(6, ["f"])], manifest)
+    assert [s.id[4:12] for s in todo.read] == ["20240103", "20240104", "20240106"]  # items changed, unread, new
+    assert [s.id[4:12] for s, _ in todo.unchanged] == ["20240102"] and todo.known == 2
+    assert todo.reprocessed == ["S2A_20240101_R033"]  # 02.12 stored, 05.09 listed now
 
 
 def test_deep_rescan_is_due_once_per_period_per_site():

@@ -48,6 +48,7 @@ class IngestReport:
     rejected: list[tuple[str, str]] = field(default_factory=list)       # (scene id, reason), final
     pending: list[tuple[str, str]] = field(default_factory=list)        # (scene id, reason), looked at again later
     skipped: list[tuple[str, str]] = field(default_factory=list)        # read failures / malformed items
+    reprocessed: list[str] = field(default_factory=list)  # frames whose acquisition the catalog now lists reprocessed
     dirty_from: str | None = None
     deep: bool = False                                # the search covered the site's whole history
 
@@ -59,6 +60,8 @@ class IngestReport:
         lines += [f"  rejected {sid}: {why}" for sid, why in self.rejected]
         lines += [f"  pending  {sid}: {why} (looked at again on later runs)" for sid, why in self.pending]
         lines += [f"  skipped  {sid}: {why}" for sid, why in self.skipped]
+        lines += [f"  reprocessed {sid}: the catalog lists a newer processing than the stored frame's (kept as is)"
+                  for sid in self.reprocessed]
         if self.dirty_from:
             lines.append(f"  an earlier scene arrived late: tracking must re-run from {self.dirty_from}")
         return "\n".join(lines)
@@ -119,21 +122,27 @@ class Plan:
     read: list[Scene]                                # scenes to screen (and load)
     known: int                                       # decided before: skipped without reading
     unchanged: list[tuple[Scene, Rejection]]         # pending, same items as last time: nothing to read
+    reprocessed: list[str]                           # stored frames the catalog now lists on another baseline
 
 
 def plan(scenes: list[Scene], manifest: Manifest) -> Plan:
     """Pure: which scenes a run reads. A pending coverage rejection is re-read only when its items changed."""
     known = manifest.known_scene_ids()
     pending = {r.scene_id: r for r in manifest.pending()}
-    read, unchanged, n_known = [], [], 0
+    frames = {f.scene_id: f for f in manifest.frames}
+    read, unchanged, reprocessed, n_known = [], [], [], 0
     for s in scenes:
         if s.id in known:
             n_known += 1
+            f = frames.get(s.id)
+            if f is not None and None not in (f.processing_baseline, s.processing_baseline) \
+                    and f.processing_baseline != s.processing_baseline:
+                reprocessed.append(s.id)  # another processing baseline (item ids differ between catalogs anyway)
         elif (p := pending.get(s.id)) is not None and p.item_ids and p.item_ids == s.item_ids:
             unchanged.append((s, p))
         else:
             read.append(s)
-    return Plan(read, n_known, unchanged)
+    return Plan(read, n_known, unchanged, reprocessed)
 
 
 # --- Objects and manifest entries -------------------------------------------------------------------------------------
@@ -240,6 +249,7 @@ def ingest(site: Site, catalog: Catalog, store: Store, *, start: dt.date | None 
     report.skipped.extend((name, f"malformed catalog item: {why}") for name, why in getattr(catalog, "malformed", []))
     todo = plan(scenes, manifest)
     report.already_present = todo.known
+    report.reprocessed = todo.reprocessed
     newest = max(filter(None, [_parse(manifest.cursor()), *(_parse(s.datetime) for s in scenes)]), default=None)
     ctx = Context(site, grid, reader, {r.scene_id: r for r in manifest.pending()}, newest)
     _settle_unchanged(todo.unchanged, ctx, store, report)
