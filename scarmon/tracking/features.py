@@ -114,7 +114,7 @@ def footprint_frames(dates: list[str], usable: list[bool], i: int, *,
                      tolerance_days: int = defaults.ALERT_GROUND_TOLERANCE_DAYS) -> list[int]:
     """Indices of the frames whose masks make frame i's footprint: for each lag, the usable (confident) frame
     nearest to `lag` days before frame i, within ±tolerance_days and never later than the shortest lag. Empty while
-    the history is shorter than the shortest lag (no footprint: no new-ground measurement)."""
+    the history is shorter than the shortest lag less the tolerance (no footprint: no new-ground measurement)."""
     day = dt.date.fromisoformat(dates[i][:10])
     latest = day - dt.timedelta(days=min(lags_days) - tolerance_days)
     out: list[int] = []
@@ -136,8 +136,9 @@ def new_ground(mask: np.ndarray, footprint: np.ndarray | None, *, pixel_m: float
     centroid. A new zone opening while another part revegetates shows here even when the total area is flat."""
     if footprint is None or not footprint.any():
         return {}
-    grow = ndimage.binary_dilation(footprint, iterations=margin_px) if margin_px else footprint
-    keep = ndimage.binary_dilation(mask, iterations=margin_px) if margin_px and mask.any() else mask
+    square = np.ones((3, 3), bool)
+    grow = ndimage.binary_dilation(footprint, square, iterations=margin_px) if margin_px else footprint
+    keep = ndimage.binary_dilation(mask, square, iterations=margin_px) if margin_px and mask.any() else mask
     added, lost = mask & ~grow, footprint & ~keep
     px = pixel_m * pixel_m
     out: dict[str, float | None] = {"new_ground_m2": float(added.sum()) * px, "lost_ground_m2": float(lost.sum()) * px}
