@@ -1,5 +1,7 @@
-"""The static dashboard in real headless Chromium: served from a store folder by a plain static HTTP server, and
-from an S3 bucket (moto on loopback) over HTTP; an empty or broken site is shown plainly."""
+"""The static map dashboard in real headless Chromium: served from a store folder by a plain static HTTP server, and
+from an S3 bucket (moto on loopback) over HTTP; the overview shows every site, the site map places the outline at the
+site's coordinates, the slider moves it; no basemap (or an unreachable one) still works; empty or broken sites are
+shown plainly."""
 
 from __future__ import annotations
 
@@ -7,72 +9,184 @@ import json
 import re
 from pathlib import Path
 
-from scarmon.products.publish import publish_failed, publish_site
+from scarmon.products.publish import publish_dashboard, publish_failed, publish_site
 from scarmon.store.backends import LocalStore, open_store
-from tests.test_products_support import (N_FRAMES, SITE_DOC, StaticServer, browser, build_site,  # noqa: F401
-                                         copy_store, make_site, page, published_store_dir, screenshot_dir,
-                                         tracked_store_dir)
+from tests.test_products_support import (LAT, LON, N_FRAMES, SITE_DOC, StaticServer, browser,  # noqa: F401
+                                         build_site, copy_store, make_site, page, published_store_dir,
+                                         screenshot_dir, site_doc_at, tracked_store_dir)
 
 
 def _wait_loaded(page, frames: int) -> None:
     page.wait_for_function(f"document.getElementById('frame-date').textContent.includes('of {frames})')",
                            timeout=15000)
-    page.wait_for_function("document.getElementById('quicklook').complete && "
-                           "document.getElementById('quicklook').naturalWidth > 0", timeout=15000)
+    page.wait_for_function("document.getElementById('map').getAttribute('data-outline-date') === "
+                           "document.getElementById('frame-date').textContent.slice(0, 10)", timeout=15000)
+    page.wait_for_function("(() => { const img = document.querySelector('#map img.frame-image'); "
+                           "return img && img.complete && img.naturalWidth > 0; })()", timeout=15000)
 
 
-def test_dashboard_shows_the_site_and_the_slider_changes_the_frame(published_store_dir: Path, page) -> None:
+def _outline_geo(page) -> dict:
+    """The drawn outline layer's bounds (lon/lat) and its SVG path's box on screen, with the AOI's box on screen."""
+    return page.evaluate("""() => {
+        const m = scarmon.maps.site, b = m.current.getBounds(), aoi = m.aoi.getBounds();
+        const r = document.querySelector('#map path.outline-current').getBoundingClientRect();
+        const box = document.getElementById('map').getBoundingClientRect();
+        const nw = m.latLngToContainerPoint(aoi.getNorthWest()), se = m.latLngToContainerPoint(aoi.getSouthEast());
+        const c = m.latLngToContainerPoint(L.latLng(%s, %s));
+        return {west: b.getWest(), east: b.getEast(), south: b.getSouth(), north: b.getNorth(),
+                path: [r.left - box.left, r.top - box.top, r.right - box.left, r.bottom - box.top],
+                aoi: [nw.x, nw.y, se.x, se.y], site: [c.x, c.y], zoom: m.getZoom()};
+    }""" % (LAT, LON))
+
+
+def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(published_store_dir: Path, page) -> None:
     server = StaticServer(published_store_dir)
+    aoi = SITE_DOC["aoi"]["coordinates"][0]
+    w, e = min(p[0] for p in aoi), max(p[0] for p in aoi)
+    s, n = min(p[1] for p in aoi), max(p[1] for p in aoi)
     try:
-        page.goto(server.url + "/dashboard/index.html")
+        page.goto(server.url + "/dashboard/index.html#site=test-slide")
         _wait_loaded(page, N_FRAMES)
-        # site list with its current alert level
-        sites = page.locator("#sites li")
-        assert sites.count() == 1
-        assert "Test slide" in sites.first.inner_text() and "warning" in sites.first.inner_text()
+        assert "Test slide" in page.locator("#sites li").first.inner_text()
         assert page.locator("#site-level").inner_text() == "alert level: warning"
-        # newest frame first; the map shows its quicklook and boundary
+        assert "31.10000° N, 96.00000° E" in page.locator("#site-meta").inner_text()
+        assert "last clear image 2023-05-31" in page.locator("#health-clear").inner_text()
         assert page.locator("#frame-date").inner_text().endswith(f"({N_FRAMES} of {N_FRAMES})")
-        last_src = page.locator("#quicklook").get_attribute("src")
-        last_d = page.locator("#boundary").get_attribute("d")
-        assert last_src.endswith(".png") and last_d.startswith("M") and last_d.count("Z") >= 1
-        assert page.locator("#boundary-first").get_attribute("d").startswith("M")
-        # area chart: one point per frame, hollow for low confidence, alert lines
+        # the outline of the newest frame: in lon/lat inside the AOI, around the scar's centre (the site's prompt)
+        last = _outline_geo(page)
+        assert w < last["west"] < last["east"] < e and s < last["south"] < last["north"] < n, last
+        assert abs((last["west"] + last["east"]) / 2 - LON) < 2e-4 and abs((last["south"] + last["north"]) / 2 - LAT) < 2e-4
+        # ... and drawn there on screen: the path's box lies inside the AOI's box, centred on the site's point
+        px, ax = last["path"], last["aoi"]
+        assert ax[0] < px[0] < px[2] < ax[2] and ax[1] < px[1] < px[3] < ax[3], last
+        assert abs((px[0] + px[2]) / 2 - last["site"][0]) < 12 and abs((px[1] + px[3]) / 2 - last["site"][1]) < 12
+        # the georeferenced frame image covers the AOI
+        img = page.locator("#map img.frame-image").bounding_box()
+        box = page.locator("#map").bounding_box()
+        assert img["x"] - box["x"] <= ax[0] + 1 and img["x"] - box["x"] + img["width"] >= ax[2] - 1
+        # map furniture: scale bar, cursor coordinates, zoom
+        assert re.search(r"\d+ m", page.locator("#map .leaflet-control-scale-line").inner_text())
+        page.mouse.move(box["x"] + last["site"][0], box["y"] + last["site"][1])
+        cursor = page.locator("#map-cursor").inner_text()
+        lat, lon = map(float, re.findall(r"([\d.]+)°", cursor))
+        assert abs(lat - LAT) < 5e-5 and abs(lon - LON) < 5e-5 and "N" in cursor and "E" in cursor
+        # area chart: one point per frame, hollow for low confidence, alert lines, round tick labels
         assert page.locator("#chart circle.pt").count() == N_FRAMES
         assert page.locator("#chart circle.pt.low").count() >= 3
         assert page.locator("#chart line.alert").count() == 2
-        # alert list (newest first)
+        ticks = [float(t.replace(",", "")) for t in page.locator("#chart text.ytick").evaluate_all(
+            "els => els.map(e => e.textContent)")]
+        steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+        assert ticks[0] == 0 and len(steps) == 1 and re.fullmatch(r"[125]0*", f"{steps.pop():g}"), ticks
         rows = page.locator("#alerts tbody tr")
         assert rows.count() == 2 and "warning" in rows.first.inner_text() and "confirmed" in rows.first.inner_text()
-        page.screenshot(path=str(screenshot_dir() / "dashboard-local-last.png"), full_page=True)
+        page.screenshot(path=str(screenshot_dir() / "dashboard-site-last.png"), full_page=True)
 
-        # the slider changes the frame: date, quicklook, boundary, chart selection
+        # the slider moves the outline and the image: the first frame's scar is smaller, inside the last one
+        last_src = page.locator("#map img.frame-image").get_attribute("src")
         page.locator("#slider").fill("0")
-        page.wait_for_function("document.getElementById('frame-date').textContent.startsWith('2021-06-05')")
-        assert page.locator("#quicklook").get_attribute("src") != last_src
-        first_d = page.locator("#boundary").get_attribute("d")
-        assert first_d != last_d and first_d == page.locator("#boundary-first").get_attribute("d")
+        page.wait_for_function("document.getElementById('map').getAttribute('data-outline-date') === '2021-06-05'")
+        first = _outline_geo(page)
+        assert page.locator("#map img.frame-image").get_attribute("src") != last_src
+        assert last["west"] < first["west"] < first["east"] < last["east"]
+        assert last["south"] < first["south"] < first["north"] < last["north"]
+        assert first["path"][2] - first["path"][0] < px[2] - px[0]
         assert page.locator("#frame-confidence").inner_text() == "normal"
         # a cloudy frame shows its low confidence and why
         page.locator("#slider").fill("3")
         page.wait_for_function("document.getElementById('frame-date').textContent.includes('(4 of')")
         assert page.locator("#frame-confidence").inner_text().startswith("low: clear fraction 0.85")
-        page.wait_for_function("document.getElementById('quicklook').naturalWidth > 0")
         page.keyboard.press("ArrowRight")  # keyboard: next frame (focus is on the slider, which moves it too)
         page.wait_for_function("document.getElementById('frame-date').textContent.includes('(5 of')")
         assert re.search(r"#site=test-slide&date=\d{4}-\d\d-\d\d$", page.url)
         # a point on the chart selects its frame
         page.locator("#chart circle.pt").nth(10).click()
-        page.wait_for_function("document.getElementById('frame-date').textContent.includes('(11 of')")
+        page.wait_for_function("document.getElementById('map').getAttribute('data-outline-date') === "
+                               "document.getElementById('frame-date').textContent.slice(0, 10) && "
+                               "document.getElementById('frame-date').textContent.includes('(11 of')")
         assert page.locator("#frames tbody tr.selected").count() == 1
-        page.screenshot(path=str(screenshot_dir() / "dashboard-local-frame11.png"), full_page=True)
+        zoom = first["zoom"]
+        page.locator("#map .leaflet-control-zoom-in").click()
+        page.wait_for_function(f"scarmon.maps.site.getZoom() > {zoom}")
+        page.screenshot(path=str(screenshot_dir() / "dashboard-site-frame11-zoomed.png"), full_page=True)
         # downloads link to products that exist
         hrefs = page.locator("#downloads a").evaluate_all("els => els.map(e => e.href)")
         assert any(h.endswith("polygons.geojson") for h in hrefs) and any(h.endswith("collection.json") for h in hrefs)
         for h in hrefs:
             assert page.request.get(h).ok, h
+        # no basemap configured: no tiles asked for, nothing fetched from anywhere but the store
+        assert page.locator("#map img.leaflet-tile").count() == 0
         assert page.errors == []
         assert all(u.startswith(server.url) or u.startswith("data:") for u in page.requests), page.requests
+    finally:
+        server.close()
+
+
+def test_overview_shows_every_site_with_its_state(tracked_store_dir: Path, tmp_path: Path, page) -> None:
+    from scarmon.service.runner import TickReport, write_status
+
+    store = copy_store(tracked_store_dir, tmp_path / "store")
+    slide = make_site()
+    publish_site(slide, store)
+    write_status(slide, store, TickReport(slide.id, alert_state="confirmed", alert_level="warning", frames=N_FRAMES))
+    other = build_site(store, n_frames=6, alerts=False, doc=site_doc_at("other-slide", "Other slide", 96.3, 30.8))
+    # an ALARM that was confirmed and has finished: the site is back to 'none', shown as a recent alarm
+    events = [{"site": "other-slide", "date": "2021-07-25", "scene_id": "S2A_20210725_R033", "event": "confirmed",
+               "state": "confirmed", "level": "alarm", "area_m2": 5000.0, "baseline_m2": 2000.0},
+              {"site": "other-slide", "date": "2021-09-13", "scene_id": "S2A_20210913_R033", "event": "finished",
+               "state": "finished", "level": "alarm", "area_m2": 5000.0, "baseline_m2": 2000.0}]
+    store.put("other-slide/alerts.jsonl", "".join(json.dumps(e) + "\n" for e in events).encode())
+    store.put("other-slide/alerts/state.json", json.dumps({"status": "none", "level": 0}).encode())
+    publish_site(other, store)
+    server = StaticServer(tmp_path / "store")
+    try:
+        page.goto(server.url + "/dashboard/index.html")
+        page.wait_for_function("document.querySelectorAll('#overview-map path.site-marker').length === 2")
+        page.wait_for_function("document.querySelector('#overview-table tr[data-site=test-slide] td.checked')"
+                               ".textContent === 'just now'")
+        assert page.locator("#site-view").is_hidden()
+        rows = page.locator("#overview-table tbody tr")
+        assert rows.count() == 2
+        slide_row = page.locator("#overview-table tr[data-site=test-slide]").inner_text()
+        other_row = page.locator("#overview-table tr[data-site=other-slide]").inner_text()
+        assert "warning" in slide_row and "31.10000° N, 96.00000° E" in slide_row and "just now" in slide_row
+        assert "recent alarm (ended 2021-09-13)" in other_row and "30.80000° N, 96.30000° E" in other_row
+        assert "2021-09-13" in other_row and "days ago" in other_row
+        # markers where the sites are: the other site lies east and south of the test slide
+        pos = page.evaluate("""() => { const m = scarmon.maps.overview, out = {};
+            m.siteLayers.eachLayer(l => { if (l.getRadius) { const p = m.latLngToContainerPoint(l.getLatLng());
+              out[l.options.className.split(' ').pop()] = [p.x, p.y]; } }); return out; }""")
+        a, b = pos["site-marker-test-slide"], pos["site-marker-other-slide"]
+        assert b[0] > a[0] + 50 and b[1] > a[1] + 50, pos
+        assert "recent alarm" in page.locator("#sites li[data-site=other-slide]").inner_text()
+        page.screenshot(path=str(screenshot_dir() / "dashboard-overview.png"), full_page=True)
+        # a click on a marker opens the site
+        page.locator("#overview-map path.site-marker-other-slide").click(force=True)
+        _wait_loaded(page, 6)
+        assert page.locator("#site-title").inner_text() == "Other slide"
+        assert page.locator("#site-recent").inner_text() == "recent alarm (ended 2021-09-13)"
+        geo = page.evaluate("() => scarmon.maps.site.current.getBounds().getCenter()")
+        assert abs(geo["lng"] - 96.3) < 2e-4 and abs(geo["lat"] - 30.8) < 2e-4
+        page.screenshot(path=str(screenshot_dir() / "dashboard-other-site.png"), full_page=True)
+        page.locator("#overview-link").click()
+        page.wait_for_function("!document.getElementById('overview').hidden")
+        assert page.errors == []
+    finally:
+        server.close()
+
+
+def test_an_unreachable_basemap_leaves_the_page_working(published_store_dir: Path, tmp_path: Path, page) -> None:
+    store = copy_store(published_store_dir, tmp_path / "store")
+    publish_dashboard(store, env={"SCARMON_BASEMAP_URL": "http://127.0.0.1:9/tiles/{z}/{x}/{y}.png"})
+    assert json.loads(store.get("dashboard/config.json"))["basemap"]["url"].startswith("http://127.0.0.1:9/")
+    server = StaticServer(tmp_path / "store")
+    try:
+        page.goto(server.url + "/dashboard/index.html#site=test-slide")
+        _wait_loaded(page, N_FRAMES)
+        assert page.locator("#map img.leaflet-tile").count() > 0  # the basemap was asked for ...
+        page.wait_for_function("document.getElementById('map').classList.contains('basemap-offline')")
+        assert page.locator("#map path.outline-current").count() == 1  # ... and the site still shows
+        assert page.errors == []
     finally:
         server.close()
 
@@ -94,11 +208,11 @@ def test_dashboard_served_from_s3_over_http(s3_uri: str, page, moto_endpoint: st
     _wait_loaded(page, 6)
     assert "Test slide" in page.locator("#sites li").first.inner_text()
     assert page.locator("#chart circle.pt").count() == 6
-    src = page.locator("#quicklook").get_attribute("src")
+    src = page.locator("#map img.frame-image").get_attribute("src")
     page.locator("#slider").fill("1")
     page.wait_for_function("document.getElementById('frame-date').textContent.includes('(2 of 6)')")
-    assert page.locator("#quicklook").get_attribute("src") != src
-    page.wait_for_function("document.getElementById('quicklook').naturalWidth > 0")
+    assert page.locator("#map img.frame-image").get_attribute("src") != src
+    _wait_loaded(page, 6)
     page.screenshot(path=str(screenshot_dir() / "dashboard-s3.png"), full_page=True)
     assert page.errors == []
     assert all(u.startswith(moto_endpoint) or u.startswith("data:") for u in page.requests)
@@ -134,8 +248,6 @@ def test_empty_and_broken_sites_are_shown_plainly(tracked_store_dir: Path, tmp_p
 
 
 def test_a_store_without_sites_says_so(tmp_path: Path, page) -> None:
-    from scarmon.products.publish import publish_dashboard
-
     store = LocalStore(tmp_path / "store")
     publish_dashboard(store)
     server = StaticServer(tmp_path / "store")
