@@ -238,10 +238,22 @@ def publish_stage(site: Site, store: Store, report: TickReport) -> None:
 
 
 def write_status(site: Site, store: Store, report: TickReport) -> None:
+    """`{site}/status.json`: the last run, for people, the dashboard ('last checked') and monitoring systems (the
+    same figures as `scarmon status --json`)."""
+    from scarmon import __version__
+
+    now = dt.datetime.now(dt.UTC)
+    frames = load_manifest(store, site.id)[0].frames if store.exists(keys.manifest(site.id)) else ()
+    last = frames[-1].date if frames else None
     doc = {"site": site.id, "name": site.display_name,
-           "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "frames": report.frames,
+           "updated_at": now.isoformat(timespec="seconds"), "outcome": report.status, "stages": list(report.stages),
+           "last_error": (report.message or None) if report.status != "ok" else None,
+           "appended": report.appended, "tracked": report.tracked, "frames": report.frames or len(frames),
+           "last_frame_date": last,
+           "last_frame_age_days": (now.date() - dt.date.fromisoformat(last)).days if last else None,
            "alert_state": report.alert_state, "alert_level": report.alert_level, "outbox": report.outbox,
-           "alerts": len(read_history(store, site.id)), "series": keys.series_json(site.id),
+           "alerts": len(read_history(store, site.id)), "seconds": round(report.seconds, 1),
+           "scarmon_version": __version__, "series": keys.series_json(site.id),
            "history": keys.alert_history(site.id)}
     store.put(keys.status(site.id), json.dumps(doc, indent=1).encode(), content_type="application/json")
 
