@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from scarmon.cli import main
 from scarmon.demo.synthetic import demo_site, generate_catalog
+from tests.test_products_support import tracked_store_dir  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +66,59 @@ def test_public_face_names_resolve():
 
     for name in scarmon.__all__:
         assert getattr(scarmon, name) is not None, name
+
+
+def test_status_answers_is_every_site_alive(tracked_store_dir, tmp_path):
+    """`scarmon status`: a site that just ran is ok; a site whose lock is held, whose delivery fails and whose
+    publish failed is reported with its last error; --json carries the same figures; exit 1 when any is not ok."""
+    import datetime as dt
+
+    from scarmon.alerts.history import enqueue, mark, outbox, update_entry
+    from scarmon.alerts.rules import AlertEvent
+    from scarmon.products.publish import publish_failed
+    from tests.test_products_support import N_FRAMES, build_site, copy_store, make_site, site_doc_at, write_site_file
+
+    store = copy_store(tracked_store_dir, tmp_path / "store")
+    site_file = write_site_file(tmp_path / "site.yaml")
+    res = CliRunner().invoke(main, ["publish", "--site", str(site_file), "--store", str(tmp_path / "store")])
+    assert res.exit_code == 0, res.output
+    one = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "store")])
+    assert one.exit_code == 0, one.output
+    assert "1 of 1 site(s) ok" in one.output and "test-slide" in one.output and "2023-05-31" in one.output
+
+    build_site(store, n_frames=4, alerts=False, doc=site_doc_at("other-slide", "Other slide", 96.3, 30.8))
+    now = dt.datetime.now(dt.UTC).isoformat()
+    store.put("other-slide/lock.json", json.dumps({"owner": "host:123:abcd", "since": now, "ttl_s": 600}).encode())
+    event = AlertEvent(site="other-slide", date="2021-07-25", scene_id="S2A_20210725_R033", event="confirmed",
+                       state="confirmed", level="alarm", area_m2=5000.0, baseline_m2=2000.0, baseline_kind="rolling",
+                       change_m2=3000.0, change_pct=150.0, alert_id="x", first_date="2021-07-25")
+    enqueue(store, "other-slide", event, ["email"])
+    [entry] = outbox(store, "other-slide")
+    mark(entry, "email", ok=False, error="SMTP 127.0.0.1:25: ConnectionRefusedError")
+    update_entry(store, "other-slide", entry)
+    publish_failed(store, make_site(site_doc_at("other-slide", "Other slide", 96.3, 30.8)), "disk full")
+
+    res = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "store"), "--json"])
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.output)
+    assert doc["all_ok"] is False and [s["site"] for s in doc["sites"]] == ["other-slide", "test-slide"]
+    o, t = doc["sites"]
+    assert t["health"] == "ok" and t["last_tick_outcome"] == "ok" and t["last_tick_age_s"] < 600
+    assert t["frames"] == N_FRAMES and t["last_clear_frame"] == "2023-05-31" and t["last_clear_frame_age_days"] > 900
+    assert (t["alert_state"], t["alert_level"], t["outbox"], t["lock"]["held"]) == ("confirmed", "warning", 0, False)
+    assert o["health"] == "error" and o["last_error"] == "disk full" and o["outbox"] == 1 and o["lock"]["held"]
+    assert o["lock"]["owner"] == "host:123:abcd" and o["last_tick"] is None and o["frames"] == 4
+    table = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "store")])
+    assert table.exit_code == 1 and "1 of 2 site(s) ok; not ok: other-slide" in table.output
+    line = next(ln for ln in table.output.splitlines() if ln.startswith("other-slide"))
+    assert "error" in line and "held" in line and "disk full" in line and "never" in line
+    # the same figures for monitoring systems, in status.json (written by every tick that publishes)
+    status = json.loads(store.get("test-slide/status.json"))
+    assert status["outcome"] == "ok" and status["last_error"] is None and status["last_frame_date"] == "2023-05-31"
+    assert status["scarmon_version"] and status["last_frame_age_days"] == t["last_clear_frame_age_days"]
+    # only the sites of a folder; an empty store says what to check
+    only = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "store"), "--sites", str(tmp_path), "--json"])
+    assert [s["site"] for s in json.loads(only.output)["sites"]] == ["test-slide"]
+    empty = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "nothing")])
+    assert empty.exit_code == 1 and "no sites in" in empty.output and "Traceback" not in empty.output
+    assert CliRunner().invoke(main, ["--version"]).output.startswith("scarmon, version ")
