@@ -34,7 +34,6 @@ GDAL_ENV = {
     "GDAL_HTTP_RETRY_DELAY": "2",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "VSI_CACHE": "FALSE",
-    "CPL_VSIL_CURL_USE_HEAD": "NO",                # size from the first ranged GET: one request less per open
 }
 
 
