@@ -277,6 +277,11 @@ ALERT_SEASON_AMPLITUDE = 0.15
 """Prior seasonal amplitude of log-area (±15 %) before the site's own frames measure it; estimated from the
 site's successive frames as they come (shrunk towards the prior while they span little of the cycle)."""
 
+ALERT_SEASON_AMPLITUDE_SD = 0.1
+"""Prior uncertainty (sd) of the seasonal amplitude: while the frames have not pinned it down, a rolling baseline's
+error from it (amplitude sd x how far the date's season lies from the history's) widens the noise a frame is scored
+against, so the first autumn of a site monitored since summer is not alerted from leaf fall alone."""
+
 ALERT_SEASON_AMPLITUDE_MAX = 0.45
 """Cap on the estimated seasonal amplitude of log-area: beyond ±45 % the model would explain away real growth."""
 

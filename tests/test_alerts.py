@@ -135,6 +135,25 @@ def test_seasonal_amplitude_from_the_frames_robust_to_a_failure_and_shrunk_to_th
     assert abs(seasonal_amplitude(hist[:4], **kw) - 0.15) <= 0.03  # 15 days say little about a season
 
 
+def test_season_error_large_for_an_unseen_season_small_once_the_swing_is_seen():
+    from scarmon.alerts.rules import season_error
+
+    def hist(start, days):
+        d0 = dt.date.fromisoformat(start)
+        return [((d0 + dt.timedelta(days=i)).isoformat(), 1e5) for i in range(0, days, 5)]
+
+    rules = AlertRules()
+    summer_only = season_error(hist("2022-07-01", 100), "2022-12-01", rules, 0.15, 0.015)
+    half_cycle = season_error(hist("2022-01-01", 170), "2022-07-15", rules, 0.15, 0.015)
+    assert summer_only > 0.015 and half_cycle < summer_only / 2
+
+
+@pytest.mark.parametrize("seed", range(1, 13))
+def test_first_autumn_of_a_site_monitored_since_summer_raises_no_notification(seed):
+    _, ev = replay(scenario_series(scenario("stable-summer-start"), seed))
+    assert not [e for e in ev if e.event in CONFIRMING], kinds(ev)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_a_steady_noisy_site_is_not_alerted_and_a_quiet_one_is_alerted_for_the_same_step(seed):
     """The same +15 % held for 4 frames: 5 noise sd on a quiet site (alerted), 2.5 on a noisy one (weak evidence)."""

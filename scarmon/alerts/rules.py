@@ -298,6 +298,29 @@ def seasonal_amplitude(history: Iterable[tuple[str, float]], *, peak_doy: int, p
     return best
 
 
+def season_error(history: Iterable[tuple[str, float]], date: str, rules: AlertRules, amplitude: float,
+                 sigma: float) -> float:
+    """How far off a rolling baseline on `date` may be because the seasonal amplitude is not known yet: the
+    amplitude's posterior sd (prior sd ALERT_SEASON_AMPLITUDE_SD; frames of noise `sigma` inform it in proportion to
+    the spread of their seasons, as in a regression of level on season) times how far the date's season lies from
+    the history's mean season. Large in a site's first months when the season being judged has not been seen (the
+    first autumn of a site monitored since summer); small once the frames span the swing."""
+    peak = rules.season_peak_doy
+
+    def slope(d: str) -> float:  # d seasonal_term / d amplitude
+        u = _unit_season(d, peak)
+        return u / (1 + amplitude * u)
+
+    day = _day(date)
+    # the frames inform the amplitude through the spread of their seasons (a history within one season says little)
+    s = [slope(d) for d, _ in history if 0 < (day - _day(d)).days <= rules.rolling_days]
+    sxx = sum((x - statistics.fmean(s)) ** 2 for x in s) if s else 0.0
+    var = 1.0 / (sxx / (sigma * sigma) + 1.0 / defaults.ALERT_SEASON_AMPLITUDE_SD ** 2)
+    if not s:
+        return 0.0
+    return math.sqrt(var) * abs(slope(date) - statistics.fmean(s))
+
+
 def noise_sigma(history: Iterable[tuple[str, float]], *, amplitude: float, peak_doy: int, prior: float, floor: float,
                 min_pairs: int, max_gap_days: int = 60) -> float:
     """The site's noise: robust sd (1.4826 MAD / √2) of the change of deseasonalised log-area between successive
@@ -444,7 +467,10 @@ def assess(history: tuple[tuple[str, float], ...], date: str, area: float, rules
     y_base, kind = found
     base = math.exp(y_base)
     change, pct = area - base, 100.0 * (area / base - 1)
-    score = (math.log(area) - y_base) / sigma
+    spread = sigma
+    if kind.startswith("rolling") and rules.season_amplitude is None:
+        spread = math.hypot(sigma, season_error(base_hist, date, rules, amp, sigma))
+    score = (math.log(area) - y_base) / spread
     new_cusum = max(0.0, cusum + min(score, CUSUM_CAP) - rules.cusum_k)
     min_pct = rules.watch.pct if kind == "acknowledged" else rules.min_growth_pct
     sized = change >= rules.watch.m2 and pct >= min_pct
