@@ -279,7 +279,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--years", type=float, default=1.0)
     ap.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 20.0])
-    ap.add_argument("--concurrency", type=int, default=defaults.READ_CONCURRENCY)
+    ap.add_argument("--concurrency", type=int, default=getattr(defaults, "READ_CONCURRENCY", 8))  # older trees
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--contenders", nargs="+", default=["scarmon", "odc-pool", "odc-seq"],
                     choices=["scarmon", "odc-pool", "odc-seq"])
