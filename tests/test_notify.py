@@ -4,6 +4,7 @@ webhook against a local http.server, and the outbox: a failed delivery is kept a
 import datetime as dt
 import http.server
 import json
+import re
 import socket
 import ssl
 import threading
@@ -14,10 +15,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from scarmon.alerts.history import enqueue, outbox, read_history, record, sent
-from scarmon.alerts.rules import AlertEvent, replay
 from scarmon.alerts.notify import SmtpSettings, WebhookSettings, build_email, deliver, send_email
+from scarmon.alerts.rules import AlertEvent, replay
 from scarmon.store.backends import LocalStore
 from tests.alert_series import sela
+from tests.test_products_support import browser, page, tracked_store_dir  # noqa: F401 (fixtures)
 
 NOTIFY_ALL = ("provisional", "confirmed", "escalating", "escalated", "finished")
 
@@ -48,15 +50,16 @@ def smtp_plain():
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
          .not_valid_after(now + dt.timedelta(days=2))
@@ -214,3 +217,77 @@ def test_webhook_json_post_with_retries(tmp_path):
         assert deliver(store, "sela", recipients=[], webhook=hook).sent == []
     finally:
         srv.shutdown()
+
+
+def test_alert_email_stands_alone(tracked_store_dir, tmp_path, smtp_plain, page):
+    """Delivered through a real SMTP server: where the scar is (coordinates, a map link), what changed against which
+    baseline in plain words, where it grew, a link to the site's dashboard page, and a before/now picture whose
+    outlines carry a black halo and whose cloud (not observed) pixels are hatched, never drawn like scar. Rendered
+    in Chromium as a person would see it (screenshot)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from scarmon.alerts.notify import BEFORE_RGB, HATCH_RGB, NODATA_RGB, NOW_RGB
+    from scarmon.grid import SiteGrid
+    from scarmon.ingest.frames import decode_ndvi, encode_ndvi
+    from scarmon.store.sequence import load_manifest
+    from tests.test_products_support import LAT, LON, copy_store, screenshot_dir
+
+    sink, ctl = smtp_plain
+    store = copy_store(tracked_store_dir, tmp_path / "store")
+    manifest, _ = load_manifest(store, "test-slide")
+    grid = SiteGrid.from_dict(manifest.grid)
+    now = next(f for f in manifest.frames if f.date == "2022-08-04")
+    ndvi = decode_ndvi(store.get(now.objects["ndvi"]))
+    cx, cy = grid.lonlat_to_pixel(LON, LAT)
+    ndvi[int(cy) - 30: int(cy) - 4, int(cx) - 40: int(cx) + 40] = np.nan  # a cloud over the scar's northern half
+    store.put(now.objects["ndvi"], encode_ndvi(ndvi, grid))
+    e = AlertEvent(site="test-slide", date="2022-08-04", scene_id=now.scene_id, event="confirmed", state="confirmed",
+                   level="alarm", area_m2=7080.0, baseline_m2=3500.0, baseline_kind="rolling 120 d, season ±12 %",
+                   change_m2=3580.0, change_pct=102.3, alert_id="2022-07-10_S2A_20220710_R033",
+                   first_date="2022-07-10", reason="growth +102 % (9.5 noise sd) over the rolling 120 d baseline")
+    enqueue(store, "test-slide", e, ["email"])
+    env = {"SCARMON_SMTP_HOST": "127.0.0.1", "SCARMON_SMTP_PORT": str(ctl.port),
+           "SCARMON_DASHBOARD_URL": "https://bucket.example.org/store/dashboard/index.html"}
+    r = deliver(store, "test-slide", recipients=["ops@example.org"], site_name="Test slide", env=env)
+    assert r.sent == [f"{e.id}/email"], r.failed
+    [(_, got)] = sink.messages
+    text = got.get_body(("plain",)).get_content()
+    body = got.get_body(("html",)).get_content()
+    where = r"31\.(0999\d|1000\d)° N, (95\.9999\d|96\.0000\d)° E"  # the scar's centre: the site's prompt
+    assert re.search(r"at\s+" + where, got["Subject"]) and re.search("Where: " + where, text)
+    assert re.search(r"https://www\.openstreetmap\.org/\?mlat=31\.(0999|1000)\d+&mlon=(95\.9999|96\.0000)", text)
+    for s in (
+              "compared with 3,500 m², the typical area over the previous 120 days, corrected for the seasonal swing",
+              "Where it grew: ", "m² of new ground since 2022-06-15",
+              "the landslide scar is growing: later clear images confirmed the growth",
+              "https://bucket.example.org/store/dashboard/index.html#site=test-slide&date=2022-08-04",
+              "hatched grey was not observed that day (clouds)"):
+        assert s in text, s
+    assert "Baseline (" not in text and "open on a map" in body and "style='background:#b0003a" in body
+    [part] = [p for p in got.walk() if p.get_content_type() == "image/png"]
+    picture = np.asarray(Image.open(io.BytesIO(part.get_content())).convert("RGB"))
+    rgb = picture[26:-50]  # the two panels, without the titles above and the legend below
+    half = rgb.shape[1] // 2
+
+    def has(color, region):
+        return int(np.all(region == np.array(color, np.uint8), axis=-1).sum())
+
+    assert has(BEFORE_RGB, rgb[:, :half]) > 100 and has(NOW_RGB, rgb[:, half:]) > 100
+    assert has(NOW_RGB, rgb[:, :half]) == 0  # 'before' carries only its own outline
+    assert has(HATCH_RGB, rgb[:, half:]) > 50 and has(NODATA_RGB, rgb[:, half:]) > 200  # the cloud: no data
+    assert has(HATCH_RGB, rgb[:, :half]) == 0  # the clear 'before' frame has none
+    red = np.all(rgb == np.array(NOW_RGB, np.uint8), axis=-1)
+    ys, xs = np.nonzero(red)
+    beside = rgb[ys, np.clip(xs + 3, 0, rgb.shape[1] - 1)]
+    assert (beside.sum(axis=1) == 0).mean() > 0.2  # a black halo around the red line
+    html_inline = body.replace(f"cid:{part['Content-ID'][1:-1]}",
+                               "data:image/png;base64," + base64.b64encode(part.get_content()).decode())
+    page.set_content(html_inline)
+    page.wait_for_function("document.images[0].complete && document.images[0].naturalWidth > 0")
+    page.screenshot(path=str(screenshot_dir() / "alert-email.png"), full_page=True)
+    Image.open(io.BytesIO(part.get_content())).save(screenshot_dir() / "alert-email-picture.png")
+    assert page.errors == []
