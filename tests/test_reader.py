@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 import rasterio
@@ -195,3 +197,18 @@ def test_signing_failures_give_up_within_the_run_budget():
     with pytest.raises(ReadError, match="gave up"):
         reader.read_window("https://acct.blob.core.windows.net/c/b.tif", grid)
     assert calls == ["https://acct.blob.core.windows.net/c/a.tif"]  # the second one did not wait on the signer
+
+
+def test_a_signer_that_hangs_is_abandoned_within_the_budget():
+    def slow(href):
+        time.sleep(3)
+        return href
+
+    reader = RasterioReader(sign=slow, give_up_s=0.2)
+    grid = SiteGrid(EPSG, 10.0, 400000.0, 3500000.0, 10, 10)
+    t0 = time.monotonic()
+    with pytest.raises(ReadError, match="no answer within"):
+        reader.read_window("https://acct.blob.core.windows.net/c/a.tif", grid)
+    with pytest.raises(ReadError, match="gave up"):
+        reader.read_window("https://acct.blob.core.windows.net/c/b.tif", grid)
+    assert time.monotonic() - t0 < 2.5  # budget 0.2 s + SIGN_GRACE_S, not the signer's 3 s per scene

@@ -163,14 +163,6 @@ def warp_to_grid(win: Window2D, grid: SiteGrid, *, resampling: Resampling, nodat
     return dst
 
 
-def mosaic(layers: list[np.ndarray], nodata: float) -> np.ndarray:
-    """First layer with data wins; same-date tiles of one pass carry the same measurement."""
-    out = layers[0].copy()
-    for layer in layers[1:]:
-        np.copyto(out, layer, where=np.isnan(out) if np.isnan(nodata) else out == nodata)
-    return out
-
-
 def sub_grid(grid: SiteGrid, need: np.ndarray) -> tuple[SiteGrid, tuple[slice, slice]] | None:
     """Pure: the smallest sub-grid holding every True pixel of `need` (grid-shaped), and its slices; None if none."""
     rows, cols = np.flatnonzero(need.any(axis=1)), np.flatnonzero(need.any(axis=0))

@@ -11,6 +11,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -67,8 +69,9 @@ class RasterioReader:
     """Reads with rasterio/GDAL; `sign` turns an href into a readable URL (Planetary Computer SAS tokens).
 
     Thread-safe: one reader serves the whole ingestion pool. Signing failures share one time budget per reader
-    (`give_up_s`, a run): once the signer has failed for that long in total, every href that needs signing fails
-    at once with a ReadError (the scene stays pending) instead of stalling each scene on the signer's retries.
+    (`give_up_s`, a run): a call is abandoned once it has taken the rest of the budget (plus SIGN_GRACE_S), and
+    once the signer has failed for that long in total, every href that needs signing fails at once with a
+    ReadError (the scene stays pending) instead of stalling each scene on the signer's retries.
     """
 
     def __init__(self, sign: Callable[[str], str] | None = None, *, give_up_s: float | None = None):
@@ -104,8 +107,14 @@ class RasterioReader:
             raise ReadError(f"cannot sign {href}: signing failed for {spent:.0f} s in this run; gave up until the "
                             "next run")
         t0 = time.monotonic()
+        wait = max(self.give_up_s - spent, 0.0) + SIGN_GRACE_S
+        future = _sign_pool().submit(self.sign, href)
         try:
-            return self.sign(href)
+            return future.result(timeout=wait)
+        except FutureTimeout as exc:  # a signer retrying for minutes: stop waiting, it finishes in the background
+            with self._lock:
+                self._sign_failed_s += time.monotonic() - t0
+            raise ReadError(f"cannot sign {href}: no answer within {wait:.0f} s") from exc
         except Exception as exc:  # any signer failure (network, HTTP, token service) is the same to a read
             with self._lock:
                 self._sign_failed_s += time.monotonic() - t0
@@ -155,6 +164,22 @@ def source_window(crs: Any, transform: Affine, width: int, height: int, grid: Si
     if c1 <= c0 or r1 <= r0:
         return None
     return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+SIGN_GRACE_S = 1.0
+"""A signing call may run this much past the run's remaining signing budget before it is abandoned."""
+
+_SIGN_POOL: ThreadPoolExecutor | None = None
+_SIGN_POOL_LOCK = threading.Lock()
+
+
+def _sign_pool() -> ThreadPoolExecutor:
+    """Threads that run signers, so a signer stuck in its own retries cannot hold a read longer than the budget."""
+    global _SIGN_POOL
+    with _SIGN_POOL_LOCK:
+        if _SIGN_POOL is None:
+            _SIGN_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scarmon-sign")
+        return _SIGN_POOL
 
 
 def sign_href(href: str) -> str:
