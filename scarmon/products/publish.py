@@ -61,14 +61,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "scarmon.products/1"
-PRODUCTS_VERSION = "7"  # bump to force every product to be rebuilt (a change of drawing code, say)
+PRODUCTS_VERSION = "8"  # bump to force every product to be rebuilt (a change of drawing code, say)
 QUICKLOOK_MAX_PX = 1024
 MAP_MAX_PX = 1024
 COORD_DECIMALS = 7      # GeoJSON coordinates: 7 decimals of a degree is ~1 cm
 RECENT_ALERT_DAYS = 120  # an alert that ended up to this many days before the newest frame is 'recent'
 MASK_NODATA = 255
 MASK_COLORS = {0: (235, 235, 235, 255), 1: (220, 0, 0, 255), MASK_NODATA: (0, 0, 0, 0)}
-MASK_VALUES = ({"value": 0, "name": "not-scar", "description": "observed, not scar"},
+MASK_VALUES: tuple[dict[str, Any], ...] = ({"value": 0, "name": "not-scar", "description": "observed, not scar"},
                {"value": 1, "name": "scar", "description": "scar (bare ground tracked as the landslide)"},
                {"value": MASK_NODATA, "name": "not-observed",
                 "description": "no data: not observed on this date (cloud, shadow, snow) or outside the AOI"})
@@ -964,11 +964,12 @@ def dashboard_url(store: Store, site_id: str | None = None) -> str:
 PUBLIC_PATTERNS = (
     keys.DASHBOARD_PREFIX + "*", keys.SITES_INDEX, keys.ROOT_CATALOG,
     keys.products_prefix("*") + "*", keys.stac_collection("*").rsplit("/", 1)[0] + "/*",
-    keys.series_csv("*"), keys.series_json("*"), keys.status("*"),
+    keys.series_csv("*"), keys.series_json("*"), keys.status("*"), keys.frames_prefix("*") + "*.tif",
 )
 """What browsers may read anonymously: the dashboard, its site list, the STAC catalog, each site's products (masks,
-polygons, quicklooks, plots, map images, index), its area series and its status document. Nothing else: not the
-sequence (manifest, frames), the tracker's state, corrections, the alert state, history or outbox, nor the lock."""
+polygons, quicklooks, plots, map images, index), its area series, its status document and the NDVI frames the STAC
+items name as their source. Nothing else: not the manifest, the video frames, the tracker's state, corrections, the
+alert state, history or outbox, nor the lock."""
 
 
 def s3_public_read_policy(store: Store) -> str | None:
