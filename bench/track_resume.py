@@ -13,7 +13,7 @@ SAM 2 runs with random weights saved to a checkpoint file (trained weights canno
 of a forward pass does not depend on the weights' values.
 
     python bench/track_resume.py [--image-size 256] [--device cpu] [--long 200] [--short 20] [--skip-sam2]
-                                 [--model-frames 24]
+                                 [--model-frames 24] [--model-only]
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def build_sequence(src_store, site_id: str, dst: Path, n: int) -> None:
                data={keys[r]: src_store.get(k) for r, k in src.objects.items()})
 
 
-def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, warmup: int = 2) -> dict:
+def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, warmup: int = 2,
+                compile: bool = False) -> dict:
     """Frames/s of SAM 2's own propagation vs the engine (one call; with a state after every frame), random weights."""
     import numpy as np
     import torch
@@ -64,7 +65,7 @@ def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, w
     from scarmon.tracking.sam2_engine import EngineConfig, Sam2Engine, build_predictor, preprocess_frame
 
     torch.manual_seed(0)
-    cfg = EngineConfig(image_size=image_size, device=device)
+    cfg = EngineConfig(image_size=image_size, device=device, compile=compile)
     predictor = build_predictor(cfg)
     engine = Sam2Engine(cfg, predictor)
     rng = np.random.default_rng(0)
@@ -114,7 +115,8 @@ def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, w
     own = sam2_own()
     fps_engine, _ = engine_call(False)
     fps_snap, state_bytes = engine_call(True)
-    out = {"device": device, "image_size": image_size, "frames": n_frames, "sam2_propagate_fps": own,
+    out = {"device": device, "image_size": image_size, "frames": n_frames, "compiled": compile,
+           "sam2_propagate_fps": own,
            "engine_fps": fps_engine, "engine_with_states_fps": fps_snap, "state_bytes": state_bytes}
     if dev.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -122,7 +124,8 @@ def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, w
 
 
 def print_model_speed(r: dict) -> None:
-    print(f"sam2 model time on {r['device']} at image size {r['image_size']} ({r['frames']} frames, random weights):")
+    print(f"sam2 model time on {r['device']} at image size {r['image_size']} ({r['frames']} frames, random weights"
+          f"{', compiled (vos_optimized)' if r['compiled'] else ''}):")
     print(f"  SAM 2 propagate_in_video     {r['sam2_propagate_fps']:8.2f} frames/s")
     print(f"  engine, one call             {r['engine_fps']:8.2f} frames/s "
           f"({r['sam2_propagate_fps'] / r['engine_fps']:.2f}x SAM 2's time; target <= 1.3)")
@@ -186,6 +189,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model-frames", type=int, default=24, help="frames for the model-time comparison")
     ap.add_argument("--skip-sam2", action="store_true")
+    ap.add_argument("--model-only", action="store_true", help="only the SAM 2 model-time comparison")
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -194,6 +198,8 @@ def main() -> None:
         return
     if not args.skip_sam2:
         print_model_speed(model_speed(args.device, args.image_size, args.model_frames))
+    if args.model_only:
+        return
     root = Path(tempfile.mkdtemp(prefix="scarmon-resume-"))
     raw = demo_site("creep-failure")
     site = parse_site(raw)

@@ -18,11 +18,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from scarmon import defaults
 from scarmon.cli import main
 from scarmon.demo.synthetic import demo_site, generate_catalog
 from scarmon.grid import SiteGrid
 from scarmon.ingest.discovery import open_catalog
-from scarmon.ingest.frames import decode_png
+from scarmon.ingest.frames import decode_ndvi, decode_png
 from scarmon.ingest.pipeline import ingest
 from scarmon.site import parse_site
 from scarmon.store import keys
@@ -33,6 +34,22 @@ from scarmon.tracking.pipeline import prompts_by_frame, read_mask, track_site
 
 torch = pytest.importorskip("torch")
 SIZE = 128
+
+
+KEEP_RECENT, EVERY = 3, 4  # scaled-down state pruning (defaults: 8 and 10), so 11 frames have pruned states
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_pruning():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(defaults, "KEEP_RECENT_STATES", KEEP_RECENT)
+        mp.setattr(defaults, "STATE_EVERY", EVERY)
+        yield
+
+
+def kept_before(n: int, k: int) -> int:
+    """The frame a re-track from frame k starts at: after the nearest earlier frame whose state is kept."""
+    return next((i + 1 for i in range(k - 1, -1, -1) if i >= n - KEEP_RECENT or (i + 1) % EVERY == 0), 0)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +89,10 @@ def reference(site, store, tracker):
     grid = SiteGrid.from_dict(manifest.grid)
     frames = manifest.frames
     videos = [decode_png(store.get(f.objects["video"])) for f in frames]
+    valid = [np.isfinite(decode_ndvi(store.get(f.objects["ndvi"]))) for f in frames]
     prompts = prompts_by_frame(site.prompts, frames, grid, boxes=site.boxes, to_first=False)
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
-    return tracker.engine.track_detailed(videos, prompts, corrections=corrections)
+    return tracker.engine.track_detailed(videos, prompts, corrections=corrections, valid=valid)
 
 
 def differences(site, store, ref) -> list[str]:
@@ -139,22 +157,23 @@ def test_resume_after_new_frames_equals_one_call_and_a_corrupted_state_fails(dem
 
 
 def test_corrections_far_back_equal_a_from_scratch_run(demo, tracker, tracked, tmp_path):
-    """Two corrections in one window, the first 12 frames back (its state was pruned: the re-track starts from an
+    """Two corrections in one window, the first 6 frames back (its state was pruned: the re-track starts from an
     older kept state), then tracking: exactly one from-scratch call with those corrections."""
     site, _, _ = demo
     shutil.copytree(tracked[3], tmp_path / "s")  # a copy of the tracked store
     store = open_store(str(tmp_path / "s"))
     manifest, _ = load_manifest(store, site.id)
     n = len(manifest.frames)
-    j = n - 12
+    j = n - 6
+    assert kept_before(n, j) < j  # the state before j was pruned
     grid = SiteGrid.from_dict(manifest.grid)
     lon, lat = grid.pixel_to_lonlat(grid.width * 0.5, grid.height * 0.5)
-    lon2, lat2 = grid.pixel_to_lonlat(grid.width * 0.3, grid.height * 0.6)
+    lon2, lat2 = grid.pixel_to_lonlat(grid.width * 0.45, grid.height * 0.55)
     add_corrections(store, site, dt.date.fromisoformat(manifest.frames[j].date), [(float(lon), float(lat), 0)])
     add_corrections(store, site, dt.date.fromisoformat(manifest.frames[j + 2].date), [(float(lon2), float(lat2), 1)])
     before = [read_mask(store, keys.mask(site.id, f)) for f in manifest.frames]
     report = track_site(site, store, tracker=tracker)
-    assert report.start_index <= j and report.start_index > 0  # from a kept state before j, not from scratch
+    assert report.start_index == kept_before(n, j) > 0  # from a kept state before j, not from scratch
     ref = reference(site, store, tracker)
     assert differences(site, store, ref) == []
     after = [read_mask(store, keys.mask(site.id, f)) for f in manifest.frames]
@@ -175,7 +194,8 @@ def test_changed_prompts_retrack_from_the_changed_date(demo, tracker, tracked, t
     changed = site.model_copy(update={"prompts": (*site.prompts, extra)})
     with caplog.at_level(logging.WARNING, logger="scarmon.tracking.pipeline"):
         report = track_site(changed, store, tracker=tracker)
-    assert report.start_index == k and len(report.tracked) == 4  # the state before k is one of the last 8 kept
+    n = len(manifest.frames)
+    assert report.start_index == kept_before(n, k) > 0 and len(report.tracked) == n - report.start_index
     assert any("changed: re-tracking" in r.getMessage() for r in caplog.records)
     info = describe_last(store, site.id, manifest)
     assert k in info["site_prompts"]

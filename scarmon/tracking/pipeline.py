@@ -104,6 +104,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
     prompts = prompts_by_frame(site.prompts, frames, grid, boxes=site.boxes)
     corrections = prompts_by_frame(load_corrections(store, site.id), frames, grid, to_first=False)
     if isinstance(tracker, Sam2Tracker):
+        tracker.keep_states_from = max(len(frames) - defaults.KEEP_RECENT_STATES, 0)  # others are pruned below
         if resume is not None and (changed := tracker.first_changed(resume, prompts, corrections)) is not None:
             log.warning("site %s: prompts or corrections on frame #%d (%s) changed: re-tracking from it", site.id,
                         changed, frames[changed].date)

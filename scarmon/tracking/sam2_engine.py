@@ -104,6 +104,7 @@ class EngineConfig:
     checkpoint: str | None = None
     device: str = "cpu"
     image_size: int = 1024
+    compile: bool = False  # SAM 2's vos_optimized predictor (torch.compile of its components; CUDA)
 
 
 @dataclass
@@ -241,6 +242,7 @@ def build_predictor(cfg: EngineConfig) -> Predictor:
         device="cpu",
         mode="eval",
         hydra_overrides_extra=[f"++model.image_size={int(cfg.image_size)}"],
+        vos_optimized=cfg.compile,
     )
     if sd is not None and cfg.checkpoint is not None:
         _apply_checkpoint(predictor, sd, cfg.checkpoint)
@@ -263,7 +265,10 @@ def shared_predictor(cfg: EngineConfig) -> Predictor:
     with _SHARED_LOCK:
         p = _SHARED.get(cfg)
         if p is None:
-            p = _SHARED[cfg] = build_predictor(cfg)
+            p = build_predictor(cfg)
+            if cfg.compile:  # compile now (minutes), not on the first site of the first tick
+                Sam2Engine(cfg, p).warmup()
+            _SHARED[cfg] = p
         return p
 
 
@@ -372,8 +377,11 @@ def compare_resume(a: bytes, b: bytes) -> list[str]:
             continue
         if ra.get(k) != rb.get(k):
             out.append(f"{k}: {ra.get(k)!r} != {rb.get(k)!r}")
-    fa_, fb_ = ra.get("fill"), rb.get("fill")
-    if (fa_ is None) != (fb_ is None) or (fa_ is not None and not torch.equal(fa_, fb_)):
+    fill_a, fill_b = ra.get("fill"), rb.get("fill")
+    if fill_a is None or fill_b is None:
+        if (fill_a is None) != (fill_b is None):
+            out.append("fill differs")
+    elif not torch.equal(fill_a, fill_b):
         out.append("fill differs")
     if not torch.equal(ra["maskmem_pos_enc"], rb["maskmem_pos_enc"]):
         out.append("maskmem_pos_enc differs")
@@ -578,6 +586,12 @@ class Sam2Engine:
         state was made with (None: the state is valid for these events). Re-track from a state before it."""
         rs = _load(resume)
         return _first_difference(rs["events"], _events(prompts, corrections), int(rs["last"]))
+
+    def warmup(self, n: int = 4, hw: int = 64) -> None:
+        """Run a few synthetic frames (a prompt, tracking, a correction) so compiled kernels are built up front."""
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (hw, hw), dtype=np.uint8) for _ in range(n)]
+        self.track_detailed(frames, {0: [(hw / 2, hw / 2, 1)]}, corrections={n - 1: [(2.0, 2.0, 0)]})
 
     # ---- internals -------------------------------------------------------------------------------------------
 

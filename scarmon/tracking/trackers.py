@@ -43,7 +43,7 @@ class Tracker(Protocol):
     name: str
     window: int  # frames per call: bounds memory whatever the history length
 
-    def identity(self) -> dict:
+    def identity(self) -> dict[str, object]:
         """What produced the stored states: a different identity means states cannot be resumed from."""
         ...
 
@@ -116,6 +116,7 @@ class Sam2Settings:
     device: str = "cpu"
     image_size: int = 1024
     window: int | None = None  # frames per call; None: defaults.SAM2_WINDOW_CPU / _GPU by device
+    compile: bool = False  # SCARMON_SAM2_COMPILE=1: SAM 2's vos_optimized (compiled) predictor, warmed up once
 
     @classmethod
     def from_env(cls, checkpoint: str | None = None) -> Sam2Settings:
@@ -124,7 +125,8 @@ class Sam2Settings:
         size = int(env.get("SCARMON_SAM2_IMAGE_SIZE") or (1024 if device.startswith("cuda") else 512))
         window = int(env["SCARMON_SAM2_WINDOW"]) if env.get("SCARMON_SAM2_WINDOW") else None
         return cls(checkpoint or env.get("SCARMON_SAM2_CHECKPOINT") or None,
-                   env.get("SCARMON_SAM2_CONFIG") or cls.config, device, size, window)
+                   env.get("SCARMON_SAM2_CONFIG") or cls.config, device, size, window,
+                   env.get("SCARMON_SAM2_COMPILE", "") == "1")
 
 
 def _default_device() -> str:
@@ -151,15 +153,22 @@ class Sam2Tracker:
 
         self.settings = settings
         cfg = EngineConfig(config=settings.config, checkpoint=settings.checkpoint, device=settings.device,
-                           image_size=settings.image_size)
+                           image_size=settings.image_size, compile=settings.compile)
         self.engine = Sam2Engine(cfg, predictor if predictor is not None else shared_predictor(cfg))
         gpu = settings.device.startswith("cuda")
         self.window = settings.window or (defaults.SAM2_WINDOW_GPU if gpu else defaults.SAM2_WINDOW_CPU)
+        # Frames before this one get a resume state only every STATE_EVERY frames (and the last of each window,
+        # to resume the next): the others would be pruned after the run (track_site sets it per run).
+        self.keep_states_from = 0
 
     def identity(self) -> dict[str, object]:
         s = self.settings
-        return {"name": self.name, "config": s.config, "image_size": s.image_size,
-                "checkpoint_sha256": _sha256(s.checkpoint) if s.checkpoint else None}
+        from scarmon.tracking.sam2_engine import RESUME_VERSION
+
+        # the state format is part of it: states of an older format are re-tracked, not misread
+        return {"name": self.name, "config": s.config, "image_size": s.image_size, "state_version": RESUME_VERSION,
+                "checkpoint_sha256": _sha256(s.checkpoint) if s.checkpoint else None,
+                **({"compiled": True} if s.compile else {})}
 
     def first_changed(self, resume: bytes, prompts: Mapping[int, list[Point]],
                       corrections: Mapping[int, list[Point]]) -> int | None:
@@ -168,13 +177,18 @@ class Sam2Tracker:
 
     def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]],
             corrections: Mapping[int, list[Point]], *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+        from scarmon import defaults
+
         first = frames[0].index
+        keep = {f.index for f in frames
+                if f.index >= self.keep_states_from or (f.index + 1) % defaults.STATE_EVERY == 0}
         # SAM 2 sees invalid (cloud, no-data) pixels filled from their last clear value, not as black
         result = self.engine.track_detailed([f.video for f in frames], prompts, corrections=corrections,
-                                            resume=resume, first_index=first, snapshots=True,
+                                            resume=resume, first_index=first, snapshots=keep | {frames[-1].index},
                                             valid=[np.isfinite(f.ndvi) for f in frames])
         by_index = dict(zip(result.frame_indices, result.masks, strict=True))
-        # Frames tracked backward have no snapshot: store none, so a later resume goes back to a real one.
+        # Frames tracked backward (and frames whose state would be pruned) have no snapshot: store none, so a
+        # later resume goes back to a real one.
         return [by_index[f.index] for f in frames], [result.snapshots.get(f.index, b"") for f in frames]
 
 
