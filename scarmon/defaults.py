@@ -185,18 +185,21 @@ MAX_AOI_KM2 = 100.0
 
 ALERT_LEVELS = {"watch": (25.0, 1_000.0), "warning": (50.0, 5_000.0), "alarm": (100.0, 20_000.0)}
 """(relative %, absolute m²) growth over the baseline that a level needs, BOTH at once. Seasonal swings of the NDVI
-scar area reach tens of percent (paper Figs. 8, 14) but the baseline absorbs most of them; 25 % is above what is
-left. The absolute part keeps a small scar's few-pixel wobble (+30 % of 2 000 m² is 150 pixels at 2 m) from
-alarming. Baige's failures (×1.6 then ×1.6 again) reach warning then alarm; Sela's +330 % reaches alarm."""
+scar area reach tens of percent (paper Figs. 8, 14) but the baseline absorbs most of them. Growth the site's noise
+makes significant (ALERT_DETECT_SIGMA, the CUSUM) is a watch from ALERT_MIN_GROWTH_PCT on, even under 25 %; 25 % is
+what re-alerting over an acknowledged level needs. The absolute part keeps a small scar's few-pixel wobble (+30 % of
+2 000 m² is 150 pixels at 2 m) from alarming. Baige's failures (×1.6 then ×1.6 again) reach warning then alarm;
+Sela's +330 % reaches alarm."""
 
 ALERT_SEASON_WINDOW_DAYS = 45
-"""The seasonal baseline is the median area of confident frames within ±45 days of the same day of year in the most
-recent earlier year that has any: the same phenology, so the summer regrowth dip does not look like change."""
+"""Once the history reaches back a year, the baseline is the same season a year before: the median of the (up to 5)
+confident frames nearest that day within ±45 days, each moved along the seasonal term to it: the same phenology, so
+the summer regrowth dip does not look like change."""
 
 ALERT_ROLLING_DAYS = 365
-"""Before a site has a year of history, the baseline is the upper envelope (max) of the 3-frame running median of
-confident frames over the last 365 days: the running median drops single odd frames, the max over the seasonal
-cycle keeps the winter level of the scar through the summer regrowth dip, so autumn's return to it is not growth."""
+"""Before a site has a year of history, the baseline is the median deseasonalised log-area of the confident frames of
+the last 365 days plus the seasonal term of the day (the median drops single odd frames; the seasonal term keeps
+autumn's return to the winter level from looking like growth)."""
 
 ALERT_WARMUP_DAYS = 20
 """No alert before the confident frames span 20 days (and ALERT_MIN_FRAMES frames): enough for a first level and
@@ -204,10 +207,11 @@ noise estimate. The seasonal model and the noise prior cover what a short histor
 a 300-day warm-up missed events in the first year and alerted finished growth late."""
 
 ALERT_CONFIRM_COUNT = 2
-"""A first detection is confirmed when at least 2 of the next 4 clear observations agree (GLAD alerts)."""
+"""Clear agreeing frames (the first detection included) a confirmation needs at least, whatever the evidence: one
+frame, however strong, may be an overshoot (GLAD alerts ask 2 of 4)."""
 
 ALERT_CONFIRM_WINDOW = 4
-"""...of the next 4 clear observations; if the window passes without enough agreement the detection is reset."""
+"""Clear frames after a provisional detection without confirmation (or 2 contradicting ones) reset it."""
 
 ALERT_FINISH_AFTER = 2
 """A confirmed alert finishes after 2 consecutive clear observations without further growth beyond
