@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -37,14 +38,14 @@ class Observation:
     new_ground_azimuth_deg: float | None = None  # where the new ground lies from the footprint's centre
     new_ground_distance_m: float | None = None
 
-    def to_row(self) -> dict:
+    def to_row(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def measure(mask: np.ndarray, prev: np.ndarray | None, *, pixel_m: float, days: float | None) -> dict:
+def measure(mask: np.ndarray, prev: np.ndarray | None, *, pixel_m: float, days: float | None) -> dict[str, Any]:
     """Area, change, expansion azimuth and boundary advance rate of one mask against the previous one."""
     area = float(mask.sum()) * pixel_m * pixel_m
-    out: dict = {"area_m2": area}
+    out: dict[str, Any] = {"area_m2": area}
     if prev is None:
         return out
     prev_area = float(prev.sum()) * pixel_m * pixel_m
@@ -95,12 +96,13 @@ def confidence_flags(areas: list[float], clear: list[float], *, scar_clear: list
     flags = []
     scar_clear = scar_clear or [None] * len(areas)
     tracker = tracker or [""] * len(areas)
-    for i, (a, c) in enumerate(zip(areas, clear)):
+    for i, (a, c) in enumerate(zip(areas, clear, strict=False)):
         reasons = [tracker[i]] if tracker[i] else []
         if c < min_clear:
             reasons.append(f"clear fraction {c:.2f} < {min_clear:.2f}")
-        if scar_clear[i] is not None and scar_clear[i] < min_clear:
-            reasons.append(f"{100 * (1 - scar_clear[i]):.0f}% of the scar under cloud, shadow or snow")
+        sc = scar_clear[i]
+        if sc is not None and sc < min_clear:
+            reasons.append(f"{100 * (1 - sc):.0f}% of the scar under cloud, shadow or snow")
         if 0 < i < len(areas) - 1 and areas[i - 1] and areas[i + 1]:
             d_prev, d_next = (a - areas[i - 1]) / areas[i - 1], (a - areas[i + 1]) / areas[i + 1]
             if abs(d_prev) > jump and abs(d_next) > jump and d_prev * d_next > 0:
