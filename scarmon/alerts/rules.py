@@ -14,27 +14,29 @@ What a frame is measured against (docs/alerts.md has the operator's version):
   * log-area, so growth is relative and the noise is one number per site;
   * the site's noise σ: robust sd of the change between successive confident frames (seasonal term removed),
     blended from a prior while few are measured, never below a floor;
-  * a baseline: the same season a year before when the history reaches back that far (median of confident frames
-    within ±season_window_days), else the median deseasonalised level over rolling_days plus the seasonal term of
-    the frame's date. The seasonal term is −A·cos(2π(doy − peak)/365.25): A is estimated from the site's successive
-    frames and shrunk towards a prior while they span little of the cycle. An acknowledged level (where the last
-    alert finished) raises the baseline for a year; re-alerting over it needs the watch threshold, not just noise.
-    Frames of an open detection and of a running CUSUM never feed the baseline.
+  * a baseline: the same season a year before when the history reaches back that far (median of the confident
+    frames nearest that day within ±season_window_days, moved along the seasonal term), else the median
+    deseasonalised level over rolling_days plus the seasonal term of the frame's date. The seasonal term is
+    ln(1 − A·cos(2π(doy − peak)/365.25)): A is estimated from the site's successive frames and shrunk towards a
+    prior while they span little of the cycle; while it is uncertain, a rolling baseline's possible error widens
+    the noise a frame is scored against (season_error). An acknowledged level (where the last alert finished)
+    raises the baseline for a year; re-alerting over it needs the watch threshold, not just noise. Frames of an
+    open detection and of a running CUSUM never feed the baseline.
 
 Rules that detect (each needs growth ≥ watch.m2 and ≥ min_growth_pct):
   * step: one frame ≥ detect_sigma σ over the baseline;
   * trend: a one-sided CUSUM of the residuals (capped at cap σ, slack cusum_k) reaches cusum_h: sustained small
     growth, +10-15 % on a quiet site, long before a fixed +25 %;
   * new ground: the mask outside the footprint (union of earlier masks, see scarmon.tracking.features) exceeds its
-    own noise while the scar lost at least half as much ground elsewhere (revegetation hiding a new zone).
+    own noise while the scar recently lost ≥ 30 % as much ground elsewhere (revegetation hiding a new zone).
 The level is the highest of watch/warning/alarm whose relative AND absolute thresholds the growth reaches, at least
 watch for a significant detection.
 
-Confirmation weighs evidence: a clear agreeing frame weighs min(1, σ-score / strong_sigma), at least 0.5, and 0.7 of
-that when the scar was only partly clear. A detection is silent until a second clear frame agrees (a single frame
-never reaches anyone, not even the history); it is confirmed when clear frames have added confirm_evidence (a step many
-times the noise: the next clear frame). Low-confidence frames can start or corroborate a detection but never add
-evidence, escalate or finish anything.
+Confirmation weighs evidence: a clear agreeing frame weighs min(1, σ-score / strong_sigma), at least 0.5, times
+quality_factor of the scar's clear share (1 from 98 %, 0.5 at the low-confidence limit). A detection is silent
+until a second clear frame agrees (a single frame never reaches anyone, not even the history); it is confirmed when
+clear frames have added confirm_evidence (a step many times the noise: the second clear frame). Low-confidence
+frames can start or keep a detection but never add evidence, confirm, escalate or finish anything.
 """
 
 from __future__ import annotations
