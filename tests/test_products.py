@@ -10,12 +10,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scarmon.products.publish import (
+    ProductsError,
+    current_alert_level,
+    load_index,
+    mask_to_pixel_polygon,
+    publish_site,
+    read_alerts,
+)
 from scarmon.store import keys
-from scarmon.products.publish import ProductsError, current_alert_level, load_index, publish_site, mask_to_pixel_polygon, read_alerts
 from scarmon.store.backends import LocalStore, Store, open_store
 from scarmon.tracking.pipeline import track_site
-from tests.test_products_support import (N_FRAMES, append_frames, build_site, copy_store, frame_dates, make_site,
-                                         published_store_dir, tracked_store_dir)  # noqa: F401 (fixtures)
+from tests.test_products_support import (  # noqa: F401 (fixtures)
+    N_FRAMES,
+    append_frames,
+    build_site,
+    copy_store,
+    frame_dates,
+    make_site,
+    published_store_dir,
+    tracked_store_dir,
+)
 
 SITE = "test-slide"
 
@@ -57,7 +72,7 @@ def test_publish_writes_every_product(published_store_dir: Path) -> None:
     assert len(index["frames"]) == N_FRAMES
     assert index["alert_level"] == "warning" and len(index["alerts"]) == 2
     series = json.loads(store.get(f"{SITE}/series.json"))
-    for f, row in zip(index["frames"], series):
+    for f, row in zip(index["frames"], series, strict=True):
         assert f["date"] == row["date"] and f["area_m2"] == row["area_m2"]
         for rel in (f["mask"], f["quicklook"], f["polygon"]):
             assert store.exists(f"{SITE}/{rel}"), rel
@@ -234,3 +249,112 @@ def test_cli_publish(tracked_store_dir: Path, tmp_path: Path) -> None:
     assert f"published {N_FRAMES} new/changed frame(s)" in res.output
     assert f"STAC catalog valid (STAC 1.1.0, offline): {N_FRAMES + 2} document(s)" in res.output
     assert "http://127.0.0.1:8000/dashboard/index.html#site=test-slide" in res.output
+
+
+def test_gis_products_read_fully(published_store_dir: Path) -> None:
+    """Masks with nodata (not observed, outside the AOI), a colour table and tags; GeoJSON simplified by half a pixel
+    with 7 decimals, areas kept; GeoParquet with typed date/timestamp columns; the map image and where the site is."""
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+    import rasterio
+
+    from scarmon.grid import SiteGrid
+    from scarmon.ingest.frames import decode_ndvi
+    from scarmon.tracking.pipeline import read_mask
+
+    store = LocalStore(published_store_dir)
+    index = _index(store)
+    grid = SiteGrid.from_dict(index["grid"])
+    aoi = grid.mask(make_site().polygon)
+    cloudy = next(f for f in index["frames"] if f["clear_fraction"] < 1)
+    with rasterio.open(published_store_dir / SITE / cloudy["mask"]) as src:
+        data = src.read(1)
+        assert src.nodata == 255 and src.colormap(1)[1][:3] == (220, 0, 0) and src.colormap(1)[255][3] == 0
+        tags = src.tags()
+        assert (tags["site"], tags["date"], tags["scene_id"]) == (SITE, cloudy["date"], cloudy["scene_id"])
+        assert tags["tracker"] and "255 not observed" in tags["values"]
+    ndvi = decode_ndvi(store.get(f"{SITE}/{cloudy['ndvi']}"))
+    tracker = read_mask(store, f"{SITE}/{cloudy['tracker_mask']}")
+    assert set(np.unique(data)) == {0, 1, 255}
+    assert np.all(data[~aoi] == 255) and np.all(data[~np.isfinite(ndvi)] == 255)  # outside the AOI, under cloud
+    seen = aoi & np.isfinite(ndvi)
+    assert np.array_equal(data[seen] == 1, tracker[seen].astype(bool)) and seen.sum() > 0.5 * aoi.sum()
+
+    # GeoJSON: 7 decimals at most, the pixel staircase simplified away, areas within 3 % of the measured ones
+    raw = store.get(f"{SITE}/products/polygons.geojson").decode()
+    def numbers(obj):
+        if isinstance(obj, list):
+            for v in obj:
+                yield from numbers(v)
+        else:
+            yield obj
+
+    coords = [c for f in json.loads(raw)["features"] for c in numbers(f["geometry"]["coordinates"])]
+    assert max(len(repr(c).split(".")[1]) for c in coords) <= 7
+    assert all(len(repr(v).split(".")[-1]) <= 4 for f in json.loads(raw)["features"]
+               for v in f["properties"].values() if isinstance(v, float))  # no 16-digit numbers
+    gj = gpd.read_file(io.BytesIO(raw.encode()))
+    exact = gpd.read_parquet(io.BytesIO(store.get(f"{SITE}/products/polygons.parquet")))
+    simple_area = gj.to_crs(exact.crs).geometry.area.values
+    assert np.allclose(simple_area, exact.geometry.area.values, rtol=0.03)
+    n_simple = sum(len(g.exterior.coords) for g in gj.geometry if g is not None and g.geom_type == "Polygon")
+    n_exact = sum(len(g.exterior.coords) for g in exact.geometry if g is not None and g.geom_type == "Polygon")
+    assert n_simple < 0.85 * n_exact, (n_simple, n_exact)
+    # GeoParquet: real date and timestamp columns
+    schema = pq.read_schema(io.BytesIO(store.get(f"{SITE}/products/polygons.parquet")))
+    assert str(schema.field("date").type) == "date32[day]"
+    assert str(schema.field("datetime").type) == "timestamp[ns, tz=UTC]"
+
+    # where the site is, for maps: the AOI, its centre and bbox, the map image's lon/lat bounds
+    assert index["center"] == [96.0, 31.1] and index["aoi"]["type"] == "Polygon"
+    w, s, e, n = index["map"]["bounds"]
+    bw, bs, be, bn = index["bbox"]
+    assert w <= bw < be <= e and s <= bs < bn <= n and (e - w) < 2 * (be - bw)
+    entry = json.loads(store.get("sites.json"))["sites"][0]
+    assert entry["center"] == index["center"] and entry["bbox"] == index["bbox"]
+    img = Image.open(io.BytesIO(store.get(f"{SITE}/{cloudy['map_image']}")))
+    assert img.mode == "P" and "transparency" in img.info and max(img.size) <= 1024
+    rgba = np.asarray(img.convert("RGBA"))
+    assert (rgba[..., 3] == 0).any() and (rgba[..., 3] == 255).mean() > 0.8  # transparent only off the frame
+
+
+def test_recent_alert_survives_the_end_of_an_alarm() -> None:
+    from scarmon.products.publish import recent_alert
+
+    events = [{"date": "2023-01-01", "event": "provisional", "state": "provisional", "level": "watch"},
+              {"date": "2023-02-01", "event": "confirmed", "state": "confirmed", "level": "alarm",
+               "first_date": "2023-01-01"},
+              {"date": "2023-04-01", "event": "finished", "state": "finished", "level": "alarm"}]
+    r = recent_alert(events, "2023-05-01")
+    assert r is not None and r["level"] == "alarm" and r["state"] == "finished" and r["last_date"] == "2023-04-01"
+    assert recent_alert(events, "2024-05-01") is None  # long ago
+    # a provisional alert that was reset never was an alarm
+    assert recent_alert([{"date": "2023-01-01", "event": "provisional", "state": "provisional", "level": "alarm"},
+                         {"date": "2023-01-20", "event": "reset", "state": "reset", "level": "alarm"}],
+                        "2023-02-01") is None
+
+
+def test_s3_policy_is_least_privilege(s3_uri: str) -> None:
+    import fnmatch
+
+    from scarmon.products.publish import s3_public_read_policy
+
+    store = open_store(s3_uri)
+    policy = json.loads(s3_public_read_policy(store))
+    [stmt] = policy["Statement"]
+    assert stmt["Action"] == "s3:GetObject" and stmt["Principal"] == "*" and stmt["Effect"] == "Allow"
+    prefix = f"arn:aws:s3:::{store.bucket}/{store.prefix}"
+
+    def public(key: str) -> bool:  # S3's '*' matches any characters, '/' included, as fnmatch's does
+        return any(fnmatch.fnmatchcase(prefix + key, r) for r in stmt["Resource"])
+
+    for key in ("dashboard/index.html", "dashboard/vendor/leaflet/leaflet.js", "sites.json", "catalog.json",
+                "s/products/index.json", "s/products/masks/2023-01-01_S2A.tif", "s/stac/items/x.json",
+                "s/stac/collection.json", "s/series.csv", "s/series.json", "s/status.json",
+                "s/frames/2023-01-01_S2A.tif"):
+        assert public(key), key
+    for key in ("s/manifest.json", "s/corrections.json", "s/alerts.jsonl", "s/alerts/state.json",
+                "s/alerts/outbox/e1.json", "s/alerts/sent/e1.json", "s/lock.json", "s/tracking/tracker.json",
+                "s/tracking/sam2/x.state", "s/frames/2023-01-01_S2A.png", "s/masks/x.tif", "other/secret.txt"):
+        assert not public(key), key
+    assert s3_public_read_policy(LocalStore(Path("/tmp"))) is None

@@ -395,14 +395,19 @@ def _tracker_name(store: Store, site_id: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # polygons
 
+def _round(v: Any, ndigits: int) -> Any:
+    """Numbers as people read them (no 16-digit floats in the outlines' attributes); anything else unchanged."""
+    return round(v, ndigits) if isinstance(v, float) and math.isfinite(v) else v
+
+
 def _frame_feature_props(site_id: str, frame: FrameEntry, row: Mapping[str, Any] | None) -> dict[str, Any]:
     row = row or {}
     low = bool(row.get("low_confidence"))
     return {
         "site": site_id, "date": frame.date, "datetime": frame.datetime, "scene_id": frame.scene_id,
-        "area_m2": row.get("area_m2"), "change_pct": row.get("change_pct"),
-        "same_season_change_pct": row.get("same_season_change_pct"),
-        "clear_fraction": frame.clear_fraction, "confidence": "low" if low else "normal",
+        "area_m2": _round(row.get("area_m2"), 1), "change_pct": _round(row.get("change_pct"), 2),
+        "same_season_change_pct": _round(row.get("same_season_change_pct"), 2),
+        "clear_fraction": _round(frame.clear_fraction, 4), "confidence": "low" if low else "normal",
         "low_confidence_reason": row.get("low_confidence_reason") or "",
         "source_items": ",".join(frame.item_ids),
     }
