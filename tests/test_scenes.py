@@ -151,3 +151,10 @@ def test_item_problems(bad, why):
 
 def test_good_items_have_no_problem():
     assert all(item_problem(f()) is None for f in (pc_item, es_c1_item, es_v1_item, es_v0_item))
+
+
+def test_an_asset_without_a_usable_href_is_missing():
+    item = pc_item()
+    item["assets"]["B08"]["href"] = 42
+    item["assets"]["SCL"] = "SCL.tif"
+    assert missing_bands(item) == ["B08", "SCL"]

@@ -54,7 +54,9 @@ class Scene:
 def asset_key(item: Mapping[str, Any], band: str) -> str | None:
     """The item's asset key for a band ('red', 'nir', 'scl'), or None when the item lacks it (or has no href)."""
     assets = item.get("assets") or {}
-    return next((k for k in ASSET_KEYS[band] if isinstance(assets.get(k), dict) and assets[k].get("href")), None)
+    return next((k for k in ASSET_KEYS[band]
+                 if isinstance(assets.get(k), dict) and isinstance(assets[k].get("href"), str) and assets[k]["href"]),
+                None)
 
 
 def missing_bands(item: Mapping[str, Any]) -> list[str]:
