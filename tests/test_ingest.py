@@ -18,7 +18,7 @@ from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
 from scarmon.grid import site_grid
 from scarmon.ingest.discovery import CatalogError, open_catalog
 from scarmon.ingest.frames import decode_ndvi
-from scarmon.ingest.pipeline import deep_rescan_due, ingest, plan
+from scarmon.ingest.pipeline import deep_rescan_due, identify, ingest, plan
 from scarmon.ingest.reader import RasterioReader
 from scarmon.ingest.scenes import Scene
 from scarmon.site import parse_site
@@ -334,6 +334,16 @@ def test_plan_reads_only_what_may_change():
     assert [s.id[4:12] for s in todo.read] == ["20240103", "20240104", "20240106"]  # items changed, unread, new
     assert [s.id[4:12] for s, _ in todo.unchanged] == ["20240102"] and todo.known == 2
     assert todo.reprocessed == ["S2A_20240101_R033"]  # 02.12 stored, 05.09 listed now
+
+
+def test_identify_maps_each_stored_id_once():
+    def scene(sid):
+        return Scene(sid, f"{sid[4:8]}-{sid[8:10]}-{sid[10:12]}T04:17:01Z", ({"id": sid, "properties": {}},))
+
+    old = Rejection(date="2024-01-01", scene_id="S2A_20240101", datetime="2024-01-01T04:17:01Z", reason="cloudy")
+    manifest = Manifest(site_id="s", grid=None, rejections=(old,))
+    got = identify([scene("S2A_20240101_R033"), scene("S2A_20240101_R034"), scene("S2A_20240106_R033")], manifest)
+    assert [s.id for s in got] == ["S2A_20240101", "S2A_20240101_R034", "S2A_20240106_R033"]
 
 
 def test_deep_rescan_is_due_once_per_period_per_site():

@@ -114,7 +114,14 @@ def may_retry(scene_datetime: str, newest: dt.datetime | None, days: int | None 
 def identify(scenes: Iterable[Scene], manifest: Manifest) -> list[Scene]:
     """Scenes under the ids the store already uses for them (orbit-less ids written from Earth Search before)."""
     stored = {f.scene_id for f in manifest.frames} | {r.scene_id for r in manifest.rejections}
-    return [s if (sid := stored_id(s.id, stored)) == s.id else replace(s, id=sid) for s in scenes]
+    out, taken = [], {s.id for s in scenes}
+    for s in scenes:
+        sid = stored_id(s.id, stored)
+        if sid != s.id and sid not in taken:  # one scene per stored id (two orbits on one day keep their own ids)
+            taken.add(sid)
+            s = replace(s, id=sid)
+        out.append(s)
+    return out
 
 
 @dataclass(frozen=True)
