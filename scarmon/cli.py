@@ -264,7 +264,9 @@ def site_schema_cmd() -> None:
 @main.command("check-site")
 @click.argument("site_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def check_site(site_files: tuple[str, ...]) -> None:
-    """Validate site files; print one line per file."""
+    """Validate site files; print one line per file, then where the AOI is (its centre and a map link: look at it)
+    and warnings: an AOI outside Sentinel-2's coverage or that looks lat/lon-swapped, prompts at the AOI's edge."""
+    from scarmon.alerts.notify import fmt_lonlat, map_link
     from scarmon.grid import site_grid
     from scarmon.site import SiteError, load_site
 
@@ -275,10 +277,70 @@ def check_site(site_files: tuple[str, ...]) -> None:
         except SiteError as exc:
             bad += 1
             click.echo(str(exc), err=True)
+            hint = _swapped_prompts_hint(path)
+            if hint:
+                click.echo(f"{path}: hint: {hint}", err=True)
             continue
         g = site_grid(site.polygon, site.resolution_m)
         click.echo(f"{path}: ok: {site.id} ({site.display_name}), grid EPSG:{g.epsg} {g.width}x{g.height} at {g.resolution} m")
+        c = site.polygon.centroid
+        click.echo(f"  where: {fmt_lonlat(c.x, c.y)} (AOI centre); map: {map_link(c.x, c.y, zoom=14)}")
+        for level, text in _site_warnings(site, g):
+            click.echo(f"  {level}: {text}")
     sys.exit(1 if bad else 0)
+
+
+S2_LAT_RANGE = (-56.0, 84.0)
+"""Sentinel-2 acquires land between about 56° S and 84° N."""
+
+
+def _site_warnings(site: Any, grid: Any) -> list[tuple[str, str]]:
+    """What in a valid site file is probably not what its author meant: ("warning" | "note", text)."""
+    from shapely.geometry import Point
+
+    out: list[tuple[str, str]] = []
+    c = site.polygon.centroid
+    lo, hi = S2_LAT_RANGE
+    if not lo <= c.y <= hi:
+        swapped = f"; with lon and lat swapped it would be at {abs(c.x):.4f}° {'N' if c.x >= 0 else 'S'}, " \
+                  f"{abs(c.y):.4f}° {'E' if c.y >= 0 else 'W'}" if lo <= c.x <= hi else ""
+        out.append(("warning", f"the AOI lies at latitude {c.y:.4f}, outside Sentinel-2's coverage ({-lo:.0f}° S to {hi:.0f}° N): "
+                   f"no image will ever be found. GeoJSON wants [lon, lat] pairs; check their order{swapped}"))
+    elif abs(c.x) <= 90 and lo <= c.x <= hi:
+        out.append(("note", "lon and lat would also be valid swapped: check on the map link above that the AOI is on "
+                            "the slope (GeoJSON and the prompts want lon first, then lat)"))
+    ring = grid.project(site.polygon).exterior
+    for i, p in enumerate(site.prompts):
+        x, y = grid.project(Point(p.lon, p.lat)).coords[0]
+        d = ring.distance(Point(x, y))
+        if d < 5 * grid.resolution:
+            out.append(("warning", f"prompts[{i}] lies {d:.0f} m from the AOI's edge: a scar there may reach "
+                                   "beyond the AOI; draw the AOI wider"))
+    return out
+
+
+def _swapped_prompts_hint(path: str) -> str | None:
+    """For a site file whose prompts fall outside its AOI: say so when swapping their lon and lat puts them inside."""
+    import yaml
+    from shapely.geometry import Point, shape
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        poly = shape(doc["aoi"])
+        prompts = list(doc.get("prompts") or [])
+        outside = [i for i, p in enumerate(prompts) if not poly.contains(Point(float(p["lon"]), float(p["lat"])))]
+        if outside and all(poly.contains(Point(float(prompts[i]["lat"]), float(prompts[i]["lon"]))) for i in outside):
+            return (f"prompts {outside} lie inside the AOI with lon and lat swapped: write them as "
+                    "{lon: <degrees east>, lat: <degrees north>}")
+        ring = [list(map(float, pt)) for pt in doc["aoi"]["coordinates"][0]]
+        swapped = shape({"type": "Polygon", "coordinates": [[[b, a] for a, b in ring]]})
+        if outside and all(swapped.contains(Point(float(prompts[i]["lon"]), float(prompts[i]["lat"])))
+                           for i in outside):
+            return ("the prompts lie inside the AOI with the AOI's lon and lat swapped: GeoJSON coordinates are "
+                    "[lon, lat] pairs")
+    except Exception:  # noqa: BLE001 - a hint only: a file that cannot be read this way already has its error
+        return None
+    return None
 
 
 # --- Monitoring service (issue 4): Prefect flows, alerts -------------------------------------------------------------

@@ -122,3 +122,38 @@ def test_status_answers_is_every_site_alive(tracked_store_dir, tmp_path):
     empty = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "nothing")])
     assert empty.exit_code == 1 and "no sites in" in empty.output and "Traceback" not in empty.output
     assert CliRunner().invoke(main, ["--version"]).output.startswith("scarmon, version ")
+
+
+def test_check_site_says_where_and_warns_about_swapped_coordinates(tmp_path):
+    from tests.test_products_support import site_doc_at, write_site_file
+
+    chile = site_doc_at("chile-slide", "Chile slide", -70.5, -33.4)
+    ok = CliRunner().invoke(main, ["check-site", str(write_site_file(tmp_path / "ok.yaml", chile))])
+    assert ok.exit_code == 0, ok.output
+    assert "where: 33.40000° S, 70.50000° W (AOI centre); map: https://www.openstreetmap.org/?mlat=-33.400000" \
+        in ok.output and "warning" not in ok.output
+
+    # AOI and prompts written [lat, lon]: valid numbers, but the site would sit in Antarctica
+    swapped = json.loads(json.dumps(chile))
+    swapped["aoi"]["coordinates"] = [[[y, x] for x, y in swapped["aoi"]["coordinates"][0]]]
+    for p in swapped["prompts"]:
+        p["lon"], p["lat"] = p["lat"], p["lon"]
+    res = CliRunner().invoke(main, ["check-site", str(write_site_file(tmp_path / "swapped.yaml", swapped))])
+    assert res.exit_code == 0, res.output
+    assert "warning: the AOI lies at latitude -70.5000, outside Sentinel-2's coverage" in res.output
+    assert "with lon and lat swapped it would be at 33.4000° S, 70.5000° W" in res.output
+
+    # only the prompts swapped: an error naming the prompt, and a hint
+    bad = json.loads(json.dumps(chile))
+    for p in bad["prompts"]:
+        p["lon"], p["lat"] = p["lat"], p["lon"]
+    res = CliRunner().invoke(main, ["check-site", str(write_site_file(tmp_path / "bad.yaml", bad))])
+    assert res.exit_code == 1 and "lies outside the aoi polygon" in res.output
+    assert "hint: prompts [0, 1] lie inside the AOI with lon and lat swapped" in res.output
+
+    # a prompt at the AOI's edge
+    edge = json.loads(json.dumps(chile))
+    ring = edge["aoi"]["coordinates"][0]
+    edge["prompts"][1]["lon"] = max(x for x, _ in ring) - 0.00003
+    res = CliRunner().invoke(main, ["check-site", str(write_site_file(tmp_path / "edge.yaml", edge))])
+    assert res.exit_code == 0 and "warning: prompts[1] lies 3 m from the AOI's edge" in res.output

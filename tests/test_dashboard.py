@@ -11,9 +11,22 @@ from pathlib import Path
 
 from scarmon.products.publish import publish_dashboard, publish_failed, publish_site
 from scarmon.store.backends import LocalStore, open_store
-from tests.test_products_support import (LAT, LON, N_FRAMES, SITE_DOC, StaticServer, browser,  # noqa: F401
-                                         build_site, copy_store, make_site, page, published_store_dir,
-                                         screenshot_dir, site_doc_at, tracked_store_dir)
+from tests.test_products_support import (  # noqa: F401
+    LAT,
+    LON,
+    N_FRAMES,
+    SITE_DOC,
+    StaticServer,
+    browser,
+    build_site,
+    copy_store,
+    make_site,
+    page,
+    published_store_dir,
+    screenshot_dir,
+    site_doc_at,
+    tracked_store_dir,
+)
 
 
 def _wait_loaded(page, frames: int) -> None:
@@ -32,11 +45,11 @@ def _outline_geo(page) -> dict:
         const r = document.querySelector('#map path.outline-current').getBoundingClientRect();
         const box = document.getElementById('map').getBoundingClientRect();
         const nw = m.latLngToContainerPoint(aoi.getNorthWest()), se = m.latLngToContainerPoint(aoi.getSouthEast());
-        const c = m.latLngToContainerPoint(L.latLng(%s, %s));
+        const c = m.latLngToContainerPoint(L.latLng(LAT, LON));
         return {west: b.getWest(), east: b.getEast(), south: b.getSouth(), north: b.getNorth(),
                 path: [r.left - box.left, r.top - box.top, r.right - box.left, r.bottom - box.top],
                 aoi: [nw.x, nw.y, se.x, se.y], site: [c.x, c.y], zoom: m.getZoom()};
-    }""" % (LAT, LON))
+    }""".replace("LAT", str(LAT)).replace("LON", str(LON)))
 
 
 def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(published_store_dir: Path, page) -> None:
@@ -76,7 +89,7 @@ def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(publish
         assert page.locator("#chart line.alert").count() == 2
         ticks = [float(t.replace(",", "")) for t in page.locator("#chart text.ytick").evaluate_all(
             "els => els.map(e => e.textContent)")]
-        steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+        steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
         assert ticks[0] == 0 and len(steps) == 1 and re.fullmatch(r"[125]0*", f"{steps.pop():g}"), ticks
         rows = page.locator("#alerts tbody tr")
         assert rows.count() == 2 and "warning" in rows.first.inner_text() and "confirmed" in rows.first.inner_text()
@@ -95,7 +108,7 @@ def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(publish
         # a cloudy frame shows its low confidence and why
         page.locator("#slider").fill("3")
         page.wait_for_function("document.getElementById('frame-date').textContent.includes('(4 of')")
-        assert page.locator("#frame-confidence").inner_text().startswith("low: clear fraction 0.85")
+        assert page.locator("#frame-confidence").inner_text() == "low: 85 % of the site clear (at least 90 % needed)"
         page.keyboard.press("ArrowRight")  # keyboard: next frame (focus is on the slider, which moves it too)
         page.wait_for_function("document.getElementById('frame-date').textContent.includes('(5 of')")
         assert re.search(r"#site=test-slide&date=\d{4}-\d\d-\d\d$", page.url)
