@@ -46,6 +46,10 @@ SEASONAL_GREEN_NDVI = 0.3
 """A pixel at or above this on a growing-season frame is green (vegetation, a herb-covered rim at ~0.45, leafed
 forest); the scar with summer regrowth stays near 0.13. In the dormant season the scar may not grow onto it."""
 
+SEASONAL_CREEP_PX = 4
+"""In the dormant season the scar may still grow onto ground seen green in a band up to 4 px (8 m) wide along its
+edge (creep between frames); wider low ground (a bare rim, leafless forest) is held. 8 px lets 30 m rims creep in."""
+
 GUARD_NEAR_UNSEEN_PX = 15
 """New scar area within 15 px (30 m at 2 m) of cloud, shadow or snow that SCL flagged on the frame is held: SCL's
 misses (thin cloud edges, partial snow below the snow line) lie next to what it flags, as low in NDVI as soil."""
@@ -61,6 +65,10 @@ the boundary band wobbles by 2-3 px; a failure or a missed cloud moves it by ten
 GUARD_JUMP_MIN_PX = 50
 """Jumps smaller than 50 px (200 m² at 2 m) are taken at once: too small to matter for alerts, and held they would
 only add lag."""
+
+GUARD_FLAG_PCT = 5.0
+"""A frame is flagged low-confidence when the guard held at least 5 % of the scar's area (and GUARD_JUMP_MIN_PX): less
+moves the area by no more than the boundary's own wobble; it is still held, just not flagged."""
 
 KEEP_RECENT_STATES = 8
 """Tracking states kept for the newest frames (SAM 2's memory reaches 7 frames back): corrections usually land there."""

@@ -106,7 +106,7 @@ def test_resume_equals_full_run_and_state_round_trip():
     full, _ = run(frames, {0: [(30, 30, 1), (70, 70, 0)]})
     first, state = run(frames[:3], {0: [(30, 30, 1), (70, 70, 0)]})
     rest, _ = run(frames[3:], {}, decode_state(encode_state(state)))
-    assert all(np.array_equal(a, b) for a, b in zip(full, first + rest))
+    assert all(np.array_equal(a, b) for a, b in zip(full, first + rest, strict=True))
     assert len(encode_state(state)) < 4000  # bounded: two packed masks, whatever the history
 
 
@@ -128,7 +128,7 @@ def test_box_prompt_selects_and_bounds_the_scar():
 
 # --- Issue 10: seasonal knowledge, overgrowth guard, prompts on their own date ---------------------------------------
 
-RING = disk(30, 30, 16) & ~disk(30, 30, 10)  # a rim or deciduous belt around the scar
+RING = disk(30, 30, 24) & ~disk(30, 30, 10)  # a rim or deciduous belt around the scar (28 m at 2 m)
 
 
 def test_ground_seen_green_last_season_is_not_scar_in_the_dormant_season_unless_it_stays_low():
@@ -228,6 +228,6 @@ def test_resume_equals_full_run_with_seasons_clouds_and_held_jumps():
     for cut in range(1, len(frames)):
         first, state = run(frames[:cut], prompts)
         rest, end2 = run(frames[cut:], {}, decode_state(encode_state(state)))
-        assert all(np.array_equal(a, b) for a, b in zip(full, first + rest)), cut
+        assert all(np.array_equal(a, b) for a, b in zip(full, first + rest, strict=True)), cut
         assert end2.note == end.note and np.array_equal(end2.unseen_age, end.unseen_age)
     assert any(m.sum() != full[0].sum() for m in full)  # the sequence does change the mask

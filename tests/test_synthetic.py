@@ -207,10 +207,10 @@ def test_generation_is_deterministic_for_a_seed(tmp_path: Path) -> None:
                                        end="2022-07-01", seed=seed) for name, seed in (("a", 3), ("b", 3), ("c", 4))]
     docs = [json.loads(p.read_text().replace(str(p.parent), "ROOT")) for p in runs]
     assert docs[0] == docs[1] and docs[0]["features"]
-    for ia, ib, ic in zip(*(d["features"] for d in docs)):
+    for ia, ib, ic in zip(*(d["features"] for d in docs), strict=True):
         for key in ("B04", "B08", "SCL"):
             a, b, c = (_pixels(it["assets"][key]["href"].replace("ROOT", str(p.parent)))
-                       for it, p in zip((ia, ib, ic), runs))
+                       for it, p in zip((ia, ib, ic), runs, strict=True))
             assert np.array_equal(a, b)
             if key != "SCL":
                 assert a.shape != c.shape or not np.array_equal(a, c)

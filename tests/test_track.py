@@ -106,3 +106,49 @@ def test_prompts_and_boxes_map_to_frames_and_pixels():
     assert (l0, l1) == (2, 3)
     assert max(abs(c0 - 10.5), abs(r0 - 20.5), abs(c1 - 50.5), abs(r1 - 80.5)) < 1.0  # UTM vs lon/lat skew
     assert sorted(prompts_by_frame([point], frames, grid, boxes=[box], to_first=True)) == [0, 2]
+    assert sorted(prompts_by_frame([point], frames, grid, boxes=[box])) == [1, 2]  # by default on their own date
+
+
+def test_prompts_dated_after_the_first_frame_start_there_and_track_back(demo, tmp_path):
+    """Prompts stay on their own date: frames before it are tracked backward from it (the scar existed then too),
+    nothing before the prompted frame can be resumed from, and a prompt on ground with no scar says so."""
+    site, items = demo
+    store = open_store(str(tmp_path / "s"))
+    ingest(site, open_catalog(str(items)), store)
+    frames = load_manifest(store, site.id)[0].frames
+    late = dt.date.fromisoformat(frames[3].date)
+    moved = parse_site({**demo_site("creep-failure"), "prompts": [
+        {**p, "date": late.isoformat()} for p in demo_site("creep-failure")["prompts"]]})
+    report = track_site(moved, store)
+    assert report.warnings == [] and "WARNING" not in report.summary()
+    grid = SiteGrid.from_dict(load_manifest(store, site.id)[0].grid)
+    for frame in frames[:4]:
+        mask = read_mask(store, keys.mask(site.id, frame))
+        truth = truth_mask(site, grid, dt.date.fromisoformat(frame.date), scenario="creep-failure")
+        assert (mask & truth).sum() / (mask | truth).sum() > 0.85, frame.date
+    from scarmon.tracking.pipeline import _resume_point
+    from scarmon.tracking.trackers import make_tracker
+
+    manifest = load_manifest(store, site.id)[0]
+    tracker = make_tracker(site.ndvi_threshold)
+    assert _resume_point(store, site.id, tracker, manifest, 3) == (0, None)  # no state before the prompted frame
+    resumed, state = _resume_point(store, site.id, tracker, manifest, len(frames))
+    assert resumed == len(frames) and state
+    # A positive click on intact vegetation (the negative prompt's place) is reported, not tracked in silence.
+    raw = demo_site("creep-failure")
+    veg = next(p for p in raw["prompts"] if p["label"] == 0)
+    lost = parse_site({**raw, "id": "lost", "prompts": [{**veg, "label": 1}]})
+    other = open_store(str(tmp_path / "o"))
+    ingest(lost, open_catalog(str(items)), other)
+    report = track_site(lost, other)
+    assert len(report.warnings) == 1 and "no low-NDVI ground" in report.warnings[0]
+    assert "WARNING" in report.summary()
+
+
+def test_confidence_flags_carry_the_trackers_reason():
+    from scarmon.tracking.features import confidence_flags
+
+    flags = confidence_flags([100.0, 130.0, 131.0], [1.0, 1.0, 1.0],
+                             tracker=["", "held new area of 30% of the scar: next to cloud or snow", ""])
+    assert flags[0] == (False, "") and flags[2] == (False, "")
+    assert flags[1] == (True, "held new area of 30% of the scar: next to cloud or snow")

@@ -2,8 +2,25 @@
 
 Pure functions of arrays. It is the paper's "knowledge-guided" prior turned into a tracker that needs no trained
 weights: a scar is low-NDVI ground connected to what was scar before (or to a positive prompt), never water, never
-the stable bare ground a negative prompt marks. Its state is the previous mask and the excluded region, so it
-resumes at a cost independent of the history length, and equals a full re-run exactly.
+the stable bare ground a negative prompt marks. Its state is the previous mask, the excluded region and a few
+per-pixel layers (seasonal record, frames since last unseen, ground held for a second look), so it resumes at a cost
+independent of the history length, and equals a full re-run exactly.
+
+What one frame cannot be trusted with (issue 10):
+
+- Seasonal knowledge. NDVI alone cannot tell a seasonally bare rim or a leafless deciduous forest from new scar in
+  winter: both are as low as bare soil. Per-pixel phenology from the site's own clear frames can: ground seen green
+  in the last growing season (and not scar-low later in it) is not taken in the dormant season, except as a band of
+  creep along the scar's edge (`creep_px`). The trade: scar growth onto vegetation wider than that band in winter (a
+  winter failure, fast creep after a long cloudy gap) is detected only when the growing season shows the ground still
+  bare, i.e. a detection delay of up to a few months in winter, against a false growth of the whole rim or forest
+  edge on every winter frame. The stored masks of the winter frames are not corrected afterwards (yet).
+- Overgrowth guard. New area next to flagged cloud or snow (where SCL misses thin edges and partial snow), where
+  cloud or snow just was, or a piece jumping away from the scar, is held: the mask keeps its previous extent there,
+  the frame is flagged with the reason, and a jump is taken when the next frame shows the same ground (one frame
+  of delay for a failure; a missed cloud never comes back at the same place).
+- Brightness. Cloud and snow are bright in red and NIR, soil is not; this tracker sees NDVI only. The spectral test
+  belongs at ingestion (on B04/B08, before NDVI), where it would turn them into "not observed" for every tracker.
 """
 
 from __future__ import annotations
@@ -38,6 +55,8 @@ class KnowledgeParams:
     guard_memory: int = defaults.GUARD_RECENT_FRAMES
     jump_px: int = defaults.GUARD_JUMP_PX
     jump_min_px: int = defaults.GUARD_JUMP_MIN_PX
+    flag_pct: float = defaults.GUARD_FLAG_PCT
+    creep_px: int = defaults.SEASONAL_CREEP_PX
 
 
 @dataclass(frozen=True)
@@ -107,8 +126,11 @@ def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Poi
     valid = np.isfinite(ndvi)
     lush = is_lush(ndvi, params, state.mask)
     positives = [p for p in prompts if p[2] in (1, 2, 3)]
-    block = (seasonal_block(state, lush) if params.seasonal and not positives
-             else np.zeros(ndvi.shape, bool))
+    block = seasonal_block(state, lush) if params.seasonal and not positives else None
+    if block is not None and state.mask is not None and block.any():
+        block &= ~creeping_edge(ndvi, state.mask, block, frame_threshold(ndvi, params, state.mask), params)
+        if state.pending is not None:  # ground held earlier for a second look gets it, whatever the season
+            block &= ~state.pending
     prev = state.mask
     raw, state = _track(state, ndvi=ndvi, prompts=prompts, params=params, block=block)
     mask, pending, note = raw, None, ""
@@ -130,15 +152,35 @@ def seasonal_block(state: KnowledgeState, lush: bool) -> np.ndarray | None:
     return out
 
 
+def creeping_edge(ndvi: np.ndarray, prev: np.ndarray, block: np.ndarray, threshold: float,
+                  params: KnowledgeParams) -> np.ndarray:
+    """The part of `block` the scar may still take in the dormant season: low ground along the scar's edge, in a band
+    no wider than `creep_px` (creep, even after weeks without a clear frame). A rim or a leafless forest that goes
+    low wider than that stays blocked, all of it; so does a winter failure, until the growing season (the price of
+    the rule). A rim narrower than `creep_px` is taken like creep."""
+    weak = weak_threshold(ndvi, prev, threshold, params)
+    low = block & np.isfinite(ndvi) & (ndvi <= weak) & (ndvi > params.water_max)
+    if not low.any():
+        return np.zeros(ndvi.shape, bool)
+    edge = ndimage.binary_dilation(prev, structure=_disk(1), iterations=params.creep_px)
+    far = ndimage.binary_opening(low & ~edge, structure=_disk(1))  # low ground beyond the edge band, 3 px or wider
+    wide = ndimage.binary_dilation(far, structure=_disk(1), iterations=params.creep_px + 2) if far.any() else far
+    out: np.ndarray = low & edge & ~wide
+    return out
+
+
 def observe_green(green: np.ndarray | None, ndvi: np.ndarray, lush: bool, was_lush: bool,
                   params: KnowledgeParams) -> np.ndarray | None:
     """Per-pixel phenology from the site's own clear frames: which pixels were seen green on some frame of the last
-    growing season (a bare rim peaks in August and is brown again by the season's last frames). The record starts
-    afresh with each growing season, so ground that stays low through a whole season is no longer 'green'."""
+    growing season (a bare rim peaks in August and is brown again by the season's last frames) and not as low as
+    the scar on a later one (a rim or a leafless forest is not yet that low on a growing-season frame; new scar is).
+    The record starts afresh with each growing season, so ground that stays low through it is no longer 'green'."""
     if not lush:
         return green
-    now: np.ndarray = np.isfinite(ndvi) & (ndvi >= params.green_ndvi)
-    return now if green is None or not was_lush else green | now
+    seen = np.isfinite(ndvi)
+    now: np.ndarray = seen & (ndvi >= params.green_ndvi)
+    bare = seen & (ndvi <= params.threshold + params.lush_raise)  # scar-low in the growing season: not seasonal
+    return now if green is None or not was_lush else (green | now) & ~bare
 
 
 def observe_unseen(age: np.ndarray | None, valid: np.ndarray, params: KnowledgeParams) -> np.ndarray:
@@ -170,28 +212,31 @@ def guard(raw: np.ndarray, prev: np.ndarray, valid: np.ndarray, unseen_age: np.n
     near = (ndimage.binary_dilation(unseen, structure=_disk(1), iterations=params.guard_near_px)
             if unseen.any() else np.zeros(raw.shape, bool))
     recent = (unseen_age < params.guard_memory) if unseen_age is not None else np.zeros(raw.shape, bool)
-    doubtful = new & (near | recent)
+    # Held on an earlier frame and low again now, away from what this frame could not see: two frames agree.
+    confirmed = (new & ndimage.binary_dilation(pending, iterations=2) & ~near if pending is not None
+                 else np.zeros(raw.shape, bool))
+    doubtful = new & (near | recent) & ~confirmed
     far = new & ~ndimage.binary_dilation(prev, structure=_disk(1), iterations=params.jump_px) & ~doubtful
     unconfirmed = np.zeros(raw.shape, bool)
     if far.sum() >= params.jump_min_px:  # the whole new piece that reaches far is a jump, its near part included
         labels, n = ndimage.label(new & ~doubtful, structure=np.ones((3, 3)))
         reach = np.bincount(labels[far].ravel(), minlength=n + 1) >= params.jump_min_px
         reach[0] = False
-        jump = reach[labels]
-        # confirmed where an earlier frame held the same ground
-        unconfirmed = jump & ~ndimage.binary_dilation(pending, iterations=2) if pending is not None else jump
+        unconfirmed = reach[labels] & ~confirmed
     held = doubtful | unconfirmed
     if not held.any():
         return raw, _pending_unobserved(pending, valid), ""
     mask = raw & ~held
-    keep = unconfirmed | (held & ~ndimage.binary_dilation(prev, structure=_disk(1), iterations=params.jump_px))
+    keep = held.copy()
     if (unseen_pending := _pending_unobserved(pending, valid)) is not None:
         keep |= unseen_pending
+    pct = 100.0 * float(held.sum()) / max(float(prev.sum()), 1.0)
+    if held.sum() < params.jump_min_px or pct < params.flag_pct:  # too little to matter: held without a flag
+        return mask, keep, ""
     parts = (("next to cloud or snow", new & near), ("where cloud or snow just was", new & recent),
              ("a jump awaiting a confirming frame", unconfirmed))
     reasons = [why for why, part in parts if (part & held).any()]
-    pct = 100.0 * float(held.sum()) / max(float(prev.sum()), 1.0)
-    return mask, keep if np.any(keep) else None, f"held new area of {pct:.0f}% of the scar: {', '.join(reasons)}"
+    return mask, keep, f"held new area of {pct:.0f}% of the scar: {', '.join(reasons)}"
 
 
 def _pending_unobserved(pending: np.ndarray | None, valid: np.ndarray) -> np.ndarray | None:
