@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "scarmon.products/1"
-PRODUCTS_VERSION = "8"  # bump to force every product to be rebuilt (a change of drawing code, say)
+PRODUCTS_VERSION = "9"  # bump to force every product to be rebuilt (a change of drawing code, say)
 QUICKLOOK_MAX_PX = 1024
 MAP_MAX_PX = 1024
 COORD_DECIMALS = 7      # GeoJSON coordinates: 7 decimals of a degree is ~1 cm
@@ -499,14 +499,28 @@ def _plt() -> Any:
     return plt
 
 
+def _area_unit(rows: list[dict[str, Any]]) -> tuple[float, str]:
+    """km² from 0.1 km² up, m² below (so axis ticks read 2,000 / 4,000, not 0.002 / 0.004)."""
+    top = max((float(r.get("area_m2") or 0) for r in rows), default=0.0)
+    return (1e6, "km²") if top >= 1e5 else (1.0, "m²")
+
+
+def _thousands(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.10g}"))
+
+
 def plot_area_series(title: str, rows: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> bytes:
-    """The full area series (km²), low-confidence frames hollow, alert events as vertical lines by level."""
+    """The full area series (m² or km²), low-confidence frames hollow, alert events as vertical lines by level."""
     plt = _plt()
     import matplotlib.dates as mdates
 
     fig, ax = plt.subplots(figsize=(10, 4.2))
     dates = [dt.date.fromisoformat(r["date"]) for r in rows]
-    area = [(r["area_m2"] or 0) / 1e6 for r in rows]
+    div, unit = _area_unit(rows)
+    area = [(r["area_m2"] or 0) / div for r in rows]
     low = [bool(r.get("low_confidence")) for r in rows]
     ax.plot(dates, area, "-", color="#1f4e79", lw=1.4, zorder=2)
     ok = [k for k, flag in enumerate(low) if not flag]
@@ -528,7 +542,8 @@ def plot_area_series(title: str, rows: list[dict[str, Any]], alerts: list[dict[s
         ax.axvline(d, color=LEVEL_COLORS.get(level, "#888888"), ls=style, lw=1.3, zorder=1,
                    label=None if label in seen else label)
         seen.add(label)
-    ax.set_ylabel("scar area (km²)")
+    ax.set_ylabel(f"scar area ({unit})")
+    _thousands(ax)
     ax.set_title(f"{title}: scar area")
     locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]  # matplotlib leaves __init__ unannotated
     ax.xaxis.set_major_locator(locator)
@@ -545,11 +560,12 @@ def plot_seasonal_panels(title: str, rows: list[dict[str, Any]]) -> bytes:
     plt = _plt()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
+    div, unit = _area_unit(rows)
     groups: dict[tuple[str, int], list[tuple[int, float, bool]]] = {}
     for r in rows:
         s, y = _season(r["date"])
         day = (dt.date.fromisoformat(r["date"]) - _season_start(s, y)).days
-        groups.setdefault((s, y), []).append((day, (r["area_m2"] or 0) / 1e6, bool(r.get("low_confidence"))))
+        groups.setdefault((s, y), []).append((day, (r["area_m2"] or 0) / div, bool(r.get("low_confidence"))))
     cmap = plt.get_cmap("viridis")
     months_of = {"summer-autumn": ("Jun", "Jul", "Aug", "Sep", "Oct", "Nov"),
                  "winter-spring": ("Dec", "Jan", "Feb", "Mar", "Apr", "May")}
@@ -573,7 +589,8 @@ def plot_seasonal_panels(title: str, rows: list[dict[str, Any]]) -> bytes:
             ax.legend(title="season of", fontsize=8, frameon=False)
         else:
             ax.text(0.5, 0.5, "no frames in this season", transform=ax.transAxes, ha="center", color="#666")
-    axes[0].set_ylabel("scar area (km²)")
+    axes[0].set_ylabel(f"scar area ({unit})")
+    _thousands(axes[0])
     fig.suptitle(f"{title}: scar area by season (summer–autumn vs winter–spring)")
     return _fig_png(fig)
 
