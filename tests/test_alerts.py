@@ -239,6 +239,20 @@ def test_low_confidence_frames_never_confirm_nor_open_an_alert():
     assert events[0].first_date == low[0].date              # first seen on the low-confidence frame
 
 
+def test_frames_low_only_for_clouds_elsewhere_in_the_aoi_count_when_the_scar_was_clear():
+    from scarmon.alerts.rules import usable
+
+    aoi = AlertObservation("2022-01-01", "A", 1.0, low_confidence=True, scar_clear_fraction=1.0,
+                           low_confidence_reason="clear fraction 0.86 < 0.90")
+    assert usable(aoi)
+    assert not usable(replace(aoi, scar_clear_fraction=0.95))
+    assert not usable(replace(aoi, low_confidence_reason="clear fraction 0.86 < 0.90; held new area of 20% of the scar"))
+    assert not usable(replace(aoi, low_confidence_reason="12% of the scar under cloud, shadow or snow"))
+    obs = flat(40, noise=0.01)
+    grown = after(obs, 2, 2.0, low=True, clear=1.0, low_confidence_reason="clear fraction 0.85 < 0.90")
+    assert [e.event for e in replay(obs + grown, rules=NO_SEASON)[1]] == ["provisional", "confirmed"]
+
+
 def test_single_overshoot_frames_raise_no_event_at_all():
     for seed in (1, 3):
         _, ev = replay(scenario_series(scenario("overshoots"), seed))

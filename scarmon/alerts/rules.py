@@ -407,6 +407,19 @@ def baseline(history: tuple[tuple[str, float], ...], date: str, rules: AlertRule
     return found
 
 
+def usable(obs: ObservationLike) -> bool:
+    """Whether a frame counts as clear evidence: not low-confidence, or low-confidence only because clouds elsewhere
+    in the AOI lowered its clear fraction while the scar and its surroundings were clear (scar_clear_fraction at
+    least ALERT_CLEAN_QUALITY): the scar was seen cleanly. A cloud, shadow or snow on the scar, a jump undone by
+    the next frame or a tracker's note keep it low-confidence."""
+    if not obs.low_confidence:
+        return True
+    scar = getattr(obs, "scar_clear_fraction", None)
+    reasons = [r.strip() for r in str(getattr(obs, "low_confidence_reason", "") or "").split(";") if r.strip()]
+    return (scar is not None and float(scar) >= defaults.ALERT_CLEAN_QUALITY and bool(reasons)
+            and all(r.startswith("clear fraction ") for r in reasons))
+
+
 def _quality(obs: ObservationLike) -> float:
     for k in ("scar_clear_fraction", "clear_fraction"):
         v = getattr(obs, k, None)
@@ -564,7 +577,7 @@ def step(*, prior: AlertState, observation: ObservationLike, rules: AlertRules |
     key = (str(obs.date)[:10], str(obs.scene_id))
     if prior.last is not None and key <= tuple(prior.last):
         return prior, []
-    area, clear = float(obs.area_m2), not bool(obs.low_confidence)
+    area, clear = float(obs.area_m2), usable(obs)
     blind = (_day(key[0]) - _day(prior.last_clear)).days if prior.last_clear else 0
     s = replace(prior, last=key, observations=prior.observations + 1,
                 last_clear=key[0] if clear else prior.last_clear, blind_days=0 if clear else blind)
