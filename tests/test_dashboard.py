@@ -5,6 +5,7 @@ shown plainly."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -151,6 +152,8 @@ def test_overview_shows_every_site_with_its_state(tracked_store_dir: Path, tmp_p
     store.put("other-slide/alerts.jsonl", "".join(json.dumps(e) + "\n" for e in events).encode())
     store.put("other-slide/alerts/state.json", json.dumps({"status": "none", "level": 0}).encode())
     publish_site(other, store)
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(days=5)).isoformat(timespec="seconds")
+    store.put("other-slide/status.json", json.dumps({"updated_at": old, "outcome": "ok"}).encode())  # a stalled site
     server = StaticServer(tmp_path / "store")
     try:
         page.goto(server.url + "/dashboard/index.html")
@@ -165,6 +168,10 @@ def test_overview_shows_every_site_with_its_state(tracked_store_dir: Path, tmp_p
         assert "warning" in slide_row and "31.10000° N, 96.00000° E" in slide_row and "just now" in slide_row
         assert "recent alarm (ended 2021-09-13)" in other_row and "30.80000° N, 96.30000° E" in other_row
         assert "2021-09-13" in other_row and "days ago" in other_row
+        page.wait_for_function("document.querySelector('#overview-table tr[data-site=other-slide] td.checked')"
+                               ".textContent === '5 days ago'")
+        assert "err" in page.locator("#overview-table tr[data-site=other-slide] td.checked").get_attribute("class")
+        assert "err" not in page.locator("#overview-table tr[data-site=test-slide] td.checked").get_attribute("class")
         # markers where the sites are: the other site lies east and south of the test slide
         pos = page.evaluate("""() => { const m = scarmon.maps.overview, out = {};
             m.siteLayers.eachLayer(l => { if (l.getRadius) { const p = m.latLngToContainerPoint(l.getLatLng());

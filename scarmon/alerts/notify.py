@@ -203,6 +203,9 @@ def alert_context(store: Store, site_id: str, event: AlertEvent, *, panel_px: in
     except (KeyMissing, StopIteration, KeyError, OSError, ValueError) as exc:
         log.info("no boundary image for %s %s: %s", site_id, event.id, exc)
         return AlertContext()
+    except Exception as exc:  # noqa: BLE001 - the picture is a help, never a reason to hold back an alert
+        log.warning("no boundary image for %s %s: %s: %s", site_id, event.id, type(exc).__name__, exc)
+        return AlertContext()
     scar = None
     if masks[1].any():
         rows, cols = np.nonzero(masks[1])
@@ -219,7 +222,12 @@ def alert_context(store: Store, site_id: str, event: AlertEvent, *, panel_px: in
         dx, dy = cols.mean() - c0.mean(), -(rows.mean() - r0.mean())  # east, north in pixels
         if math.hypot(dx, dy) >= 1.0:
             direction = COMPASS[round(math.degrees(math.atan2(dx, dy)) % 360 / 45) % 8]
-    image, nodata = _render_pair(grays, masks, valid, [f.date for f in pair], grid.resolution, panel_px)
+    image: bytes | None = None
+    nodata: tuple[float, float] | None = None
+    try:
+        image, nodata = _render_pair(grays, masks, valid, [f.date for f in pair], grid.resolution, panel_px)
+    except Exception as exc:  # noqa: BLE001 - as above: the e-mail goes out without its picture
+        log.warning("cannot draw the boundary image for %s %s: %s: %s", site_id, event.id, type(exc).__name__, exc)
     return AlertContext(image=image, scar_lonlat=scar, before_date=before.date, now_date=now.date,
                         new_ground_m2=new_m2, growth_lonlat=growth, growth_direction=direction,
                         not_observed_pct=nodata)

@@ -11,6 +11,7 @@
 
   var ROOT = "../";
   var DAY = 864e5;
+  var STALE_MS = 48 * 3600e3;  // as `scarmon status --stale-hours 48`: a site not checked for longer is shown in red
   var state = { sites: [], config: { basemap: null }, statuses: {}, site: null, index: null, i: 0,
     outlines: {}, view: null };
   var maps = { overview: null, site: null };
@@ -151,7 +152,7 @@
       for (y = Math.ceil(s / step) * step; y <= n; y += step) {
         group.addLayer(L.polyline([[y, w], [y, e]], { color: "#8fa3b8", weight: 0.8, opacity: 0.7, interactive: false }));
         group.addLayer(L.marker([y, w], { interactive: false, icon: L.divIcon({ className: "grat-label",
-          html: Math.abs(y).toFixed(dec) + "°" + (y >= 0 ? "N" : "S"), iconSize: null, iconAnchor: [-3, 14] }) }));
+          html: Math.abs(y).toFixed(dec) + "°" + (y >= 0 ? "N" : "S"), iconSize: null, iconAnchor: [-46, 14] }) }));
       }
     }
     map.on("moveend zoomend resize", draw);
@@ -240,7 +241,10 @@
       tr.appendChild(lv);
       tr.appendChild(el("td", {}, s.center ? fmtLatLon(s.center[1], s.center[0]) : "–"));
       var st = state.statuses[s.id];
-      tr.appendChild(el("td", { "class": "checked" }, st && st.updated_at ? ago(st.updated_at) : "–"));
+      var late = st && st.updated_at && (Date.now() - Date.parse(st.updated_at)) > STALE_MS;
+      tr.appendChild(el("td", { "class": "checked" + (late || (st && st.outcome && st.outcome !== "ok") ? " err" : ""),
+        title: late ? "no tick for more than 48 hours: is the monitor running?" : "" },
+        st && st.updated_at ? ago(st.updated_at) + (st.outcome && st.outcome !== "ok" ? " (" + st.outcome + ")" : "") : "–"));
       var d = s.last_date ? daysAgo(s.last_date) : null;
       tr.appendChild(el("td", {}, s.last_date ? s.last_date + " (" + d + " days ago)" : "none yet"));
       tr.appendChild(el("td", {}, String(s.frames || 0)));
@@ -309,8 +313,10 @@
       parts.push("no clear image yet");
     }
     if (st && st.last_error) { parts.push("last error: " + st.last_error); }
+    var late = st && st.updated_at && (Date.now() - Date.parse(st.updated_at)) > STALE_MS;
     parts.forEach(function (p, k) {
-      box.appendChild(el("span", { "class": k === 2 ? "err" : "", id: ["health-checked", "health-clear", "health-error"][k] }, p));
+      box.appendChild(el("span", { "class": k === 2 || (k === 0 && late) ? "err" : "",
+        id: ["health-checked", "health-clear", "health-error"][k] }, p));
     });
   }
 
