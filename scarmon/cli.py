@@ -62,11 +62,11 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--catalog", default=None,
+@click.option("--catalog", envvar="SCARMON_CATALOG", default=None,
               help=f"STAC API URL, or path/URL of a static STAC ItemCollection/Catalog JSON. Default: {defaults.CATALOG}")
-@click.option("--collection", default=None, help="Collection id (default: sentinel-2-l2a; sentinel-2-c1-l2a on Earth Search).")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL (MinIO, Ceph, moto...).")
+@click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id (default: sentinel-2-l2a; sentinel-2-c1-l2a on Earth Search).")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL (MinIO, Ceph, moto...).")
 @click.option("--start", callback=_date, help="First acquisition date to search (default: from the stored cursor, or the site's start).")
 @click.option("--end", callback=_date, help="Last acquisition date to search (default: now).")
 def ingest(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
@@ -127,8 +127,8 @@ SAM2_HELP = ("SAM 2 checkpoint file (e.g. sam2.1_hiera_tiny.pt); default $SCARMO
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--sam2-checkpoint", default=None, type=click.Path(dir_okay=False), help=SAM2_HELP)
 @click.option("--from-start", is_flag=True, help="Re-track every frame (e.g. after changing the site's prompts).")
 def track(site_file: str, store: str, s3_endpoint: str | None, sam2_checkpoint: str | None, from_start: bool) -> None:
@@ -149,8 +149,8 @@ def _point(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--date", callback=_date, help="Acquisition date of the frame the points are on.")
 @click.option("--point", "points", multiple=True, callback=_point, help="LON,LAT,LABEL (1 scar, 0 not scar); repeatable.")
 @click.option("--undo", "undo_id", default=None, help="Remove the correction with this id.")
@@ -187,8 +187,8 @@ def refine(site_file: str, store: str, s3_endpoint: str | None, date: dt.date | 
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
 @click.option("--truth", required=True, type=click.Path(file_okay=False, exists=True),
               help="Folder of truth masks: GeoTIFFs with YYYY-MM-DD in their names, any grid (reprojected).")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as_json: bool) -> None:
     """Compare stored masks with truth masks: per-frame IoU, precision, recall (paper Eqs. 2-4) and their means."""
@@ -218,10 +218,10 @@ def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--catalog", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
-@click.option("--collection", default=None, help="Collection id.")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--start", callback=_date, help="First acquisition date to search.")
 @click.option("--end", callback=_date, help="Last acquisition date to search.")
 def run(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
@@ -356,10 +356,10 @@ def _prefect_env() -> None:
 @click.option("--site", "site_file", default=None, type=click.Path(dir_okay=False), help="One site file (YAML).")
 @click.option("--sites", "sites_dir", default=None, type=click.Path(file_okay=False),
               help="Every site file in this folder, in parallel (monitor_all).")
-@click.option("--catalog", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
-@click.option("--collection", default=None, help="Collection id.")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--end", callback=_date, help="Search scenes up to this date (replaying history); default: now.")
 @click.option("--dask", "dask_workers", type=int, default=None,
               help="With --sites: run the site ticks on a local Dask cluster of this many worker processes.")
@@ -419,10 +419,10 @@ def monitor(site_file: str | None, sites_dir: str | None, catalog: str | None, c
 @main.command()
 @click.option("--sites", "sites_dir", default="sites", show_default=True, type=click.Path(file_okay=False),
               help="Folder of site files: one scheduled deployment each (cron from the site's `schedule`).")
-@click.option("--catalog", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
-@click.option("--collection", default=None, help="Collection id.")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 def serve(sites_dir: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None) -> None:
     """Unattended operation on one machine: serve one monitor_site deployment per site on its schedule
     (Prefect `serve`; needs a Prefect server: `prefect server start`, then PREFECT_API_URL). Ctrl-C stops."""
@@ -442,8 +442,8 @@ def serve(sites_dir: str, catalog: str | None, collection: str | None, store: st
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--send", is_flag=True, help="Try to deliver what waits in the outbox now.")
 def alerts(site_file: str, store: str, s3_endpoint: str | None, send: bool) -> None:
     """Show a site's alert history, its alert state and what waits in its outbox."""
@@ -477,8 +477,8 @@ def alerts(site_file: str, store: str, s3_endpoint: str | None, send: bool) -> N
 # --- products, dashboard, refinement in the browser (issue 5) --------------------------------------------------
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Validate the site's STAC catalog offline after publishing.")
 def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool) -> None:
@@ -507,8 +507,8 @@ def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool)
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--port", default=0, show_default=True, type=int, help="Port on 127.0.0.1 (0: any free port).")
 @click.option("--no-track", is_flag=True, help="Only store corrections; the next `track` re-propagates.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the URL in the default browser.")
@@ -624,8 +624,8 @@ def _site_health(st: Any, site_id: str, name: str | None, published: dict[str, A
 
 
 @main.command("status")
-@click.option("--store", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL.")
+@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
+@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--sites", "sites_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Only the sites of the site files in this folder (default: every site in the store).")
 @click.option("--stale-hours", default=48.0, show_default=True, type=click.FloatRange(min=0),

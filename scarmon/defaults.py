@@ -346,6 +346,10 @@ LOCK_TTL_S = 300
 LOCK_HEARTBEAT_S = 60
 """A working run renews its site lease this often: four missed beats before the lease expires."""
 
+FANOUT_THREADS = 8
+"""Sites one `monitor_all` runs at once on threads ($SCARMON_THREADS): reads wait on the network and GDAL/numpy
+release the GIL, so a few per core keep it busy without one process holding hundreds of sites' arrays at once."""
+
 TASK_RETRIES = 3
 """Network-bound flow tasks (catalog search, notification) retry this often, with backoff TASK_RETRY_DELAYS_S."""
 

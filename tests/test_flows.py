@@ -17,11 +17,11 @@ os.environ.setdefault("SCARMON_TASK_RETRY_DELAYS", "0,0,0")
 
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from scarmon.store import keys
 from scarmon.alerts.history import read_history  # noqa: E402
-from scarmon.store.lock import SiteBusy, site_lock  # noqa: E402
-from scarmon.store.backends import LocalStore  # noqa: E402
 from scarmon.demo.synthetic import demo_site, generate_catalog  # noqa: E402
+from scarmon.store import keys
+from scarmon.store.backends import LocalStore  # noqa: E402
+from scarmon.store.lock import SiteBusy, site_lock  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_monitor_site_tick_and_rerun_is_idempotent(harness, world, tmp_path):
 
 
 def test_site_lock_one_run_at_a_time(harness, world, tmp_path):
-    from scarmon.service.flows import monitor_site
+    from scarmon.service.flows import monitor_all, monitor_site
 
     _, sites, items = world
     store = LocalStore(tmp_path / "store")
@@ -70,8 +70,14 @@ def test_site_lock_one_run_at_a_time(harness, world, tmp_path):
         with pytest.raises(SiteBusy):
             with site_lock(store, "s1"):
                 pass
-        r = monitor_site(str(sites / "s1.yaml"), store=str(store.root), catalog=items)
+        state = monitor_site(str(sites / "s1.yaml"), store=str(store.root), catalog=items, return_state=True)
+        r = state.result()
         assert r["status"] == "busy" and not store.exists("s1/manifest.json")
+        assert state.is_completed() and state.name == "Busy" and "busy" in state.message  # visible, not "Completed"
+        whole = monitor_all(str(sites), store=str(store.root), catalog=items, notify=False, return_state=True)
+        summary = whole.result()
+        assert whole.name == "Busy" and "s1.yaml" in whole.message
+        assert summary["busy"] == ["s1.yaml"] and summary["ok"] == ["s0.yaml", "s2.yaml"] and not summary["failed"]
     # two runs at once: exactly one does the work
     out = []
     threads = [threading.Thread(target=lambda: out.append(monitor_site(str(sites / "s1.yaml"), store=str(store.root),
@@ -80,6 +86,18 @@ def test_site_lock_one_run_at_a_time(harness, world, tmp_path):
     [t.join() for t in threads]
     assert sorted(r["status"] for r in out) in (["busy", "ok"], ["ok", "ok"])
     assert sum(r["appended"] for r in out) == len(json.loads(store.get("s1/manifest.json"))["frames"])
+
+
+def test_store_and_catalog_from_the_environment(harness, world, tmp_path, monkeypatch):
+    """A job sets SCARMON_STORE / SCARMON_CATALOG once; flow parameters left unset take them."""
+    from scarmon.service.flows import monitor_site
+
+    _, sites, items = world
+    monkeypatch.setenv("SCARMON_STORE", str(tmp_path / "env-store"))
+    monkeypatch.setenv("SCARMON_CATALOG", items)
+    r = monitor_site(str(sites / "s2.yaml"), notify=False)
+    assert r["status"] == "ok" and r["appended"] >= 2
+    assert LocalStore(tmp_path / "env-store").exists("s2/manifest.json")
 
 
 def test_stale_lock_is_taken_over(tmp_path):
@@ -92,8 +110,7 @@ def test_stale_lock_is_taken_over(tmp_path):
 
 def test_monitor_all_reports_a_failing_site_without_stopping_others(harness, world, tmp_path, monkeypatch):
     import scarmon.ingest.pipeline
-    from scarmon.service.flows import monitor_all
-    from scarmon.service.flows import SitesFailed
+    from scarmon.service.flows import SitesFailed, monitor_all
 
     _, sites, items = world
     real = scarmon.ingest.pipeline.ingest
@@ -126,7 +143,7 @@ def test_backfill_records_alert_history_without_sending(harness, world, tmp_path
 
 @pytest.mark.slow
 def test_dask_path_runs_sites_on_two_worker_processes(harness, world, tmp_path):
-    from scarmon.service.dask import monitor_all_on_dask
+    from scarmon.service.dask import close_clients, monitor_all_on_dask
 
     _, sites, items = world
     summary = monitor_all_on_dask(str(sites), store=str(tmp_path / "store"), catalog=items, n_workers=2)
@@ -134,6 +151,7 @@ def test_dask_path_runs_sites_on_two_worker_processes(harness, world, tmp_path):
     assert summary["ok"] == ["s0.yaml", "s1.yaml", "s2.yaml"] and not summary["failed"]
     assert os.getpid() not in pids and len(pids) >= 2, pids
     assert all(r["appended"] >= 2 for r in summary["results"].values())
+    close_clients()  # the LocalCluster is kept for later runs in this process; not past this test
 
 
 def test_alert_history_from_a_tick_has_the_fields(harness, world, tmp_path):
@@ -195,10 +213,10 @@ def test_refine_flow_stores_the_correction_and_retracks_from_its_frame(harness, 
 
     import numpy as np
 
-    from scarmon.service.flows import monitor_site, refine
-    from scarmon.tracking.corrections import list_corrections
     from scarmon.grid import SiteGrid
+    from scarmon.service.flows import monitor_site, refine
     from scarmon.store.sequence import load_manifest
+    from scarmon.tracking.corrections import list_corrections
     from scarmon.tracking.pipeline import read_mask
 
     _, sites, items = world

@@ -18,11 +18,13 @@ pass them.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.states import Completed, Failed
@@ -30,6 +32,7 @@ from prefect.states import Completed, Failed
 from scarmon.errors import ScarmonError, is_transient
 from scarmon.ingest.discovery import open_catalog
 from scarmon.service import runner
+from scarmon.service.fanout import MapSites, thread_map
 from scarmon.service.runner import TickOptions, retry_policy
 from scarmon.site import Site, SiteError, load_site
 from scarmon.store.backends import Store, open_store
@@ -52,8 +55,17 @@ def prefect_stage(name: str, fn: Callable[[], T]) -> T:
     return result
 
 
-def _open(store: str, s3_endpoint: str | None) -> Store:
-    return open_store(store, endpoint_url=s3_endpoint)
+def _open(store: str | None, s3_endpoint: str | None) -> Store:
+    return open_store(env_defaults(store, None, None)[0], endpoint_url=s3_endpoint)
+
+
+def env_defaults(store: str | None, catalog: str | None, collection: str | None) -> tuple[str, str | None, str | None]:
+    """Flow parameters left unset come from the environment (a container or Kubernetes job sets them once):
+    $SCARMON_STORE (default 'scarmon-store'), $SCARMON_CATALOG, $SCARMON_COLLECTION. The S3 endpoint comes from
+    $SCARMON_S3_ENDPOINT_URL / $AWS_ENDPOINT_URL in the store itself."""
+    return (store or os.environ.get("SCARMON_STORE") or "scarmon-store",
+            catalog or os.environ.get("SCARMON_CATALOG") or None,
+            collection or os.environ.get("SCARMON_COLLECTION") or None)
 
 
 def _user_error(exc: ScarmonError) -> State[Any]:
@@ -72,8 +84,9 @@ def _busy(site_id: str, exc: SiteBusy) -> State[Any]:
     return Completed(name=BUSY, message=f"skipped, site busy: {exc}", data=report)
 
 
-def _tick(site_file: str, store: str, catalog: str | None, collection: str | None, s3_endpoint: str | None,
+def _tick(site_file: str, store: str | None, catalog: str | None, collection: str | None, s3_endpoint: str | None,
           opts: TickOptions) -> dict[str, Any] | State[Any]:
+    store, catalog, collection = env_defaults(store, catalog, collection)
     try:
         site = load_site(site_file)
         report = runner.tick(site, _open(store, s3_endpoint), open_catalog(catalog, collection=collection),
@@ -90,7 +103,7 @@ def _tick(site_file: str, store: str, catalog: str | None, collection: str | Non
 
 
 @flow(name="monitor-site", log_prints=True)
-def monitor_site(site_file: str, store: str = "scarmon-store", catalog: str | None = None,
+def monitor_site(site_file: str, store: str | None = None, catalog: str | None = None,
                  collection: str | None = None, s3_endpoint: str | None = None, end: dt.date | None = None,
                  notify: bool = True) -> dict[str, Any] | State[Any]:
     """One monitoring tick of one site. `end` limits the search (replaying history); default: now."""
@@ -98,26 +111,12 @@ def monitor_site(site_file: str, store: str = "scarmon-store", catalog: str | No
 
 
 @flow(name="backfill", log_prints=True)
-def backfill(site_file: str, start: dt.date, end: dt.date, store: str = "scarmon-store", catalog: str | None = None,
+def backfill(site_file: str, start: dt.date, end: dt.date, store: str | None = None, catalog: str | None = None,
              collection: str | None = None, s3_endpoint: str | None = None) -> dict[str, Any] | State[Any]:
     """Ingest and track [start, end] for one site; rebuild the alert history from the whole series, recorded as
     backfill and not sent to anyone."""
     opts = TickOptions(start=start, end=end, notify=False, rebuild_alerts=True, history_note="backfill")
     return _tick(site_file, store, catalog, collection, s3_endpoint, opts)
-
-
-@task(name="site-tick", cache_policy=NONE)
-def site_tick_task(site_file: str, store: str, catalog: str | None, collection: str | None,
-                   s3_endpoint: str | None, end: dt.date | None, notify: bool) -> dict[str, Any]:
-    """A whole tick in one task (for thread or Dask workers: no nested task runs to record), its stages retried
-    in-process with the runner's policy."""
-    site = load_site(site_file)
-    try:
-        report = runner.tick(site, _open(store, s3_endpoint), open_catalog(catalog, collection=collection),
-                             opts=TickOptions(end=end, notify=notify), run_stage=runner.run_retrying)
-    except SiteBusy as exc:
-        report = runner.TickReport(site.id, status="busy", message=str(exc))
-    return report.to_dict()
 
 
 class SitesFailed(ScarmonError):
@@ -140,19 +139,28 @@ def site_files(sites_dir: str | Path) -> list[Path]:
 
 
 @flow(name="monitor-all", log_prints=True)
-def monitor_all(sites_dir: str = "sites", store: str = "scarmon-store", catalog: str | None = None,
+def monitor_all(sites_dir: str | None = None, store: str | None = None, catalog: str | None = None,
                 collection: str | None = None, s3_endpoint: str | None = None, end: dt.date | None = None,
                 notify: bool = True) -> dict[str, Any] | State[Any]:
-    """Every site file in `sites_dir`, in parallel. Ends Failed (after all the others have finished) if any site
-    failed; the message lists each failure and the state's data holds the summary of every site."""
+    """Every site file in `sites_dir` ($SCARMON_SITES, default 'sites'), in parallel on threads. Ends Failed (after
+    all the others have finished) if any site failed; the message lists each failure and the state's data holds
+    the summary of every site. Sites skipped as busy name the state 'Busy'."""
+    return fan_out(sites_dir, store, catalog, collection, s3_endpoint, end, notify, thread_map)
+
+
+def fan_out(sites_dir: str | None, store: str | None, catalog: str | None, collection: str | None,
+            s3_endpoint: str | None, end: dt.date | None, notify: bool, map_sites: MapSites) -> dict[str, Any] | State[Any]:
+    """The body of the fan-out flows: every site file through `map_sites`, one summary (and one artifact)."""
     log = get_run_logger()
+    sites_dir = sites_dir or os.environ.get("SCARMON_SITES") or "sites"
+    store, catalog, collection = env_defaults(store, catalog, collection)
     try:
         files = site_files(sites_dir)
     except ScarmonError as exc:
         return _user_error(exc)
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
-    futures = {}
+    good = []
     for f in files:
         try:
             load_site(f)
@@ -160,15 +168,21 @@ def monitor_all(sites_dir: str = "sites", store: str = "scarmon-store", catalog:
             failures[f.name] = str(exc)
             log.error(str(exc))
             continue
-        futures[f.name] = site_tick_task.submit(str(f), store, catalog, collection, s3_endpoint, end, notify)
-    for name, fut in futures.items():
-        try:
-            results[name] = fut.result()
-            log.info("%s: %s", name, results[name].get("status"))
-        except Exception as exc:  # noqa: BLE001 - reported below, the other sites continue
-            failures[name] = str(exc) if isinstance(exc, ScarmonError) else f"{type(exc).__name__}: {exc}"
+        good.append(f)
+    for name, outcome in map_sites(good, (store, catalog, collection, s3_endpoint, end, notify)):
+        if isinstance(outcome, BaseException):  # reported below, the other sites continue
+            failures[name] = str(outcome) if isinstance(outcome, ScarmonError) else \
+                f"{type(outcome).__name__}: {outcome}"
             log.error("%s failed: %s", name, failures[name])
+        else:
+            results[name] = outcome
+    results = dict(sorted(results.items()))
+    failures = dict(sorted(failures.items()))
     busy = sorted(k for k, r in results.items() if r.get("status") == "busy")
+    log.info("%d site(s): %d ok, %d busy, %d failed", len(files), len(results) - len(busy), len(busy), len(failures))
+    if files:  # one table per run for the UI, instead of one task run (and its API calls) per site
+        create_table_artifact(_site_table(results, failures), key="monitor-all-sites",
+                              description=f"monitoring tick over {len(files)} site(s)")
     summary = {"sites": len(files), "ok": sorted(k for k in results if k not in busy), "busy": busy,
                "failed": failures, "results": results}
     if failures:
@@ -182,6 +196,13 @@ def monitor_all(sites_dir: str = "sites", store: str = "scarmon-store", catalog:
         log.warning(message)
         return Completed(name=BUSY, message=message, data=summary)
     return summary
+
+
+def _site_table(results: dict[str, Any], failures: dict[str, str]) -> list[dict[str, Any]]:
+    rows = [{"site": name, "status": r.get("status"), "appended": r.get("appended"), "tracked": r.get("tracked"),
+             "alert": f"{r.get('alert_state')}/{r.get('alert_level')}", "seconds": round(r.get("seconds", 0), 2),
+             "message": r.get("message", "")} for name, r in results.items()]
+    return rows + [{"site": name, "status": "failed", "message": why} for name, why in failures.items()]
 
 
 def site_deployments(sites_dir: str = "sites", *, store: str = "scarmon-store", catalog: str | None = None,
@@ -199,7 +220,7 @@ def site_deployments(sites_dir: str = "sites", *, store: str = "scarmon-store", 
 
 
 @flow(name="refine", log_prints=True)
-def refine(site_file: str, store: str = "scarmon-store", date: dt.date | None = None,
+def refine(site_file: str, store: str | None = None, date: dt.date | None = None,
            points: list[tuple[float, float, int]] | None = None, undo: str | None = None,
            s3_endpoint: str | None = None) -> dict[str, Any] | State[Any]:
     """Apply corrections (add points on the frame of `date`, or undo one by id), re-track from the first corrected
