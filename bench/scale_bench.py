@@ -36,11 +36,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
-       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120s",
-       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-       "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-       "SCARMON_TASK_RETRY_DELAYS": "1,1,1"}
+ENV = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+    "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120s",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+    "SCARMON_TASK_RETRY_DELAYS": "1,1,1",
+}
 
 
 def free_port() -> int:
@@ -79,13 +88,15 @@ def serve_prefect(port: int) -> None:
     async def counting(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == COUNT_PATH:
             body = json.dumps(counts).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
             await send({"type": "http.response.body", "body": body})
             return
         if scope["type"] == "http":
             counts["http"] += 1
         elif scope["type"] == "websocket":
+
             async def counted() -> Any:
                 msg = await receive()
                 if msg.get("type") == "websocket.receive":
@@ -107,6 +118,7 @@ def api_counts(api: str) -> dict[str, int]:
 
 # --- one (mode, N) measurement, in its own process ------------------------------------------------------------------
 
+
 def old_prefect_dask(sites_dir: str, n_workers: int, **kw: Any) -> Any:
     """The path before this benchmark: monitor_all with a Prefect task per site on a prefect-dask DaskTaskRunner
     (a new LocalCluster per flow run). Rebuilt here to measure it against the current one."""
@@ -119,12 +131,23 @@ def old_prefect_dask(sites_dir: str, n_workers: int, **kw: Any) -> Any:
 
     site_task = task(run_site, name="site-tick", cache_policy=NONE)
 
-    @flow(name="monitor-all-prefect-dask", task_runner=DaskTaskRunner(  # type: ignore[arg-type]
-        cluster_class="distributed.LocalCluster", cluster_kwargs={
-            "n_workers": n_workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-            "dashboard_address": None}))
+    @flow(
+        name="monitor-all-prefect-dask",
+        task_runner=DaskTaskRunner(  # type: ignore[arg-type]
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": n_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+            },
+        ),
+    )
     def old(sites_dir: str, store: str, catalog: str, end: Any = None, notify: bool = False) -> dict[str, Any]:
-        futs = {f.name: site_task.submit(str(f), store, catalog, None, None, end, notify) for f in site_files(sites_dir)}
+        futs = {
+            f.name: site_task.submit(str(f), store, catalog, None, None, end, notify) for f in site_files(sites_dir)
+        }
         results = {k: f.result() for k, f in futs.items()}
         return {"results": results, "ok": sorted(results), "busy": [], "failed": {}}
 
@@ -141,12 +164,16 @@ def measure(mode: str, n: int, sites_dir: str, store: str, catalog: str, workers
         t0 = time.perf_counter()
         dask_client(n_workers=workers).run(lambda: None)  # the cluster is up and its workers answer
         out["cluster_start_s"] = time.perf_counter() - t0
-        run = lambda: monitor_all_on_dask(sites_dir, store=store, catalog=catalog, notify=False,  # noqa: E731
-                                          n_workers=workers, return_state=True)
-    elif mode == "prefect-dask":
-        run = lambda: old_prefect_dask(sites_dir, workers, store=store, catalog=catalog)  # noqa: E731
-    else:
-        run = lambda: monitor_all(sites_dir, store=store, catalog=catalog, notify=False, return_state=True)  # noqa: E731
+
+    def run() -> Any:
+        if mode == "dask":
+            return monitor_all_on_dask(
+                sites_dir, store=store, catalog=catalog, notify=False, n_workers=workers, return_state=True
+            )
+        if mode == "prefect-dask":
+            return old_prefect_dask(sites_dir, workers, store=store, catalog=catalog)
+        return monitor_all(sites_dir, store=store, catalog=catalog, notify=False, return_state=True)
+
     for tick in ("new", "noop"):
         before = api_counts(api)
         t0 = time.perf_counter()
@@ -161,13 +188,20 @@ def measure(mode: str, n: int, sites_dir: str, store: str, catalog: str, workers
         peak: dict[int, float] = {}
         for r in results.values():
             peak[r["pid"]] = max(peak.get(r["pid"], 0.0), r.get("peak_rss_mb", 0.0))
-        out[tick] = {"seconds": seconds, "per_site_s": seconds / n, "ok": len(summary["ok"]),
-                     "busy": len(summary.get("busy", [])), "failed": len(summary["failed"]),
-                     "appended": sum(r["appended"] for r in results.values()),
-                     "api_http": after["http"] - before["http"], "api_ws": after["ws_messages"] - before["ws_messages"],
-                     "workers": len(peak), "peak_rss_mb_max": max(peak.values(), default=0.0),
-                     "peak_rss_mb_min": min(peak.values(), default=0.0),
-                     "site_s_sum": sum(r["seconds"] for r in results.values())}
+        out[tick] = {
+            "seconds": seconds,
+            "per_site_s": seconds / n,
+            "ok": len(summary["ok"]),
+            "busy": len(summary.get("busy", [])),
+            "failed": len(summary["failed"]),
+            "appended": sum(r["appended"] for r in results.values()),
+            "api_http": after["http"] - before["http"],
+            "api_ws": after["ws_messages"] - before["ws_messages"],
+            "workers": len(peak),
+            "peak_rss_mb_max": max(peak.values(), default=0.0),
+            "peak_rss_mb_min": min(peak.values(), default=0.0),
+            "site_s_sum": sum(r["seconds"] for r in results.values()),
+        }
         if summary["failed"]:
             out[tick]["first_failure"] = next(iter(summary["failed"].items()))
     if mode == "dask":
@@ -178,7 +212,8 @@ def measure(mode: str, n: int, sites_dir: str, store: str, catalog: str, workers
 
 # --- the world ------------------------------------------------------------------------------------------------------
 
-def make_world(work: Path, sizes: list[int]) -> tuple[Path, dict[int, Path]]:
+
+def make_world(work: Path, sizes: list[int], empty: bool = False) -> tuple[Path, dict[int, Path]]:
     import yaml
 
     from scarmon.demo.synthetic import demo_site, generate_catalog
@@ -190,7 +225,8 @@ def make_world(work: Path, sizes: list[int]) -> tuple[Path, dict[int, Path]]:
         folder = work / f"sites-{n}"
         folder.mkdir()
         for i in range(n):
-            doc = json.loads(json.dumps({**site, "id": f"site-{i:03d}", "resolution_m": 10}, default=str))
+            extra = {"start": "2023-01-01"} if empty else {}  # after the catalog's last scene: nothing to ingest
+            doc = json.loads(json.dumps({**site, "id": f"site-{i:03d}", "resolution_m": 10, **extra}, default=str))
             (folder / f"site-{i:03d}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         folders[n] = folder
     return items, folders
@@ -202,6 +238,12 @@ def main() -> None:
     ap.add_argument("--modes", default="threads,dask", help="threads, dask, prefect-dask (the previous path)")
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     ap.add_argument("--catalog", choices=("stac", "static"), default="stac")
+    ap.add_argument(
+        "--empty",
+        action="store_true",
+        help="sites whose search window lies after the catalog: both ticks find nothing (the fan-out's own "
+        "cost, affordable at hundreds of sites on a small machine)",
+    )
     ap.add_argument("--serve-prefect", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--one", nargs=6, metavar=("MODE", "N", "SITES", "STORE", "CATALOG", "API"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -223,7 +265,7 @@ def main() -> None:
     modes = args.modes.split(",")
     work = Path(tempfile.mkdtemp(prefix="scarmon-scale-"))
     t0 = time.perf_counter()
-    items, folders = make_world(work, sizes)
+    items, folders = make_world(work, sizes, args.empty)
     print(f"world: catalog and {sum(sizes)} site files in {time.perf_counter() - t0:.0f} s ({work})", flush=True)
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -262,14 +304,30 @@ def main() -> None:
         for n in sizes:
             for mode in modes:
                 store = f"s3://bench/{mode}-{n}"
-                proc = subprocess.run([sys.executable, __file__, "--workers", str(args.workers), "--one", mode, str(n),
-                                       str(folders[n]), store, catalog, api], env=env, cwd=ROOT,
-                                      capture_output=True, text=True)
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--workers",
+                        str(args.workers),
+                        "--one",
+                        mode,
+                        str(n),
+                        str(folders[n]),
+                        store,
+                        catalog,
+                        api,
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                )
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if line is None:
                     print(f"{mode} x {n}: failed\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", flush=True)
                     continue
-                row = json.loads(line[len("RESULT "):])
+                row = json.loads(line[len("RESULT ") :])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         print_table(rows)
@@ -284,17 +342,21 @@ def main() -> None:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\n| mode | sites | tick | s/site | site s (sum/N) | ok/busy/failed | appended | peak RSS/worker MB "
-          "(min-max, workers) | API HTTP/site | events/site | cluster start s |")
+    print(
+        "\n| mode | sites | tick | s/site | site s (sum/N) | ok/busy/failed | appended | peak RSS/worker MB "
+        "(min-max, workers) | API HTTP/site | events/site | cluster start s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         for tick in ("new", "noop"):
             t = r[tick]
             n = r["sites"]
-            print(f"| {r['mode']} | {n} | {tick} | {t['per_site_s']:.3f} | {t['site_s_sum'] / n:.3f} | "
-                  f"{t['ok']}/{t['busy']}/{t['failed']} | {t['appended']} | {t['peak_rss_mb_min']:.0f}-"
-                  f"{t['peak_rss_mb_max']:.0f} ({t['workers']}) | {t['api_http'] / n:.2f} | {t['api_ws'] / n:.2f} | "
-                  f"{r.get('cluster_start_s', float('nan')):.1f} |")
+            print(
+                f"| {r['mode']} | {n} | {tick} | {t['per_site_s']:.3f} | {t['site_s_sum'] / n:.3f} | "
+                f"{t['ok']}/{t['busy']}/{t['failed']} | {t['appended']} | {t['peak_rss_mb_min']:.0f}-"
+                f"{t['peak_rss_mb_max']:.0f} ({t['workers']}) | {t['api_http'] / n:.2f} | {t['api_ws'] / n:.2f} | "
+                f"{r.get('cluster_start_s', float('nan')):.1f} |"
+            )
     by = {(r["mode"], r["sites"]): r for r in rows}
     sizes = sorted({r["sites"] for r in rows})
     for mode in sorted({r["mode"] for r in rows}):

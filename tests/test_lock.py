@@ -57,15 +57,29 @@ with site_lock(store, site, ttl_s=ttl, heartbeat_s=beat) as token:
 
 
 def frame(site: str, day: int, name: str) -> FrameEntry:
-    return FrameEntry(date=f"2022-01-0{day}", scene_id=f"S2A_{name}", datetime=f"2022-01-0{day}T04:00:00Z",
-                      item_ids=("i",), processing_baseline="04.00", coverage=1.0, clear_fraction=1.0,
-                      objects={"ndvi": f"{site}/frames/{name}.tif"})
+    return FrameEntry(
+        date=f"2022-01-0{day}",
+        scene_id=f"S2A_{name}",
+        datetime=f"2022-01-0{day}T04:00:00Z",
+        item_ids=("i",),
+        processing_baseline="04.00",
+        coverage=1.0,
+        clear_fraction=1.0,
+        objects={"ndvi": f"{site}/frames/{name}.tif"},
+    )
 
 
 def start_holder(uri: str, site: str, ttl: float, beat: float) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, uri, site, str(ttl), str(beat)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, uri, site, str(ttl), str(beat)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # blocks until the holder has the lease (or died)
     if not line.startswith("held "):
@@ -105,13 +119,13 @@ def test_lease_is_renewed_while_the_run_works_and_kept_past_its_ttl(tmp_path):
 def test_run_paused_past_its_lease_in_process_loses_it(tmp_path):
     """Without renewals (a paused run) the lease expires; a contender takes it; the old holder's check fails."""
     store = LocalStore(tmp_path)
-    stale = acquire(store, "a", ttl_s=0.5, heartbeat_s=0.1)   # no heartbeat started: as if paused
+    stale = acquire(store, "a", ttl_s=0.5, heartbeat_s=0.1)  # no heartbeat started: as if paused
     time.sleep(0.6)
     with site_lock(store, "a", ttl_s=30) as token:
         with pytest.raises(LeaseLost, match="expired"):
             stale.check()
-        assert not stale.renew()            # a late heartbeat never overwrites the new holder
-        stale.release()                     # nor does giving it back
+        assert not stale.renew()  # a late heartbeat never overwrites the new holder
+        stale.release()  # nor does giving it back
         assert lease_doc(store, "a")["owner"] == token
 
 
@@ -119,18 +133,39 @@ def test_foreign_holder_waits_for_expiry_and_legacy_lock_documents(tmp_path):
     store = LocalStore(tmp_path)
     now = time.time()
     iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))  # noqa: E731
-    store.put(keys.lock("a"), json.dumps({"owner": "other:1:x", "host": "another-host", "pid": 1, "since": iso(now),
-                                          "renewed_at": iso(now), "ttl_s": 300}).encode())
+    store.put(
+        keys.lock("a"),
+        json.dumps(
+            {
+                "owner": "other:1:x",
+                "host": "another-host",
+                "pid": 1,
+                "since": iso(now),
+                "renewed_at": iso(now),
+                "ttl_s": 300,
+            }
+        ).encode(),
+    )
     with pytest.raises(SiteBusy, match="other:1:x"):
-        acquire(store, "a")                 # another machine: not provably gone, and renewed recently
-    store.put(keys.lock("a"), json.dumps({"owner": "other:1:x", "host": "another-host", "pid": 1,
-                                          "since": iso(now - 900), "renewed_at": iso(now - 600),
-                                          "ttl_s": 300}).encode())
-    with site_lock(store, "a") as token:   # expired: taken over
+        acquire(store, "a")  # another machine: not provably gone, and renewed recently
+    store.put(
+        keys.lock("a"),
+        json.dumps(
+            {
+                "owner": "other:1:x",
+                "host": "another-host",
+                "pid": 1,
+                "since": iso(now - 900),
+                "renewed_at": iso(now - 600),
+                "ttl_s": 300,
+            }
+        ).encode(),
+    )
+    with site_lock(store, "a") as token:  # expired: taken over
         assert lease_doc(store, "a")["owner"] == token
     store.put(keys.lock("b"), json.dumps({"owner": "old", "since": iso(now), "ttl_s": 21600}).encode())
     with pytest.raises(SiteBusy):
-        acquire(store, "b")                 # a lock of the previous format (no host/pid) waits for its TTL
+        acquire(store, "b")  # a lock of the previous format (no host/pid) waits for its TTL
 
 
 def test_killed_holder_is_taken_over_at_once(store_uri):
@@ -139,12 +174,12 @@ def test_killed_holder_is_taken_over_at_once(store_uri):
     try:
         assert lease_doc(store, "k1")["owner"] == token
         with pytest.raises(SiteBusy, match="busy"):
-            acquire(store, "k1")            # alive: busy
+            acquire(store, "k1")  # alive: busy
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert lease_doc(store, "k1")["owner"] == token  # kill -9 left the lease behind, valid for 5 more minutes
-    with site_lock(store, "k1") as mine:              # ... yet it is taken over at once: its process is gone
+    with site_lock(store, "k1") as mine:  # ... yet it is taken over at once: its process is gone
         assert lease_doc(store, "k1")["owner"] == mine
         append(store, "k1", frames=[frame("k1", 1, "A")], rejections=[], grid=GRID, data={"k1/frames/A.tif": b"a"})
     assert [f.scene_id for f in load_manifest(store, "k1")[0].frames] == ["S2A_A"]
@@ -155,8 +190,8 @@ def test_holder_paused_past_its_lease_stops_before_its_next_write(store_uri):
     store = open_store(store_uri)
     proc, token = start_holder(store_uri, "p1", ttl=2.0, beat=0.3)
     try:
-        proc.send_signal(signal.SIGSTOP)     # the run is paused (a stalled VM, a debugger, swap)
-        for _ in range(600):                 # until its lease has expired and a contender got it
+        proc.send_signal(signal.SIGSTOP)  # the run is paused (a stalled VM, a debugger, swap)
+        for _ in range(600):  # until its lease has expired and a contender got it
             try:
                 lease = site_lock(store, "p1", ttl_s=30)
                 mine = lease.__enter__()
@@ -166,8 +201,7 @@ def test_holder_paused_past_its_lease_stops_before_its_next_write(store_uri):
         else:
             raise AssertionError("the paused holder's lease never expired")
         try:
-            append(store, "p1", frames=[frame("p1", 1, "A")], rejections=[], grid=GRID,
-                   data={"p1/frames/A.tif": b"a"})
+            append(store, "p1", frames=[frame("p1", 1, "A")], rejections=[], grid=GRID, data={"p1/frames/A.tif": b"a"})
             proc.send_signal(signal.SIGCONT)  # the paused run wakes up and goes on to its next write
             out, err = proc.communicate("go\n", timeout=120)
             assert proc.returncode == 3, (out, err)
@@ -181,7 +215,7 @@ def test_holder_paused_past_its_lease_stops_before_its_next_write(store_uri):
             proc.kill()
             proc.wait()
     assert [f.scene_id for f in load_manifest(store, "p1")[0].frames] == ["S2A_A"]
-    assert not store.exists("p1/frames/holder.tif")        # not even its data objects were written
+    assert not store.exists("p1/frames/holder.tif")  # not even its data objects were written
     assert not store.exists(keys.lock("p1"))
 
 
@@ -202,11 +236,11 @@ def test_run_that_lost_its_lease_stops_between_stages(tmp_path):
     def stage(name, fn):
         seen.append(name)
         out = fn()
-        if name == "ingest":   # another run takes the lease over (as after an expiry judged by a skewed clock)
+        if name == "ingest":  # another run takes the lease over (as after an expiry judged by a skewed clock)
             store.put(keys.lock("l1"), json.dumps({"owner": "thief", "since": "2026-01-01T00:00:00+00:00"}).encode())
             lease = held_lease(store, "l1")
             assert lease is not None
-            lease.renew()       # what the next heartbeat does
+            lease.renew()  # what the next heartbeat does
         return out
 
     with pytest.raises(LeaseLost, match="taken over by thief"):
@@ -214,4 +248,4 @@ def test_run_that_lost_its_lease_stops_between_stages(tmp_path):
     assert seen == ["ingest"]
     manifest = load_manifest(store, "l1")[0]
     assert manifest.frames and manifest.tracked_until is None and not store.list("l1/masks/")
-    assert lease_doc(store, "l1")["owner"] == "thief"       # the losing run did not delete the new lease
+    assert lease_doc(store, "l1")["owner"] == "thief"  # the losing run did not delete the new lease

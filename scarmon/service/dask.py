@@ -48,7 +48,8 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Any
             client = Client(address, set_as_default=False)  # type: ignore[no-untyped-call]  # distributed is untyped
         else:
             cluster = LocalCluster(  # type: ignore[no-untyped-call]  # distributed is untyped
-                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            )
             client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]  # distributed is untyped
         _clients[slot] = client
         return client
@@ -74,8 +75,13 @@ def dask_map(address: str | None = None, n_workers: int | None = None) -> MapSit
         if not files:
             return
         client = dask_client(address, n_workers)
-        futures = client.map(run_site, [str(f) for f in files], *[[a] * len(files) for a in args], pure=False,
-                             key=[f"site-{f.stem}-{os.urandom(4).hex()}" for f in files])
+        futures = client.map(
+            run_site,
+            [str(f) for f in files],
+            *[[a] * len(files) for a in args],
+            pure=False,
+            key=[f"site-{f.stem}-{os.urandom(4).hex()}" for f in files],
+        )
         names = {fut.key: f.name for fut, f in zip(futures, files, strict=True)}
         for fut in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call]  # distributed is untyped
             try:
@@ -88,17 +94,23 @@ def dask_map(address: str | None = None, n_workers: int | None = None) -> MapSit
 
 
 @flow(name="monitor-all-dask", log_prints=True)
-def monitor_all_dask(sites_dir: str | None = None, store: str | None = None, catalog: str | None = None,
-                     collection: str | None = None, s3_endpoint: str | None = None, end: dt.date | None = None,
-                     notify: bool = True, address: str | None = None,
-                     n_workers: int | None = None) -> dict[str, Any] | State[Any]:
+def monitor_all_dask(
+    sites_dir: str | None = None,
+    store: str | None = None,
+    catalog: str | None = None,
+    collection: str | None = None,
+    s3_endpoint: str | None = None,
+    end: dt.date | None = None,
+    notify: bool = True,
+    address: str | None = None,
+    n_workers: int | None = None,
+) -> dict[str, Any] | State[Any]:
     """`monitor_all` with its site ticks on Dask workers ($SCARMON_DASK_ADDRESS, or a LocalCluster of
     $SCARMON_DASK_WORKERS processes). Deployment entry point: flows/dask.py:monitor_all_dask."""
     return fan_out(sites_dir, store, catalog, collection, s3_endpoint, end, notify, dask_map(address, n_workers))
 
 
-def monitor_all_on_dask(*args: Any, address: str | None = None, n_workers: int | None = None,
-                        **kwargs: Any) -> Any:
+def monitor_all_on_dask(*args: Any, address: str | None = None, n_workers: int | None = None, **kwargs: Any) -> Any:
     """Run the Dask fan-out flow once (the CLI's `monitor --sites --dask N`)."""
     return monitor_all_dask(*args, address=address, n_workers=n_workers, **kwargs)
 

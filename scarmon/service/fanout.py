@@ -49,15 +49,27 @@ def shared_catalog(catalog: str | None, collection: str | None) -> Catalog:
     return cache[key]
 
 
-def run_site(site_file: str, store: str, catalog: str | None, collection: str | None, s3_endpoint: str | None,
-             end: dt.date | None, notify: bool) -> dict[str, Any]:
+def run_site(
+    site_file: str,
+    store: str,
+    catalog: str | None,
+    collection: str | None,
+    s3_endpoint: str | None,
+    end: dt.date | None,
+    notify: bool,
+) -> dict[str, Any]:
     """A whole tick of one site as a plain function, for thread and Dask workers: no Prefect API call per site
     (the fan-out flow records one summary), stages retried in-process with the runner's policy, store client and
     catalog reused across the sites a worker runs. A busy site returns status 'busy'."""
     site = load_site(site_file)
     try:
-        report = runner.tick(site, shared_store(store, s3_endpoint), shared_catalog(catalog, collection),
-                             opts=TickOptions(end=end, notify=notify), run_stage=runner.run_retrying)
+        report = runner.tick(
+            site,
+            shared_store(store, s3_endpoint),
+            shared_catalog(catalog, collection),
+            opts=TickOptions(end=end, notify=notify),
+            run_stage=runner.run_retrying,
+        )
     except SiteBusy as exc:
         report = runner.TickReport(site.id, status="busy", message=str(exc))
     # the worker's memory high-water mark so far (Linux: KiB), for sizing workers and pods

@@ -169,8 +169,10 @@ class LocalStore:
             lock_dir.mkdir(exist_ok=True)
             fd = os.open(lock_dir / f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:  # a read-only folder or file system, a full disk: name the store, no traceback
-            raise StoreError(f"cannot write {key!r} in store {self.uri}: {e.strerror or e} ({lock_dir}); the store "
-                             "must be writable by this user") from e
+            raise StoreError(
+                f"cannot write {key!r} in store {self.uri}: {e.strerror or e} ({lock_dir}); the store "
+                "must be writable by this user"
+            ) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -231,13 +233,18 @@ class LocalStore:
                 current = None
             if current != expected_tag:
                 if expected_tag is None:
-                    raise Conflict(f"{key!r} already exists in store {self.uri} (create-only put); "
-                                   "re-read it and retry")
+                    raise Conflict(
+                        f"{key!r} already exists in store {self.uri} (create-only put); re-read it and retry"
+                    )
                 if current is None:
-                    raise Conflict(f"{key!r} in store {self.uri} was deleted since it was read "
-                                   f"(expected tag {expected_tag}); re-read it and retry")
-                raise Conflict(f"{key!r} in store {self.uri} changed since it was read "
-                               f"(expected tag {expected_tag}, found {current}); re-read it and retry")
+                    raise Conflict(
+                        f"{key!r} in store {self.uri} was deleted since it was read "
+                        f"(expected tag {expected_tag}); re-read it and retry"
+                    )
+                raise Conflict(
+                    f"{key!r} in store {self.uri} changed since it was read "
+                    f"(expected tag {expected_tag}, found {current}); re-read it and retry"
+                )
             return self._write_atomic(key, bytes(data))
 
     def exists(self, key: str) -> bool:
@@ -312,8 +319,7 @@ class S3Store:
     Tags are S3 ETags exactly as S3 returns them (quoted); pass them back unchanged to `put_if`.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, *,
-                 client: Any = None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, *, client: Any = None) -> None:
         import boto3
         from botocore.config import Config
 
@@ -354,11 +360,15 @@ class S3Store:
                 "InvalidAccessKeyId": "check AWS_ACCESS_KEY_ID / the AWS profile",
                 "SignatureDoesNotMatch": "check AWS_SECRET_ACCESS_KEY / the AWS profile",
             }.get(code, "")
-            return StoreError(f"cannot {action} {where}: AWS error {code} (HTTP {status}): {err.get('Message', '')}"
-                              + (f"; {hint}" if hint else ""))
+            return StoreError(
+                f"cannot {action} {where}: AWS error {code} (HTTP {status}): {err.get('Message', '')}"
+                + (f"; {hint}" if hint else "")
+            )
         if isinstance(e, NoCredentialsError):
-            return StoreError(f"cannot {action} {where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-                              "AWS_SECRET_ACCESS_KEY or AWS_PROFILE")
+            return StoreError(
+                f"cannot {action} {where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            )
         return StoreError(f"cannot {action} {where} (endpoint {self.endpoint_url or 'AWS default'}): {e}")
 
     @staticmethod
@@ -375,8 +385,10 @@ class S3Store:
             code, status = self._code(e)
             if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
                 raise KeyMissing(f"no object {key!r} in store {self.uri}") from e
-            raise transient(self._error(action, key, e), status in (429, 500, 502, 503, 504)
-                            or code in ("SlowDown", "Throttling", "RequestTimeout")) from e
+            raise transient(
+                self._error(action, key, e),
+                status in (429, 500, 502, 503, 504) or code in ("SlowDown", "Throttling", "RequestTimeout"),
+            ) from e
         except BotoCoreError as e:  # endpoint unreachable, read timeout, ...: network
             raise transient(self._error(action, key, e)) from e
 
@@ -394,8 +406,9 @@ class S3Store:
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
         extra = {"ContentType": content_type} if content_type else {}
-        resp = self._call("write", key, self._client.put_object,
-                          Bucket=self.bucket, Key=self._key(key), Body=bytes(data), **extra)
+        resp = self._call(
+            "write", key, self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=bytes(data), **extra
+        )
         return str(resp["ETag"])
 
     def put_if(self, key: str, data: bytes, *, expected_tag: str | None, content_type: str | None = None) -> str:
@@ -411,13 +424,17 @@ class S3Store:
         except ClientError as e:
             code, status = self._code(e)
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                what = "already exists (create-only put)" if expected_tag is None else \
-                    f"changed since it was read (expected ETag {expected_tag})"
-                raise Conflict(f"{key!r} in store {self.uri} {what}: AWS {code or status}; re-read it and retry") \
-                    from e
+                what = (
+                    "already exists (create-only put)"
+                    if expected_tag is None
+                    else f"changed since it was read (expected ETag {expected_tag})"
+                )
+                raise Conflict(f"{key!r} in store {self.uri} {what}: AWS {code or status}; re-read it and retry") from e
             if expected_tag is not None and (code == "NoSuchKey" or status == 404) and code != "NoSuchBucket":
-                raise Conflict(f"{key!r} in store {self.uri} was deleted since it was read "
-                               f"(expected ETag {expected_tag}); re-read it and retry") from e
+                raise Conflict(
+                    f"{key!r} in store {self.uri} was deleted since it was read "
+                    f"(expected ETag {expected_tag}); re-read it and retry"
+                ) from e
             raise self._error("write", key, e) from e
         except BotoCoreError as e:
             raise self._error("write", key, e) from e
@@ -437,9 +454,10 @@ class S3Store:
         keys: list[str] = []
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix + prefix)
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
             for page in pages:
-                keys.extend(obj["Key"][len(self.prefix):] for obj in page.get("Contents", ()))
+                keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", ()))
         except (ClientError, BotoCoreError) as e:
             raise self._error("list", prefix + "*", e) from e
         return sorted(keys)
@@ -471,6 +489,8 @@ def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:
             raise StoreError(f"store URI {uri!r} names a host; a file URI must be file:///absolute/path")
         return LocalStore(unquote(parsed.path))
     if parsed.scheme and len(parsed.scheme) > 1:  # len 1: a Windows drive letter, treat as a path
-        raise StoreError(f"unsupported store URI scheme {parsed.scheme!r} in {uri!r}: "
-                         "use a folder path, file:///abs/path or s3://bucket/prefix")
+        raise StoreError(
+            f"unsupported store URI scheme {parsed.scheme!r} in {uri!r}: "
+            "use a folder path, file:///abs/path or s3://bucket/prefix"
+        )
     return LocalStore(uri)

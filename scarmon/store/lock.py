@@ -62,6 +62,7 @@ def lease_heartbeat_s(ttl_s: float) -> float:
 
 # --- who holds it: enough to prove, on the same host, that the holder is gone ----------------------------------------
 
+
 def _read(path: str) -> str | None:
     try:
         with open(path, encoding="ascii", errors="replace") as f:
@@ -108,8 +109,13 @@ class Holder:
 
     @classmethod
     def me(cls) -> Holder:
-        return cls(socket.gethostname(), os.getpid(), _pid_namespace(),
-                   _read("/proc/sys/kernel/random/boot_id"), _process_start(os.getpid()))
+        return cls(
+            socket.gethostname(),
+            os.getpid(),
+            _pid_namespace(),
+            _read("/proc/sys/kernel/random/boot_id"),
+            _process_start(os.getpid()),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "pid": self.pid, "pidns": self.pidns, "boot": self.boot, "start": self.start}
@@ -153,11 +159,22 @@ def _expires(held: dict[str, Any], ttl_s: float) -> dt.datetime:
 
 # --- the lease -------------------------------------------------------------------------------------------------------
 
+
 class Lease:
     """A held site lease: renewed by `start_heartbeat`, checked by `check`, given back by `release`."""
 
-    def __init__(self, store: Store, site_id: str, token: str, tag: str, *, ttl_s: float, heartbeat_s: float,
-                 since: str, acquired_at: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        site_id: str,
+        token: str,
+        tag: str,
+        *,
+        ttl_s: float,
+        heartbeat_s: float,
+        since: str,
+        acquired_at: float,
+    ) -> None:
         self.store, self.site_id, self.token, self.key = store, site_id, token, keys.lock(site_id)
         self.ttl_s, self.heartbeat_s, self.since = ttl_s, heartbeat_s, since
         self.renewals = 0
@@ -174,10 +191,17 @@ class Lease:
         return min(self.heartbeat_s, self.ttl_s / 4)
 
     def body(self, renewed_at: dt.datetime) -> bytes:
-        return json.dumps({"owner": self.token, **Holder.me().to_json(), "since": self.since,
-                           "renewed_at": renewed_at.isoformat(), "ttl_s": self.ttl_s,
-                           "expires_at": (renewed_at + dt.timedelta(seconds=self.ttl_s)).isoformat(),
-                           "renewals": self.renewals}).encode()
+        return json.dumps(
+            {
+                "owner": self.token,
+                **Holder.me().to_json(),
+                "since": self.since,
+                "renewed_at": renewed_at.isoformat(),
+                "ttl_s": self.ttl_s,
+                "expires_at": (renewed_at + dt.timedelta(seconds=self.ttl_s)).isoformat(),
+                "renewals": self.renewals,
+            }
+        ).encode()
 
     def renew(self) -> bool:
         """One renewal; False once the lease is lost. A failed store call leaves the lease as it was (the next
@@ -187,13 +211,13 @@ class Lease:
                 return False
             started = time.monotonic()
             if started > self._valid_until:
-                self._lose("its lease expired before it could be renewed (the run was paused or the store "
-                           "unreachable)")
+                self._lose("its lease expired before it could be renewed (the run was paused or the store unreachable)")
                 return False
             self.renewals += 1
             try:
-                self._tag = self.store.put_if(self.key, self.body(_now()), expected_tag=self._tag,
-                                              content_type="application/json")
+                self._tag = self.store.put_if(
+                    self.key, self.body(_now()), expected_tag=self._tag, content_type="application/json"
+                )
             except Conflict:
                 self._lose(self._why_conflict())
                 return False
@@ -227,11 +251,15 @@ class Lease:
         since the last renewal (a contender may be taking it over right now)."""
         with self._mutex:
             if not self._lost and time.monotonic() > self._valid_until:
-                self._lose("its lease expired since its last renewal (the run was paused, or the store was "
-                           "unreachable for longer than the lease)")
+                self._lose(
+                    "its lease expired since its last renewal (the run was paused, or the store was "
+                    "unreachable for longer than the lease)"
+                )
         if self._lost:
-            raise LeaseLost(f"site {self.site_id}: {self._lost} ({self.store.url(self.key)}); nothing more was "
-                            "written, the next run continues from what is stored")
+            raise LeaseLost(
+                f"site {self.site_id}: {self._lost} ({self.store.url(self.key)}); nothing more was "
+                "written, the next run continues from what is stored"
+            )
 
     def start_heartbeat(self) -> None:
         def beat() -> None:
@@ -255,8 +283,14 @@ class Lease:
                 self.store.delete(self.key)
 
 
-def acquire(store: Store, site_id: str, *, ttl_s: float | None = None, heartbeat_s: float | None = None,
-            owner: str | None = None) -> Lease:
+def acquire(
+    store: Store,
+    site_id: str,
+    *,
+    ttl_s: float | None = None,
+    heartbeat_s: float | None = None,
+    owner: str | None = None,
+) -> Lease:
     """Take the site's lease (no heartbeat yet) or raise SiteBusy. An expired lease, or one whose holder is
     provably gone, is taken over with a conditional put on its tag (two contenders: one wins)."""
     ttl = float(ttl_s if ttl_s is not None else lease_ttl_s())
@@ -278,8 +312,9 @@ def acquire(store: Store, site_id: str, *, ttl_s: float | None = None, heartbeat
             lease._tag = store.put_if(key, body, expected_tag=None, content_type="application/json")
             return lease
         except Conflict:
-            raise SiteBusy(f"site {site_id}: another run took the lease {store.url(key)} first; try again "
-                           "later") from None
+            raise SiteBusy(
+                f"site {site_id}: another run took the lease {store.url(key)} first; try again later"
+            ) from None
     try:
         held: dict[str, Any] = json.loads(data)
         if not isinstance(held, dict):
@@ -293,8 +328,10 @@ def acquire(store: Store, site_id: str, *, ttl_s: float | None = None, heartbeat
     elif now >= expires:
         why = f"it expired at {expires.isoformat(timespec='seconds')}"
     else:
-        raise SiteBusy(f"site {site_id} is busy (run by {held.get('owner')} since {held.get('since')}, lease "
-                       f"{store.url(key)} renewed until {expires.isoformat(timespec='seconds')}); try again later")
+        raise SiteBusy(
+            f"site {site_id} is busy (run by {held.get('owner')} since {held.get('since')}, lease "
+            f"{store.url(key)} renewed until {expires.isoformat(timespec='seconds')}); try again later"
+        )
     try:
         lease._tag = store.put_if(key, body, expected_tag=tag, content_type="application/json")
     except Conflict:
@@ -324,8 +361,14 @@ def check_lease(store: Store, site_id: str) -> None:
 
 
 @contextlib.contextmanager
-def site_lock(store: Store, site_id: str, *, ttl_s: float | None = None, heartbeat_s: float | None = None,
-              owner: str | None = None) -> Iterator[str]:
+def site_lock(
+    store: Store,
+    site_id: str,
+    *,
+    ttl_s: float | None = None,
+    heartbeat_s: float | None = None,
+    owner: str | None = None,
+) -> Iterator[str]:
     """Hold the site's lease for the `with` body, renewed by a heartbeat; yields its token. Raises SiteBusy if
     another live run holds it; `check_lease` raises LeaseLost inside the body once the lease is lost."""
     lease = acquire(store, site_id, ttl_s=ttl_s, heartbeat_s=heartbeat_s, owner=owner)
@@ -342,5 +385,15 @@ def site_lock(store: Store, site_id: str, *, ttl_s: float | None = None, heartbe
         lease.release()
 
 
-__all__ = ["Holder", "Lease", "LeaseLost", "SiteBusy", "acquire", "check_lease", "held_lease", "lease_heartbeat_s",
-           "lease_ttl_s", "site_lock"]
+__all__ = [
+    "Holder",
+    "Lease",
+    "LeaseLost",
+    "SiteBusy",
+    "acquire",
+    "check_lease",
+    "held_lease",
+    "lease_heartbeat_s",
+    "lease_ttl_s",
+    "site_lock",
+]
