@@ -66,6 +66,10 @@ GUARD_JUMP_MIN_PX = 50
 """Jumps smaller than 50 px (200 m² at 2 m) are taken at once: too small to matter for alerts, and held they would
 only add lag."""
 
+GUARD_COMPACT_CONTACT = 1.5
+"""A jump whose contact with the scar (pixels) is at least 1.5 x sqrt(its area) is compact with the edge and taken at
+once: a failure lobe or a growth band along the edge scores 2-7, a blob touching the scar (missed cumulus) under 1.2."""
+
 GUARD_FLAG_PCT = 5.0
 """A frame is flagged low-confidence when the guard held at least 5 % of the scar's area (and GUARD_JUMP_MIN_PX): less
 moves the area by no more than the boundary's own wobble; it is still held, just not flagged."""

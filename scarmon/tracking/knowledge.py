@@ -57,6 +57,7 @@ class KnowledgeParams:
     jump_min_px: int = defaults.GUARD_JUMP_MIN_PX
     flag_pct: float = defaults.GUARD_FLAG_PCT
     creep_px: int = defaults.SEASONAL_CREEP_PX
+    compact_contact: float = defaults.GUARD_COMPACT_CONTACT
 
 
 @dataclass(frozen=True)
@@ -198,9 +199,10 @@ def guard(raw: np.ndarray, prev: np.ndarray, valid: np.ndarray, unseen_age: np.n
     - new area within `guard_near_px` of pixels not observed on this frame: the edges of flagged cloud and snow are
       where SCL misses thin cloud and partial snow, both as low in NDVI as bare ground;
     - new area on pixels not observed in the last `guard_memory` frames (where snow or cloud just was);
-    - a new piece that reaches farther than `jump_px` from the previous mask (a failure, or a missed cloud), all of
-      it, unless an earlier frame held the same ground (`pending`): a real failure is still there on the next clear
-      frame, a cloud is not. Creep moves the edge by less than a pixel per frame and is taken at once.
+    - a new piece that reaches farther than `jump_px` from the previous mask and is not compact with its edge (its
+      contact with the scar is short for its size: a missed cumulus touching the scar, rather than a lobe or a band
+      along it), all of it, unless an earlier frame held the same ground (`pending`): a real failure is still there
+      on the next clear frame, a cloud is not. Creep and lobes along the edge are taken at once.
 
     Held jumps (and pending ground not observed on this frame) stay pending, so a failure is confirmed one clear
     frame later.
@@ -221,6 +223,11 @@ def guard(raw: np.ndarray, prev: np.ndarray, valid: np.ndarray, unseen_age: np.n
     if far.sum() >= params.jump_min_px:  # the whole new piece that reaches far is a jump, its near part included
         labels, n = ndimage.label(new & ~doubtful, structure=np.ones((3, 3)))
         reach = np.bincount(labels[far].ravel(), minlength=n + 1) >= params.jump_min_px
+        # A piece compact with the scar's edge (a lobe or band along it: long contact for its size) is growth; a blob
+        # touching the scar over a short stretch (a missed cumulus) is not.
+        size = np.bincount(labels.ravel(), minlength=n + 1)
+        contact = np.bincount(labels[ndimage.binary_dilation(prev, structure=np.ones((3, 3)))].ravel(), minlength=n + 1)
+        reach &= contact < params.compact_contact * np.sqrt(size)
         reach[0] = False
         unconfirmed = reach[labels] & ~confirmed
     held = doubtful | unconfirmed
