@@ -68,9 +68,9 @@
     if (s < 36 * 3600) { return Math.round(s / 3600) + " h ago"; }
     return Math.round(s / 86400) + " days ago";
   }
-  function fmtReason(text) {  // "clear fraction 0.85 < 0.90" -> "85 % of the site clear (at least 90 % needed)"
+  function fmtReason(text, clear) {  // "clear fraction 0.85 < 0.90" -> "85 % of the site clear (at least 90 % needed)"
     return String(text || "").replace(/clear fraction (\d*\.\d+) < (\d*\.\d+)/g, function (_, a, b) {
-      var pa = Number(a) * 100, pb = Number(b) * 100;
+      var pa = (isNum(clear) ? Number(clear) : Number(a)) * 100, pb = Number(b) * 100;  // the exact fraction if known
       var sa = pa.toFixed(0) === pb.toFixed(0) ? pa.toFixed(1) : pa.toFixed(0);
       return sa + " % of the site clear (at least " + pb.toFixed(0) + " % needed)";
     });
@@ -470,7 +470,7 @@
     $("frame-yoy").textContent = fmtPct(f.same_season_change_pct);
     $("frame-clear").textContent = fmtNum(f.clear_fraction * 100, 0) + " % of the site";
     var conf = $("frame-confidence");
-    conf.textContent = f.low_confidence ? "low: " + (fmtReason(f.low_confidence_reason) || "flagged") : "normal";
+    conf.textContent = f.low_confidence ? "low: " + (fmtReason(f.low_confidence_reason, f.clear_fraction) || "flagged") : "normal";
     conf.className = f.low_confidence ? "conf-low" : "conf-normal";
     var files = $("frame-files");
     files.innerHTML = "";
@@ -533,7 +533,7 @@
     frames.forEach(function (f, k) {
       var tr = el("tr", { "class": f.low_confidence ? "low" : "" });
       [f.date, fmtNum(f.area_m2), fmtPct(f.change_pct), fmtNum(f.clear_fraction * 100) + " %",
-        f.low_confidence ? "low: " + fmtReason(f.low_confidence_reason) : "normal"].forEach(function (v) { tr.appendChild(el("td", {}, v)); });
+        f.low_confidence ? "low: " + fmtReason(f.low_confidence_reason, f.clear_fraction) : "normal"].forEach(function (v) { tr.appendChild(el("td", {}, v)); });
       tr.addEventListener("click", function () { selectFrame(k); });
       tb.appendChild(tr);
     });
@@ -587,7 +587,7 @@
       var c = el("svg:circle", { cx: X(t(f.date)), cy: Y(areas[i]), r: f.low_confidence ? 4 : 3.5,
         "class": "pt" + (f.low_confidence ? " low" : ""), "data-i": i });
       c.appendChild(el("svg:title", {}, f.date + ": " + fmtNum(f.area_m2) + " m²" +
-        (f.low_confidence ? " (low confidence: " + fmtReason(f.low_confidence_reason) + ")" : "")));
+        (f.low_confidence ? " (low confidence: " + fmtReason(f.low_confidence_reason, f.clear_fraction) + ")" : "")));
       c.addEventListener("click", function () { selectFrame(i); });
       svg.appendChild(c);
     });
@@ -600,7 +600,11 @@
     if (!state.sites.length) { return; }
     var h = parseHash();
     if (h.site) {
-      if (!state.site || state.site.id !== h.site || state.view !== "site") { selectSite(h.site, h.date); }
+      if (!state.site || state.site.id !== h.site || state.view !== "site") {
+        selectSite(h.site, h.date);
+      } else if (h.date && state.index && state.index.frames[state.i] && state.index.frames[state.i].date !== h.date) {
+        jumpToDate(h.date);  // a link to another date of the open site
+      }
     } else {
       showOverview();
     }
