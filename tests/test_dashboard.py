@@ -119,6 +119,10 @@ def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(publish
                                "document.getElementById('frame-date').textContent.slice(0, 10) && "
                                "document.getElementById('frame-date').textContent.includes('(11 of')")
         assert page.locator("#frames tbody tr.selected").count() == 1
+        # a link to another date of the open site (as in an alert e-mail) jumps there
+        page.evaluate("location.hash = 'site=test-slide&date=2021-06-30'")
+        page.wait_for_function("document.getElementById('map').getAttribute('data-outline-date') === '2021-06-30'")
+        assert page.locator("#frame-date").inner_text().startswith("2021-06-30 (2 of")
         zoom = first["zoom"]
         page.locator("#map .leaflet-control-zoom-in").click()
         page.wait_for_function(f"scarmon.maps.site.getZoom() > {zoom}")
