@@ -273,3 +273,52 @@ def test_library_never_imports_the_flows_folder():
     for path in (ROOT / "scarmon").rglob("*.py"):
         text = path.read_text()
         assert "from flows" not in text and "import flows" not in text, path
+
+
+def test_refine_is_one_operation_stores_retracks_rebuilds_alerts_and_republishes(tracked, tmp_path):
+    from scarmon.alerts.history import outbox, read_history
+    from scarmon.tracking.corrections import list_corrections
+
+    site_file, _, store0 = tracked
+    store = tmp_path / "store"
+    shutil.copytree(store0, store)
+    site = load_site(site_file)
+    st = LocalStore(store)
+    day = load_date(st, site.id)
+    point = (*site.polygon.centroid.coords[0], 0)
+    plain = runner.refine(site, st, date=day, points=[point])
+    assert plain.tick is not None and plain.tick.stages == ["track", "alert"]  # no products yet: none written
+    assert not st.exists(keys.products_index(site.id))
+    runner.run_stages(site, st, None, ("publish",))
+    again = runner.refine(site, st, undo=plain.corrections[0])
+    assert again.tick is not None and again.tick.stages == ["track", "alert", "publish"]
+    assert any("published" in ln or "product" in ln for ln in again.tick.lines), again.tick.lines
+    assert list_corrections(st, site.id) == [] and outbox(st, site.id) == []  # nothing queued to people
+    assert all(r.get("note") == "refine" for r in read_history(st, site.id) if r.get("recorded_at"))
+    stored = runner.refine(site, st, date=day, points=[point], retrack=False)
+    assert stored.tick is None and len(list_corrections(st, site.id)) == 1  # stored only; next tick re-tracks
+    from scarmon.store.sequence import load_manifest
+
+    assert load_manifest(st, site.id)[0].dirty_from is not None
+
+
+def test_a_failed_tick_is_recorded_in_status_json(tracked, tmp_path, monkeypatch):
+    import scarmon.tracking.pipeline
+
+    site_file, items, store0 = tracked
+    store = tmp_path / "store"
+    shutil.copytree(store0, store)
+    site = load_site(site_file)
+    st = LocalStore(store)
+
+    def broken(*a, **kw):
+        raise OSError("disk full while writing masks")
+
+    monkeypatch.setattr(scarmon.tracking.pipeline, "track_site", broken)
+    from scarmon.ingest.discovery import open_catalog
+
+    with pytest.raises(OSError):
+        runner.tick(site, st, open_catalog(items), opts=runner.TickOptions(notify=False))
+    status = json.loads(st.get(keys.status(site.id)))
+    assert status["outcome"] == "failed" and status["last_error"] == "disk full while writing masks"
+    assert not st.exists(keys.lock(site.id))

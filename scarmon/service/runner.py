@@ -35,7 +35,7 @@ from scarmon.ingest.discovery import Catalog
 from scarmon.site import Site
 from scarmon.store import keys
 from scarmon.store.backends import Store
-from scarmon.store.lock import check_lease, site_lock
+from scarmon.store.lock import LeaseLost, check_lease, site_lock
 from scarmon.store.sequence import load_manifest
 
 T = TypeVar("T")
@@ -273,30 +273,50 @@ def run_stages(site: Site, store: Store, catalog: Catalog | None, stages: Sequen
     if "ingest" not in stages:
         require_sequence(store, site.id)  # before the lock: a wrong --store must not gain a site folder
     with site_session(store, site.id, lock=lock):
-        if "ingest" in stages:
-            if catalog is None:
-                raise ValueError("the ingest stage needs a catalog")
-            run_stage("ingest", lambda: ingest_stage(site, store, catalog, opts, report))
-        elif stages:
-            require_sequence(store, site.id)
-        if "track" in stages:
-            run_stage("track", lambda: track_stage(site, store, opts, report))
-        if "alert" in stages:
-            state, report.events, _ = run_stage("alert", lambda: alert_stage(
-                site, store, rebuild=opts.rebuild_alerts, suppress=not opts.notify, note=opts.history_note))
-            report.alert_state, report.alert_level = state.status, LEVELS[state.level]
-        if "notify" in stages and opts.notify:
-            delivery = run_stage("notify", lambda: notify_stage(site, store, **opts.notify_kwargs))
-            report.sent, report.failed_deliveries = delivery.sent, delivery.failed
-            report.lines.append(delivery.summary())
-        report.outbox = len(outbox(store, site.id))
-        if not report.frames:
-            report.frames = len(load_manifest(store, site.id)[0].frames)
-        report.seconds = time.monotonic() - t0
-        if "publish" in stages:
-            run_stage("publish", lambda: publish_stage(site, store, report))
+        try:
+            _run_in_session(site, store, catalog, stages, opts, run_stage, report, t0)
+        except Exception as exc:
+            if "publish" in stages and not isinstance(exc, LeaseLost):  # a tick: status.json says it failed, why
+                _record_failure(site, store, report, exc, t0)
+            raise
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _record_failure(site: Site, store: Store, report: TickReport, exc: Exception, t0: float) -> None:
+    report.status, report.seconds = "failed", time.monotonic() - t0
+    report.message = (str(exc).splitlines() or [type(exc).__name__])[0]
+    try:
+        write_status(site, store, report)
+    except Exception as status_exc:  # noqa: BLE001 - the store may be what failed; the run's own error is raised
+        log.warning("site %s: could not record the failed run in %s: %s", site.id, keys.status(site.id), status_exc)
+
+
+def _run_in_session(site: Site, store: Store, catalog: Catalog | None, stages: Sequence[str], opts: TickOptions,
+                    run_stage: StageRunner, report: TickReport, t0: float) -> None:
+    """The stages themselves, in order, inside the site's session."""
+    if "ingest" in stages:
+        if catalog is None:
+            raise ValueError("the ingest stage needs a catalog")
+        run_stage("ingest", lambda: ingest_stage(site, store, catalog, opts, report))
+    elif stages:
+        require_sequence(store, site.id)
+    if "track" in stages:
+        run_stage("track", lambda: track_stage(site, store, opts, report))
+    if "alert" in stages:
+        state, report.events, _ = run_stage("alert", lambda: alert_stage(
+            site, store, rebuild=opts.rebuild_alerts, suppress=not opts.notify, note=opts.history_note))
+        report.alert_state, report.alert_level = state.status, LEVELS[state.level]
+    if "notify" in stages and opts.notify:
+        delivery = run_stage("notify", lambda: notify_stage(site, store, **opts.notify_kwargs))
+        report.sent, report.failed_deliveries = delivery.sent, delivery.failed
+        report.lines.append(delivery.summary())
+    report.outbox = len(outbox(store, site.id))
+    if not report.frames:
+        report.frames = len(load_manifest(store, site.id)[0].frames)
+    report.seconds = time.monotonic() - t0
+    if "publish" in stages:
+        run_stage("publish", lambda: publish_stage(site, store, report))
 
 
 def tick(site: Site, store: Store, catalog: Catalog, *, opts: TickOptions | None = None,
