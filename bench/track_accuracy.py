@@ -57,14 +57,14 @@ class Tally:
         iou, p, r = scores(pred, truth)
         self.rows.append((date, iou, p, r, flagged, float(pred.sum()) > (1 + OVERGROWN) * max(float(truth.sum()), 1.0)))
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, float | int | str]:
         ious = [r[1] for r in self.rows]
         worst = min(self.rows, key=lambda r: r[1])
         unflagged = [r for r in self.rows if not r[4]]
-        worst_ok = min(unflagged, key=lambda r: r[1]) if unflagged else None
+        worst_ok = min(unflagged, key=lambda r: r[1]) if unflagged else ("-", float("nan"))
         return {"iou": float(np.mean(ious)), "precision": float(np.mean([r[2] for r in self.rows])),
-                "recall": float(np.mean([r[3] for r in self.rows])), "worst": (worst[0], worst[1]),
-                "worst_unflagged": (worst_ok[0], worst_ok[1]) if worst_ok else None,
+                "recall": float(np.mean([r[3] for r in self.rows])), "worst_date": worst[0], "worst_iou": worst[1],
+                "worst_unflagged_date": worst_ok[0], "worst_unflagged_iou": worst_ok[1],
                 "overgrown_unflagged": sum(1 for r in self.rows if r[5] and not r[4]),
                 "flagged": sum(1 for r in self.rows if r[4]), "frames": len(self.rows)}
 
@@ -90,11 +90,12 @@ def prepare(scenario: str, seed: int, out: Path, years: float) -> tuple[Site, St
     return site, store
 
 
-def run(scenario: str, seed: int, out: Path, years: float) -> dict[str, dict[str, object]]:
+def run(scenario: str, seed: int, out: Path, years: float) -> dict[str, dict[str, float | int | str]]:
     site, store = prepare(scenario, seed, out, years)
     track_site(site, store, from_start=True)
     manifest, _ = load_manifest(store, site.id)
     frames = manifest.frames
+    assert manifest.grid is not None, "ingest wrote no frame"
     grid = SiteGrid.from_dict(manifest.grid)
     aoi = grid.mask(site.polygon)
     series = {r["scene_id"]: r for r in read_series(store, site.id)}
@@ -144,11 +145,9 @@ def main() -> None:
             res = run(scenario, seed, out, args.years)
             results[f"{scenario}/{seed}"] = res
             for method, s in res.items():
-                wd, wi = s["worst"]  # type: ignore[misc]
-                wu = s["worst_unflagged"]
-                wus = f"{wu[1]:.2f} {wu[0]}" if wu else "-"  # type: ignore[index]
                 print(f"{scenario:16s} {seed:4d} {method:27s} {s['iou']:6.3f} {s['precision']:6.3f} "
-                      f"{s['recall']:6.3f} {wi:.2f} {wd:>13s} {wus:>18s} {s['overgrown_unflagged']:14d} "
+                      f"{s['recall']:6.3f} {s['worst_iou']:.2f} {s['worst_date']:>13s} "
+                      f"{s['worst_unflagged_iou']:.2f} {s['worst_unflagged_date']:>13s} {s['overgrown_unflagged']:14d} "
                       f"{s['flagged']:3d}/{s['frames']:<3d}")
             print(f"{'':16s} [{time.perf_counter() - t0:.0f} s]")
     if args.json:
