@@ -545,84 +545,6 @@ def _age_text(seconds: float | None) -> str:
     return f"{seconds / 86400:.0f} d"
 
 
-def _site_health(st: Any, site_id: str, name: str | None, published: dict[str, Any] | None,
-                 stale_hours: float) -> dict[str, Any]:
-    """The figures of one site, read from the store only (never changes anything)."""
-    import json
-
-    from scarmon.alerts.history import load_state, outbox
-    from scarmon.alerts.rules import LEVELS
-    from scarmon.store import keys
-    from scarmon.store.backends import KeyMissing
-    from scarmon.store.lock import lease_ttl_s
-    from scarmon.store.sequence import load_manifest
-
-    now = dt.datetime.now(dt.UTC)
-    out: dict[str, Any] = {"site": site_id, "name": name or (published or {}).get("name") or site_id}
-    errors: list[str] = []
-
-    def doc(key: str) -> dict[str, Any] | None:
-        try:
-            d = json.loads(st.get(key))
-        except KeyMissing:
-            return None
-        except ValueError:
-            errors.append(f"{key} is not valid JSON")
-            return None
-        return d if isinstance(d, dict) else None
-
-    status = doc(keys.status(site_id)) or {}
-    checked = status.get("updated_at")
-    try:
-        checked_age = (now - dt.datetime.fromisoformat(str(checked))).total_seconds() if checked else None
-    except ValueError:
-        checked_age = None
-    out.update(last_tick=checked, last_tick_age_s=None if checked_age is None else round(checked_age),
-               last_tick_outcome=status.get("outcome") or ("ok" if checked else None))
-    frames: tuple[Any, ...] = ()
-    if st.exists(keys.manifest(site_id)):
-        try:
-            frames = load_manifest(st, site_id)[0].frames
-        except Exception as exc:  # noqa: BLE001 - a damaged manifest is reported, not raised: the other sites count
-            errors.append(f"manifest unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-    last = frames[-1].date if frames else None
-    out.update(frames=len(frames), last_clear_frame=last,
-               last_clear_frame_age_days=(now.date() - dt.date.fromisoformat(last)).days if last else None)
-    try:
-        state = load_state(st, site_id)
-        out.update(alert_state=state.status, alert_level=LEVELS[state.level])
-    except Exception as exc:  # noqa: BLE001 - as above
-        out.update(alert_state="unknown", alert_level="unknown")
-        errors.append(f"alert state unreadable: {exc}")
-    pending = outbox(st, site_id)
-    out["outbox"] = len(pending)
-    lock = doc(keys.lock(site_id))
-    held = False
-    if lock:
-        try:
-            at = dt.datetime.fromisoformat(str(lock.get("renewed_at") or lock.get("since")))
-            held = (now - at).total_seconds() < float(lock.get("ttl_s", lease_ttl_s()))
-        except (TypeError, ValueError):
-            held = False
-    out["lock"] = {"held": held, "owner": (lock or {}).get("owner"), "since": (lock or {}).get("since")} if lock \
-        else {"held": False}
-    delivery = next((f"delivery {c}: {v.get('last_error')}" for e in pending for c, v in e.channels.items()
-                     if v.get("last_error")), None)
-    last_error = status.get("last_error") or (published or {}).get("error") or (errors[0] if errors else None) \
-        or delivery
-    out["last_error"] = last_error
-    if status.get("outcome") not in (None, "ok") or errors or (published or {}).get("status") == "error":
-        health = "error"
-    elif checked_age is None:
-        health = "never checked"
-    elif checked_age > stale_hours * 3600:
-        health = "stale"
-    else:
-        health = "ok"
-    out["health"] = health
-    return out
-
-
 @main.command("status")
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
@@ -637,40 +559,27 @@ def status(store: str, s3_endpoint: str | None, sites_dir: str | None, stale_hou
     Exit status: 0 when every site is ok, 1 when any is stale, failing or never checked."""
     import json
 
+    from scarmon.service.health import sites_health
     from scarmon.site import SiteError, load_site
-    from scarmon.store import keys
-    from scarmon.store.backends import KeyMissing, open_store
+    from scarmon.store.backends import open_store
 
     st = open_store(store, endpoint_url=s3_endpoint)
-    published: dict[str, dict[str, Any]] = {}
-    try:
-        doc = json.loads(st.get(keys.SITES_INDEX))
-        published = {str(s["id"]): s for s in doc.get("sites", []) if isinstance(s, dict) and s.get("id")}
-    except KeyMissing:
-        pass
-    except (ValueError, AttributeError):
-        click.echo(f"warning: {st.url(keys.SITES_INDEX)} is not a valid site index; listing the store instead", err=True)
-    wanted: dict[str, str | None] = {}
+    names: dict[str, str | None] | None = None
     if sites_dir:
         files = sorted(p for p in Path(sites_dir).iterdir() if p.suffix in (".yaml", ".yml"))
         if not files:
             raise click.ClickException(f"no site files (*.yaml) in {sites_dir}")
+        names = {}
         for path in files:
             try:
                 site = load_site(path)
             except SiteError as exc:
                 click.echo(f"warning: {exc}", err=True)
                 continue
-            wanted[site.id] = site.display_name
-    else:
-        wanted = {sid: s.get("name") for sid, s in published.items()}
-        for key in st.list(""):
-            parts = key.split("/")
-            if len(parts) == 2 and parts[1] == "manifest.json":
-                wanted.setdefault(parts[0], None)
-    if not wanted:
-        raise click.ClickException(f"no sites in {st.uri}: check --store, or run `scarmon monitor` first")
-    rows = [_site_health(st, sid, name, published.get(sid), stale_hours) for sid, name in sorted(wanted.items())]
+            names[site.id] = site.display_name
+    rows, warnings = sites_health(st, names=names, stale_hours=stale_hours)
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
     from scarmon import __version__
 
     if as_json:
