@@ -331,7 +331,7 @@ def truth_mask(site: Site | dict[str, Any], grid: SiteGrid, when: str | date, *,
     fr = _frame(site)
     if grid.epsg != fr.epsg:
         poly = _geom_transform(Transformer.from_crs(fr.epsg, grid.epsg, always_xy=True).transform, poly)
-    return geometry_mask([poly], out_shape=grid.shape, transform=grid.transform, invert=True)
+    return np.asarray(geometry_mask([poly], out_shape=grid.shape, transform=grid.transform, invert=True))
 
 
 # --- Demo sites ----------------------------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ class _Bilinear:
         f, i, w = field.ravel(), self.i, self.w
         top = f[i] + self.fc * (f[i + 1] - f[i])
         bottom = f[i + w] + self.fc * (f[i + w + 1] - f[i + w])
-        return (top + self.fr * (bottom - top)).astype(np.float32, copy=False)
+        return np.asarray((top + self.fr * (bottom - top)).astype(np.float32, copy=False))
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scales: tuple[tuple[float, float], ...]
@@ -450,7 +450,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scales: tupl
     for sigma, weight in scales:
         f = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap")
         out += weight * f / (f.std() + 1e-12)
-    return (out - out.mean()) / (out.std() + 1e-12)
+    return np.asarray((out - out.mean()) / (out.std() + 1e-12))
 
 
 def _blob(x: float, y: float, a: float, b: float, angle_deg: float, phase: float) -> Polygon:
@@ -681,7 +681,7 @@ def _fraction(poly: Polygon, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
     if near.any():
         shapely.prepare(poly)
         inside[near] = shapely.contains_xy(poly, sx[near], sy[near])
-    return inside.reshape(h, SUPERSAMPLE, w, SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32)
+    return np.asarray(inside.reshape(h, SUPERSAMPLE, w, SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32))
 
 
 def _tiles(world: _World) -> list[_Tile]:
@@ -699,8 +699,8 @@ def _block(a: np.ndarray, how: str) -> np.ndarray:
     """10 m -> 20 m by 2 x 2 blocks (strided slices: much faster than a reshaped reduction)."""
     q = a[0::2, 0::2], a[1::2, 0::2], a[0::2, 1::2], a[1::2, 1::2]
     if how == "max":
-        return np.maximum(np.maximum(q[0], q[1]), np.maximum(q[2], q[3]))
-    return (q[0] + q[1] + q[2] + q[3]) * np.float32(0.25)
+        return np.asarray(np.maximum(np.maximum(q[0], q[1]), np.maximum(q[2], q[3])))
+    return np.asarray((q[0] + q[1] + q[2] + q[3]) * np.float32(0.25))
 
 
 # --- Weather -------------------------------------------------------------------------------------------------------
@@ -781,7 +781,7 @@ def _opacity(world: _World, rng: np.random.Generator, aoi_fraction: float,
     """A 0..1 opacity field on the weather raster that is > 0 on exactly `aoi_fraction` of the AOI, with soft edges."""
     f = _smooth_field(rng, (world.wx.height, world.wx.width), scales)
     thr = np.quantile(f[world.wx_aoi], 1 - aoi_fraction) if aoi_fraction < 1 else f[world.wx_aoi].min() - 0.05
-    return np.clip((f - thr) / soft, 0, 1).astype(np.float32)
+    return np.asarray(np.clip((f - thr) / soft, 0, 1).astype(np.float32))
 
 
 def _snow_threshold(world: _World, fraction: float) -> float:

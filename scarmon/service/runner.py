@@ -206,11 +206,11 @@ def alert_stage(site: Site, store: Store, *, rebuild: bool = False, suppress: bo
     """Step the site's alert state machine over the series rows it has not seen; persist state, history, outbox.
     `rebuild` replays the whole series from a fresh state (after a backfill or a refinement); `suppress` records
     without notifying; `note` labels the recorded rows (default: 'backfill' when suppressed)."""
-    from scarmon.tracking.pipeline import read_series
+    from scarmon.tracking.pipeline import read_observations
 
-    rows = read_series(store, site.id)
+    observations = read_observations(store, site.id)
     prior = AlertState(site=site.id) if rebuild else load_state(store, site.id)
-    state, events = replay(rows, site=site.id, rules=site.alerts, prior=prior)
+    state, events = replay(observations, site=site.id, rules=site.alerts, prior=prior)
     queued = record(store, site.id, state, events, notify_on=site.alerts.notify_on, channels=channels_for(site),
                     suppress=suppress, note=note or "backfill")
     return state, [e.to_dict() for e in events], len(queued)

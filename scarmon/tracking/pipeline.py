@@ -9,7 +9,7 @@ import io
 import json
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], gr
     for b in boxes:
         if (i := frame_of(b.date)) is not None:
             w, s, e, n = b.box
-            cols, rows = grid.lonlat_to_pixel([w, e, w, e], [n, n, s, s])
+            cols, rows = grid.lonlat_to_pixel(np.array([w, e, w, e]), np.array([n, n, s, s]))
             out.setdefault(i, []).extend([(float(min(cols)), float(min(rows)), 2), (float(max(cols)), float(max(rows)), 3)])
     if to_first and out and (first := min(out)) > 0:
         out[0] = out.pop(first)
@@ -114,7 +114,7 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
             log.info("site %s: no site prompt on or before the newest frame (%s): nothing to track yet", site.id,
                      frames[-1].date)
             return report
-    measured: dict[str, dict] = {}  # per tracked frame, measured while its mask and NDVI are in memory
+    measured: dict[str, dict[str, Any]] = {}  # per tracked frame, measured while its mask and NDVI are in memory
     prev = read_mask(store, keys.mask(site.id, frames[start - 1])) if start > 0 else None
     lo = start
     while lo < len(frames):
@@ -185,18 +185,18 @@ def read_mask(store: Store, key: str) -> np.ndarray:
     from rasterio.io import MemoryFile
 
     with MemoryFile(store.get(key)) as mem, mem.open() as src:
-        return src.read(1).astype(bool)
+        return np.asarray(src.read(1).astype(bool))
 
 
 def _measure(frames: Sequence[FrameEntry], i: int, mask: np.ndarray, prev: np.ndarray | None, grid: SiteGrid,
-             valid: np.ndarray | None) -> dict:
+             valid: np.ndarray | None) -> dict[str, Any]:
     days = (dt.date.fromisoformat(frames[i].date) - dt.date.fromisoformat(frames[i - 1].date)).days if i else None
     m = measure(mask, prev, pixel_m=grid.resolution, days=days)
     return {**m, "scar_clear_fraction": scar_clear_fraction(valid, mask) if valid is not None else None}
 
 
 def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
-                 measured: dict[str, dict]) -> list[Observation]:
+                 measured: dict[str, dict[str, Any]]) -> list[Observation]:
     """The series with the rows of the frames just tracked (`measured`), older rows kept as stored. A frame in
     neither (a series lost or written by an older version) is measured again from the stored masks."""
     old = {r["scene_id"]: r for r in read_series(store, site_id)}
@@ -260,12 +260,20 @@ def _with_ground(store: Store, site_id: str, frames: Sequence[FrameEntry], rows:
     return out
 
 
-def read_series(store: Store, site_id: str) -> list[dict]:
+def read_series(store: Store, site_id: str) -> list[dict[str, Any]]:
+    """The stored series rows (series.json), oldest first; [] before the first tracked frame."""
     try:
-        return json.loads(store.get(keys.series_json(site_id)))
+        rows: list[dict[str, Any]] = json.loads(store.get(keys.series_json(site_id)))
     except KeyMissing:
         return []
+    return rows
 
 
-def _from_row(row: dict) -> Observation:
-    return Observation(**{k: row.get(k) for k in Observation.__dataclass_fields__ if k in row})
+def read_observations(store: Store, site_id: str) -> list[Observation]:
+    """The stored series as typed observations (what the alert rules step through)."""
+    return [_from_row(r) for r in read_series(store, site_id)]
+
+
+def _from_row(row: dict[str, Any]) -> Observation:
+    fields: dict[str, Any] = {k: row.get(k) for k in Observation.__dataclass_fields__ if k in row}
+    return Observation(**fields)
