@@ -70,9 +70,14 @@ class AlertObservation:
         if isinstance(low, str):
             low = low.strip().lower() == "true"
         clear = row.get("clear_fraction")
-        return cls(date=str(row["date"]), scene_id=str(row["scene_id"]), area_m2=float(row["area_m2"]),
-                   low_confidence=bool(low), clear_fraction=None if clear in (None, "") else float(clear),
-                   low_confidence_reason=str(row.get("low_confidence_reason") or ""))
+        return cls(
+            date=str(row["date"]),
+            scene_id=str(row["scene_id"]),
+            area_m2=float(row["area_m2"]),
+            low_confidence=bool(low),
+            clear_fraction=None if clear in (None, "") else float(clear),
+            low_confidence_reason=str(row.get("low_confidence_reason") or ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -95,8 +100,8 @@ class Candidate:
     scene_id: str
     ref_m2: float
     level: int
-    votes: tuple[int, ...] = ()   # level of each later clear observation (0: did not agree)
-    by_level: bool = False        # agreement = reaching `level` (not growth over ref_m2)
+    votes: tuple[int, ...] = ()  # level of each later clear observation (0: did not agree)
+    by_level: bool = False  # agreement = reaching `level` (not growth over ref_m2)
 
 
 @dataclass(frozen=True)
@@ -104,18 +109,18 @@ class AlertState:
     """Everything the machine remembers about one site; JSON-serialisable through to_dict/from_dict."""
 
     site: str = ""
-    status: str = "none"                                  # none | provisional | confirmed
-    level: int = 0                                        # of the open alert
-    alert_id: str | None = None                           # date_scene of the open alert's first detection
-    baseline_m2: float | None = None                      # frozen at first detection
+    status: str = "none"  # none | provisional | confirmed
+    level: int = 0  # of the open alert
+    alert_id: str | None = None  # date_scene of the open alert's first detection
+    baseline_m2: float | None = None  # frozen at first detection
     baseline_kind: str = ""
-    candidate: Candidate | None = None                    # pending first detection or escalation
-    calm: int = 0                                         # clear observations without further growth (confirmed)
-    detected_m2: float = 0.0                              # area at the open alert's latest (first or renewed) detection
-    history: tuple[tuple[str, float], ...] = ()           # confident (date, area) outside open alerts
-    episode: tuple[tuple[str, float], ...] = ()           # confident (date, area) of the open alert
-    acknowledged: tuple[str, float] | None = None         # (date, area) the last alert finished at
-    last: tuple[str, str] | None = None                   # (date, scene_id) of the last observation stepped
+    candidate: Candidate | None = None  # pending first detection or escalation
+    calm: int = 0  # clear observations without further growth (confirmed)
+    detected_m2: float = 0.0  # area at the open alert's latest (first or renewed) detection
+    history: tuple[tuple[str, float], ...] = ()  # confident (date, area) outside open alerts
+    episode: tuple[tuple[str, float], ...] = ()  # confident (date, area) of the open alert
+    acknowledged: tuple[str, float] | None = None  # (date, area) the last alert finished at
+    last: tuple[str, str] | None = None  # (date, scene_id) of the last observation stepped
     observations: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,18 +148,18 @@ class AlertEvent:
     """One transition of the machine, as kept in alerts.jsonl and sent to recipients."""
 
     site: str
-    date: str                     # acquisition date of the frame that caused it
+    date: str  # acquisition date of the frame that caused it
     scene_id: str
-    event: str                    # provisional | confirmed | escalating | escalated | finished | reset
-    state: str                    # state after the event: provisional | confirmed | finished | reset
-    level: str                    # watch | warning | alarm (the alert's level after the event)
+    event: str  # provisional | confirmed | escalating | escalated | finished | reset
+    state: str  # state after the event: provisional | confirmed | finished | reset
+    level: str  # watch | warning | alarm (the alert's level after the event)
     area_m2: float
     baseline_m2: float | None
     baseline_kind: str
     change_m2: float | None
     change_pct: float | None
-    alert_id: str                 # date_scene of the alert's first detection
-    first_date: str               # date of the first detection
+    alert_id: str  # date_scene of the alert's first detection
+    first_date: str  # date of the first detection
     low_confidence: bool = False
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -173,6 +178,7 @@ class AlertEvent:
 
 
 # --- Baselines -----------------------------------------------------------------------------------------------------
+
 
 def _day(s: str) -> dt.date:
     return dt.date.fromisoformat(s[:10])
@@ -197,8 +203,10 @@ def envelope(values: list[float]) -> float | None:
         return None
     if len(values) == 1:
         return values[0]
-    smooth = [statistics.median(values[max(0, i - 1): i + 2]) if 0 < i < len(values) - 1 else None
-              for i in range(len(values))]
+    smooth = [
+        statistics.median(values[max(0, i - 1) : i + 2]) if 0 < i < len(values) - 1 else None
+        for i in range(len(values))
+    ]
     smooth[0] = min(values[0], values[1])
     smooth[-1] = min(values[-1], values[-2])
     return float(max(smooth))  # type: ignore[type-var]
@@ -224,8 +232,13 @@ def _measure(area: float, base: float, kind: str, rules: AlertRules, rule: str) 
     return Assessment(level_of(change, pct, rules), base, kind, change, pct, rule)
 
 
-def assess(history: tuple[tuple[str, float], ...], date: str, area: float, rules: AlertRules,
-           acknowledged: tuple[str, float] | None = None) -> Assessment:
+def assess(
+    history: tuple[tuple[str, float], ...],
+    date: str,
+    area: float,
+    rules: AlertRules,
+    acknowledged: tuple[str, float] | None = None,
+) -> Assessment:
     """Measure one observation against the baselines of `history` (see module docs)."""
     if not history or (_day(date) - _day(history[0][0])).days < rules.warmup_days:
         return Assessment(rule="warm-up")
@@ -245,13 +258,19 @@ def assess(history: tuple[tuple[str, float], ...], date: str, area: float, rules
 
 # --- The state machine ---------------------------------------------------------------------------------------------
 
+
 def _trim(history: tuple[tuple[str, float], ...], date: str, keep_days: int) -> tuple[tuple[str, float], ...]:
     day = _day(date)
     return tuple(h for h in history if (day - _day(h[0])).days <= keep_days)
 
 
-def step(*, prior: AlertState, observation: ObservationLike, rules: AlertRules | None = None,
-         history_days: int = defaults.ALERT_HISTORY_DAYS) -> tuple[AlertState, list[AlertEvent]]:
+def step(
+    *,
+    prior: AlertState,
+    observation: ObservationLike,
+    rules: AlertRules | None = None,
+    history_days: int = defaults.ALERT_HISTORY_DAYS,
+) -> tuple[AlertState, list[AlertEvent]]:
     """Advance the machine by one observation. Pure and deterministic; an observation at or before the last one
     stepped (a re-run, or a late scene) changes nothing and emits nothing."""
     rules = rules or AlertRules()
@@ -266,23 +285,49 @@ def step(*, prior: AlertState, observation: ObservationLike, rules: AlertRules |
     events: list[AlertEvent] = []
 
     def emit(state: AlertState, event: str, a: Assessment, level: int, reason: str) -> None:
-        events.append(AlertEvent(
-            site=state.site, date=key[0], scene_id=key[1], event=event,
-            state={"escalating": "confirmed", "escalated": "confirmed"}.get(event, event), level=LEVELS[level],
-            area_m2=round(area, 1), baseline_m2=None if a.baseline_m2 is None else round(a.baseline_m2, 1),
-            baseline_kind=a.baseline_kind, change_m2=None if a.change_m2 is None else round(a.change_m2, 1),
-            change_pct=None if a.change_pct is None else round(a.change_pct, 1), alert_id=state.alert_id or "",
-            first_date=(state.alert_id or key[0])[:10], low_confidence=not clear, reason=reason))
+        events.append(
+            AlertEvent(
+                site=state.site,
+                date=key[0],
+                scene_id=key[1],
+                event=event,
+                state={"escalating": "confirmed", "escalated": "confirmed"}.get(event, event),
+                level=LEVELS[level],
+                area_m2=round(area, 1),
+                baseline_m2=None if a.baseline_m2 is None else round(a.baseline_m2, 1),
+                baseline_kind=a.baseline_kind,
+                change_m2=None if a.change_m2 is None else round(a.change_m2, 1),
+                change_pct=None if a.change_pct is None else round(a.change_pct, 1),
+                alert_id=state.alert_id or "",
+                first_date=(state.alert_id or key[0])[:10],
+                low_confidence=not clear,
+                reason=reason,
+            )
+        )
 
     if s.status == "none":
         a = assess(s.history, key[0], area, rules, s.acknowledged)
         if a.level:
-            s = replace(s, status="provisional", level=a.level, alert_id=f"{key[0]}_{key[1]}", detected_m2=area,
-                        baseline_m2=a.baseline_m2, baseline_kind=a.baseline_kind, calm=0,
-                        candidate=Candidate(key[0], key[1], a.baseline_m2 or 0.0, a.level),
-                        episode=((key[0], area),) if clear else ())
-            emit(s, "provisional", a, a.level, f"first detection ({a.rule}): {a.change_pct:+.0f} % over the "
-                 f"{a.baseline_kind} baseline" + ("" if clear else "; low-confidence frame, needs confirmation"))
+            s = replace(
+                s,
+                status="provisional",
+                level=a.level,
+                alert_id=f"{key[0]}_{key[1]}",
+                detected_m2=area,
+                baseline_m2=a.baseline_m2,
+                baseline_kind=a.baseline_kind,
+                calm=0,
+                candidate=Candidate(key[0], key[1], a.baseline_m2 or 0.0, a.level),
+                episode=((key[0], area),) if clear else (),
+            )
+            emit(
+                s,
+                "provisional",
+                a,
+                a.level,
+                f"first detection ({a.rule}): {a.change_pct:+.0f} % over the "
+                f"{a.baseline_kind} baseline" + ("" if clear else "; low-confidence frame, needs confirmation"),
+            )
             return s, events
         return _remember(s, key[0], area, clear, history_days), []
 
@@ -298,8 +343,14 @@ def step(*, prior: AlertState, observation: ObservationLike, rules: AlertRules |
         s = replace(s, detected_m2=area, calm=0)
         if s.status == "confirmed" and s.candidate is None:
             s = replace(s, candidate=Candidate(key[0], key[1], ref, max(a.level, s.level)))
-        emit(s, "escalating", a, max(a.level, s.level), f"renewed growth: {renewed.change_pct:+.0f} % over the open "
-             "alert's area" + ("" if clear else "; low-confidence frame, needs confirmation"))
+        emit(
+            s,
+            "escalating",
+            a,
+            max(a.level, s.level),
+            f"renewed growth: {renewed.change_pct:+.0f} % over the open "
+            "alert's area" + ("" if clear else "; low-confidence frame, needs confirmation"),
+        )
     if not clear:  # low-confidence: never confirms, escalates or finishes anything
         return s, events
     prev_episode = s.episode
@@ -315,11 +366,21 @@ def step(*, prior: AlertState, observation: ObservationLike, rules: AlertRules |
             # growth that went on while waiting (a second failure): its higher level is an escalation to confirm
             pending = Candidate(key[0], key[1], area, a.level, by_level=True) if a.level > level else None
             s = replace(s, status="confirmed", level=level, candidate=pending, calm=0)
-            emit(s, "confirmed", a, level, f"{len(agree)} of {len(votes)} clear observations after the first "
-                 f"detection on {cand.date} agree")
+            emit(
+                s,
+                "confirmed",
+                a,
+                level,
+                f"{len(agree)} of {len(votes)} clear observations after the first detection on {cand.date} agree",
+            )
         elif len(votes) >= rules.confirm_window:
-            emit(s, "reset", a, s.level, f"only {len(agree)} of {len(votes)} clear observations after {cand.date} "
-                 "agreed: not confirmed")
+            emit(
+                s,
+                "reset",
+                a,
+                s.level,
+                f"only {len(agree)} of {len(votes)} clear observations after {cand.date} agreed: not confirmed",
+            )
             s = _close(s, key[0], history_days, acknowledge=False)
         else:
             s = replace(s, candidate=replace(cand, votes=votes))
@@ -327,15 +388,23 @@ def step(*, prior: AlertState, observation: ObservationLike, rules: AlertRules |
 
     # confirmed: a pending escalation needs confirming like a first detection; no further growth finishes the alert
     if cand is not None and cand.date != key[0]:
-        grew = (a.level >= cand.level > s.level) if cand.by_level else (
-            area >= cand.ref_m2 * (1 + rules.watch.pct / 100) and area - cand.ref_m2 >= rules.watch.m2)
+        grew = (
+            (a.level >= cand.level > s.level)
+            if cand.by_level
+            else (area >= cand.ref_m2 * (1 + rules.watch.pct / 100) and area - cand.ref_m2 >= rules.watch.m2)
+        )
         votes = cand.votes + ((a.level or 1) if grew else 0,)
         agree = sorted((v for v in votes if v), reverse=True)
         if len(agree) >= rules.confirm_count:
             level = max(s.level, agree[rules.confirm_count - 1])
             s = replace(s, level=level, candidate=None, calm=0)
-            emit(s, "escalated", a, level, f"renewed growth since {cand.date} confirmed by {len(agree)} of "
-                 f"{len(votes)} clear observations")
+            emit(
+                s,
+                "escalated",
+                a,
+                level,
+                f"renewed growth since {cand.date} confirmed by {len(agree)} of {len(votes)} clear observations",
+            )
             return s, events
         s = replace(s, candidate=None if len(votes) >= rules.confirm_window else replace(cand, votes=votes))
     if renewed.level:
@@ -358,12 +427,29 @@ def _close(s: AlertState, date: str, days: int, *, acknowledge: bool) -> AlertSt
     ack = s.acknowledged
     if acknowledge and s.episode:
         ack = (date, float(statistics.median(a for _, a in s.episode[-3:])))
-    return replace(s, status="none", level=0, alert_id=None, baseline_m2=None, baseline_kind="", candidate=None,
-                   calm=0, detected_m2=0.0, history=_trim(s.history + s.episode, date, days), episode=(), acknowledged=ack)
+    return replace(
+        s,
+        status="none",
+        level=0,
+        alert_id=None,
+        baseline_m2=None,
+        baseline_kind="",
+        candidate=None,
+        calm=0,
+        detected_m2=0.0,
+        history=_trim(s.history + s.episode, date, days),
+        episode=(),
+        acknowledged=ack,
+    )
 
 
-def replay(observations: Iterable[ObservationLike | dict[str, Any]], *, site: str = "",
-           rules: AlertRules | None = None, prior: AlertState | None = None) -> tuple[AlertState, list[AlertEvent]]:
+def replay(
+    observations: Iterable[ObservationLike | dict[str, Any]],
+    *,
+    site: str = "",
+    rules: AlertRules | None = None,
+    prior: AlertState | None = None,
+) -> tuple[AlertState, list[AlertEvent]]:
     """Step through a whole series (rows of series.json or observations) in date order."""
     state = prior or AlertState(site=site)
     out: list[AlertEvent] = []
@@ -374,15 +460,23 @@ def replay(observations: Iterable[ObservationLike | dict[str, Any]], *, site: st
     return state, out
 
 
-def detection_lags(observations: list[ObservationLike], events: list[AlertEvent], event_date: str,
-                   until: str | None = None) -> tuple[int | None, int | None]:
+def detection_lags(
+    observations: list[ObservationLike], events: list[AlertEvent], event_date: str, until: str | None = None
+) -> tuple[int | None, int | None]:
     """For a true growth event on `event_date`: how many clear (not low-confidence) acquisitions from that date on
     it took to the first detection and to confirmation (1 = the first clear acquisition; 0 = a detection on a
     low-confidence frame before any clear one). None if not detected before `until` (the next event) / never
     confirmed. A confirmation may come from frames after the next event (they agree that the scar grew)."""
+
     def lag(kinds: tuple[str, ...], until: str | None) -> int | None:
-        hit = next((e for e in sorted(events, key=lambda e: e.date) if e.event in kinds and e.date >= event_date
-                    and (until is None or e.date < until)), None)
+        hit = next(
+            (
+                e
+                for e in sorted(events, key=lambda e: e.date)
+                if e.event in kinds and e.date >= event_date and (until is None or e.date < until)
+            ),
+            None,
+        )
         if hit is None:
             return None
         return sum(1 for o in observations if event_date <= str(o.date)[:10] <= hit.date and not o.low_confidence)

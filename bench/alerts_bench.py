@@ -107,10 +107,10 @@ class Result:
     notified: int = 0
     missed: int = 0
     false: int = 0
-    false_first: int = 0                 # provisional detections outside every window
-    late_steps: int = 0                  # failures notified later than the 2nd clear acquisition
-    late_trends: int = 0                 # gradual growth first detected > 30 days after it exceeded +10 %
-    cloud_limited: int = 0               # of the missed/late: fewer than 2 clear frames in the span the target allows
+    false_first: int = 0  # provisional detections outside every window
+    late_steps: int = 0  # failures notified later than the 2nd clear acquisition
+    late_trends: int = 0  # gradual growth first detected > 30 days after it exceeded +10 %
+    cloud_limited: int = 0  # of the missed/late: fewer than 2 clear frames in the span the target allows
 
 
 def evaluate(scn: Any, obs: list[Any], which: str) -> Result:
@@ -124,11 +124,13 @@ def evaluate(scn: Any, obs: list[Any], which: str) -> Result:
         res.events += 1
         first = next((d for d, k in sorted(evs) if k in DETECT and a <= d <= b), None)
         note = next((d for d, k in sorted(evs) if k in NOTIFY and a <= d <= b), None)
+
         def days(d: str | None, start: str = e.start) -> int | None:
             return None if d is None else (_day(d) - _day(start)).days
 
-        clear_to_note = None if note is None else sum(
-            1 for o in obs if e.start <= o.date <= note and not o.low_confidence)
+        clear_to_note = (
+            None if note is None else sum(1 for o in obs if e.start <= o.date <= note and not o.low_confidence)
+        )
         res.notified += note is not None
         res.missed += note is None
         verdict = "ok"
@@ -148,8 +150,11 @@ def evaluate(scn: Any, obs: list[Any], which: str) -> Result:
                 until = (_day(e.plus10) + dt.timedelta(days=30)).isoformat()
                 n30 = sum(1 for o in obs if e.plus10 <= o.date <= until and not o.low_confidence)
                 res.cloud_limited += n30 < 2 and note is not None
-                verdict = ("late first det." + (f" (cloud-limited: {n30} clear frame(s) in the 30 d)" if n30 < 2
-                                                else "")) if note else verdict
+                verdict = (
+                    ("late first det." + (f" (cloud-limited: {n30} clear frame(s) in the 30 d)" if n30 < 2 else ""))
+                    if note
+                    else verdict
+                )
         res.rows.append((e.name, e.start, str(days(first)), str(days(note)), str(clear_to_note), trend, verdict))
     return res
 
@@ -171,29 +176,43 @@ def scenario_tables(seed: int, *, verbose: bool = True) -> dict[str, Result]:
                 setattr(tot, k, getattr(tot, k) + getattr(r, k))
         if not verbose:
             continue
-        print(f"\n{scn.name} (seed {seed}): {scn.description}; {len(obs)} frames, "
-              f"{sum(not o.low_confidence for o in obs)} clear")
-        print(f"  {'rules':5s} {'event':18s} {'date':10s} {'first det.':>10s} {'notified':>9s} {'clear acq.':>10s} "
-              f"{'first vs +10 %':>15s}  result")
+        print(
+            f"\n{scn.name} (seed {seed}): {scn.description}; {len(obs)} frames, "
+            f"{sum(not o.low_confidence for o in obs)} clear"
+        )
+        print(
+            f"  {'rules':5s} {'event':18s} {'date':10s} {'first det.':>10s} {'notified':>9s} {'clear acq.':>10s} "
+            f"{'first vs +10 %':>15s}  result"
+        )
         for w, r in results.items():
             for row in r.rows:
-                print(f"  {w:5s} {row[0]:18s} {row[1]:10s} {row[2]:>8s} d {row[3]:>7s} d {row[4]:>10s} {row[5]:>15s}  "
-                      f"{row[6]}")
-            print(f"  {w:5s} {'false notifications':18s} {r.false:>3d}   (first detections outside every window: "
-                  f"{r.false_first})")
+                print(
+                    f"  {w:5s} {row[0]:18s} {row[1]:10s} {row[2]:>8s} d {row[3]:>7s} d {row[4]:>10s} {row[5]:>15s}  "
+                    f"{row[6]}"
+                )
+            print(
+                f"  {w:5s} {'false notifications':18s} {r.false:>3d}   (first detections outside every window: "
+                f"{r.false_first})"
+            )
     return totals
 
 
 def summary(label: str, totals: dict[str, Result]) -> None:
     print(f"\n{label}")
-    print(f"  {'rules':5s} {'events':>6s} {'notified':>8s} {'missed':>6s} {'false notif.':>12s} {'false first':>11s} "
-          f"{'late failures':>13s} {'late trends':>11s} {'of which cloud-limited':>22s}")
+    print(
+        f"  {'rules':5s} {'events':>6s} {'notified':>8s} {'missed':>6s} {'false notif.':>12s} {'false first':>11s} "
+        f"{'late failures':>13s} {'late trends':>11s} {'of which cloud-limited':>22s}"
+    )
     for w, r in totals.items():
-        print(f"  {w:5s} {r.events:>6d} {r.notified:>8d} {r.missed:>6d} {r.false:>12d} {r.false_first:>11d} "
-              f"{r.late_steps:>13d} {r.late_trends:>11d} {r.cloud_limited:>22d}")
-    print("  (missed: no notification from the event to its end + 60 d; late failures: notified after the 2nd clear\n"
-          "   acquisition; late trends: first detection > 30 d after +10 %; cloud-limited: fewer than 2 clear frames\n"
-          "   in the window / in those 30 d, so no rule that needs two clear frames could have met the target)")
+        print(
+            f"  {w:5s} {r.events:>6d} {r.notified:>8d} {r.missed:>6d} {r.false:>12d} {r.false_first:>11d} "
+            f"{r.late_steps:>13d} {r.late_trends:>11d} {r.cloud_limited:>22d}"
+        )
+    print(
+        "  (missed: no notification from the event to its end + 60 d; late failures: notified after the 2nd clear\n"
+        "   acquisition; late trends: first detection > 30 d after +10 %; cloud-limited: fewer than 2 clear frames\n"
+        "   in the window / in those 30 d, so no rule that needs two clear frames could have met the target)"
+    )
 
 
 def table(scenario: str, rows: list[dict], truth: dict, label: str) -> None:
@@ -205,8 +224,11 @@ def table(scenario: str, rows: list[dict], truth: dict, label: str) -> None:
     print(f"\n{scenario} [{label}]: {len(obs)} frames, {sum(not o.low_confidence for o in obs)} clear")
     for w in RULESETS:
         evs = run_rules(w, obs)
-        print(f"  {w:5s} " + ("; ".join(f"{d} {k}" for d, k in evs if k in NOTIFY) or "no notification")
-              + f"  (events: {', '.join(f'{d} {n}' for d, n in events) or 'none'})")
+        print(
+            f"  {w:5s} "
+            + ("; ".join(f"{d} {k}" for d, k in evs if k in NOTIFY) or "no notification")
+            + f"  (events: {', '.join(f'{d} {n}' for d, n in events) or 'none'})"
+        )
 
 
 def true_areas(rows: list[dict], truth: dict) -> list[dict]:
@@ -224,35 +246,51 @@ def tick_bench(n_sites: int, work: Path) -> None:
     from tests.stac_api import start_stac_api
 
     site = demo_site("creep-failure")
-    items_path = generate_catalog(work / "tick-catalog", site, scenario="creep-failure", start="2021-06-01",
-                                  end="2021-06-12")
+    items_path = generate_catalog(
+        work / "tick-catalog", site, scenario="creep-failure", start="2021-06-01", end="2021-06-12"
+    )
     items = json.loads(items_path.read_text())["features"]
     sites = work / "tick-sites"
     sites.mkdir(exist_ok=True)
     for i in range(n_sites):
-        (sites / f"site-{i:02d}.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(
-            {**site, "id": f"site-{i:02d}", "start": "2023-01-01"}, default=str)), sort_keys=False))
+        (sites / f"site-{i:02d}.yaml").write_text(
+            yaml.safe_dump(
+                json.loads(json.dumps({**site, "id": f"site-{i:02d}", "start": "2023-01-01"}, default=str)),
+                sort_keys=False,
+            )
+        )
     with start_stac_api(work / "stac") as api:
         api.load_collection(json.loads((work / "tick-catalog" / "collection.json").read_text()))
         api.load_items(items)
         print(f"\nlocal STAC API {api.url} ({len(items)} items) up in {api.startup_seconds:.0f} s")
         store = str(work / "tick-store")
         monitor_all(str(sites), store=store, catalog=api.url)  # warm-up: Prefect's ephemeral server, imports
-        for label, run in (("threads (monitor_all)", lambda: monitor_all(str(sites), store=store, catalog=api.url)),
-                           ("Dask, 2 worker processes", lambda: monitor_all_on_dask(
-                               str(sites), store=store, catalog=api.url, n_workers=2))):
+        for label, run in (
+            ("threads (monitor_all)", lambda: monitor_all(str(sites), store=store, catalog=api.url)),
+            (
+                "Dask, 2 worker processes",
+                lambda: monitor_all_on_dask(str(sites), store=store, catalog=api.url, n_workers=2),
+            ),
+        ):
             t0 = time.perf_counter()
             summary = run()
             dt_s = time.perf_counter() - t0
             appended = sum(r["appended"] for r in summary["results"].values())
-            print(f"tick over {len(summary['ok'])} sites, no new scenes, {label}: {dt_s:.1f} s "
-                  f"({dt_s / n_sites * 1000:.0f} ms/site; {appended} appended; {len(summary['failed'])} failed; "
-                  f"{len({r['pid'] for r in summary['results'].values()})} process(es))")
+            print(
+                f"tick over {len(summary['ok'])} sites, no new scenes, {label}: {dt_s:.1f} s "
+                f"({dt_s / n_sites * 1000:.0f} ms/site; {appended} appended; {len(summary['failed'])} failed; "
+                f"{len({r['pid'] for r in summary['results'].values()})} process(es))"
+            )
 
 
 def _role(seed: int) -> str:
-    return ("tuned on" if seed == 1 else "looked at while tuning" if 2 <= seed <= 12
-            else "held out, never used while tuning")
+    return (
+        "tuned on"
+        if seed == 1
+        else "looked at while tuning"
+        if 2 <= seed <= 12
+        else "held out, never used while tuning"
+    )
 
 
 def _seeds(spec: str) -> list[int]:
@@ -262,11 +300,21 @@ def _seeds(spec: str) -> list[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 13],
-                    help="Seeds with full tables (1: tuned on; 2-12 looked at while tuning; others never).")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=[1, 13],
+        help="Seeds with full tables (1: tuned on; 2-12 looked at while tuning; others never).",
+    )
     ap.add_argument("--summary-seeds", default="101-120", help="Further seeds, totals only ('' for none).")
-    ap.add_argument("--pipeline", nargs="*", default=None, metavar="SCENARIO",
-                    help="Also the demo scenarios (all, or those named) through the real pipeline.")
+    ap.add_argument(
+        "--pipeline",
+        nargs="*",
+        default=None,
+        metavar="SCENARIO",
+        help="Also the demo scenarios (all, or those named) through the real pipeline.",
+    )
     ap.add_argument("--tick", action="store_true", help="Also the 50-site monitoring tick.")
     ap.add_argument("--work", type=Path, default=None, help="Reuse/keep pipeline outputs here (work/<scenario>/).")
     ap.add_argument("--sites", type=int, default=50)

@@ -116,12 +116,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             payload, status, headers = data, 200, {"Content-Type": "image/tiff"}
         elif len(ranges) == 1:
             a, b = ranges[0]
-            payload, status = data[a:b + 1], 206
+            payload, status = data[a : b + 1], 206
             headers = {"Content-Type": "image/tiff", "Content-Range": f"bytes {a}-{b}/{size}"}
         else:
             boundary = "scarmonbench"
-            parts = [f"--{boundary}\r\nContent-Type: image/tiff\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n"
-                     .encode() + data[a:b + 1] + b"\r\n" for a, b in ranges]
+            parts = [
+                f"--{boundary}\r\nContent-Type: image/tiff\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n".encode()
+                + data[a : b + 1]
+                + b"\r\n"
+                for a, b in ranges
+            ]
             payload, status = b"".join(parts) + f"--{boundary}--\r\n".encode(), 206
             headers = {"Content-Type": f"multipart/byteranges; boundary={boundary}"}
         with srv.lock:
@@ -169,8 +173,12 @@ def aoi_block_bytes(path: str, aoi_bounds_lonlat: tuple[float, float, float, flo
 
 
 def _overlaps(a: Window, b: Window) -> bool:
-    return (a.col_off < b.col_off + b.width and b.col_off < a.col_off + a.width
-            and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height)
+    return (
+        a.col_off < b.col_off + b.width
+        and b.col_off < a.col_off + a.width
+        and a.row_off < b.row_off + b.height
+        and b.row_off < a.row_off + a.height
+    )
 
 
 def _day(item: dict[str, Any]) -> str:
@@ -195,8 +203,7 @@ def run_scarmon(catalog: Path, out: Path, concurrency: int) -> dict[str, Any]:
     manifest, _ = load_manifest(store, site.id)
     for f in manifest.frames:
         np.save(out / f"ndvi_{f.date}.npy", decode_ndvi(store.get(f.objects["ndvi"])))
-    return {"kept": sorted(f.date for f in manifest.frames),
-            "rejected": sorted({r.date for r in manifest.rejections})}
+    return {"kept": sorted(f.date for f in manifest.frames), "rejected": sorted({r.date for r in manifest.rejections})}
 
 
 def run_odc(catalog: Path, out: Path, concurrency: int | None) -> dict[str, Any]:
@@ -218,8 +225,15 @@ def run_odc(catalog: Path, out: Path, concurrency: int | None) -> dict[str, Any]
         by_day[_day(d)].append(d)
     cfg = {"*": {"assets": {"*": {"nodata": 0}}}}
     aoi = sgrid.mask(site.polygon)
-    scl = odc.stac.load(items, bands=["SCL"], groupby="solar_day", resampling="nearest", pool=concurrency,
-                        geobox=GeoBox(sgrid.shape, sgrid.transform, sgrid.crs), stac_cfg=cfg)
+    scl = odc.stac.load(
+        items,
+        bands=["SCL"],
+        groupby="solar_day",
+        resampling="nearest",
+        pool=concurrency,
+        geobox=GeoBox(sgrid.shape, sgrid.transform, sgrid.crs),
+        stac_cfg=cfg,
+    )
     kept: list[tuple[str, np.ndarray]] = []
     rejected = []
     for t in range(scl.sizes["time"]):
@@ -228,9 +242,16 @@ def run_odc(catalog: Path, out: Path, concurrency: int | None) -> dict[str, Any]
         result = screen(arr, aoi, min_coverage=site.min_coverage, max_cloud_fraction=site.max_cloud_fraction)
         (kept.append((day, arr)) if result.accepted else rejected.append(day))
     keep_items = [it for it, d in zip(items, docs, strict=True) if _day(d) in {k for k, _ in kept}]
-    bands = odc.stac.load(keep_items, bands=["B04", "B08"], groupby="solar_day", resampling="bilinear",
-                          pool=concurrency, geobox=GeoBox(grid.shape, grid.transform, grid.crs), stac_cfg=cfg,
-                          dtype="float32")
+    bands = odc.stac.load(
+        keep_items,
+        bands=["B04", "B08"],
+        groupby="solar_day",
+        resampling="bilinear",
+        pool=concurrency,
+        geobox=GeoBox(grid.shape, grid.transform, grid.crs),
+        stac_cfg=cfg,
+        dtype="float32",
+    )
     k = round(sgrid.resolution / grid.resolution)
     for t, (day, arr) in enumerate(kept):
         first = by_day[day][0]
@@ -239,11 +260,22 @@ def run_odc(catalog: Path, out: Path, concurrency: int | None) -> dict[str, Any]
         red = np.where(red > 0, red * scale + offset, np.nan)
         nir = np.where(nir > 0, nir * scale + offset, np.nan)
         out_ndvi = ndvi(red, nir)
-        clear = np.repeat(np.repeat(clear_pixels(arr), k, 0), k, 1)[:grid.height, :grid.width]
+        clear = np.repeat(np.repeat(clear_pixels(arr), k, 0), k, 1)[: grid.height, : grid.width]
         out_ndvi[~clear] = np.nan
-        with rasterio.open(out / f"ndvi_{day}.tif", "w", driver="GTiff", width=grid.width, height=grid.height,
-                           count=1, dtype="float32", crs=grid.crs, transform=grid.transform, nodata=np.nan,
-                           compress="deflate", tiled=True) as dst:
+        with rasterio.open(
+            out / f"ndvi_{day}.tif",
+            "w",
+            driver="GTiff",
+            width=grid.width,
+            height=grid.height,
+            count=1,
+            dtype="float32",
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=np.nan,
+            compress="deflate",
+            tiled=True,
+        ) as dst:
             dst.write(out_ndvi, 1)
         np.save(out / f"ndvi_{day}.npy", out_ndvi)
     return {"kept": sorted(d for d, _ in kept), "rejected": sorted(rejected)}
@@ -262,6 +294,7 @@ def worker(kind: str, catalog: Path, out: Path, concurrency: int) -> None:
         odc.stac.configure_rio(cloud_defaults=True, **GDAL_ENV)  # the same GDAL I/O settings as scarmon's reader
     import scarmon.ingest.radiometry  # noqa: F401
     import scarmon.ingest.screening  # noqa: F401
+
     t0, c0 = time.perf_counter(), os.times()
     if kind == "scarmon":
         result = run_scarmon(catalog, out, concurrency)
@@ -281,8 +314,12 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 20.0])
     ap.add_argument("--concurrency", type=int, default=getattr(defaults, "READ_CONCURRENCY", 8))  # older trees
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--contenders", nargs="+", default=["scarmon", "odc-pool", "odc-seq"],
-                    choices=["scarmon", "odc-pool", "odc-seq"])
+    ap.add_argument(
+        "--contenders",
+        nargs="+",
+        default=["scarmon", "odc-pool", "odc-seq"],
+        choices=["scarmon", "odc-pool", "odc-seq"],
+    )
     ap.add_argument("--worker", choices=["scarmon", "odc-pool", "odc-seq"], help=argparse.SUPPRESS)
     ap.add_argument("--catalog", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -313,9 +350,22 @@ def main() -> None:
             srv.reset()
             run_dir = out / f"{kind}_{latency:g}ms"
             shutil.rmtree(run_dir, ignore_errors=True)  # a store left by an earlier run would make it a no-op
-            proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--catalog", str(http_catalog),
-                                   "--out", str(run_dir), "--concurrency", str(args.concurrency)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    kind,
+                    "--catalog",
+                    str(http_catalog),
+                    "--out",
+                    str(run_dir),
+                    "--concurrency",
+                    str(args.concurrency),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 print(f"{kind} at {latency:g} ms failed:\n{proc.stderr[-3000:]}")
                 continue
@@ -340,29 +390,39 @@ def _report(site: Any, items: list[dict[str, Any]], rows: list[Any], start: dt.d
         floor += scl
         all_items += scl
         if day in kept:
-            band = {i["id"]: sum(aoi_block_bytes(i["assets"][b]["href"], bounds) for b in ("B04", "B08"))
-                    for i in its}
+            band = {i["id"]: sum(aoi_block_bytes(i["assets"][b]["href"], bounds) for b in ("B04", "B08")) for i in its}
             all_items += sum(band.values())
             covering = [i for i in its if shape(i["geometry"]).contains(site.polygon)]
             floor += min(band[i["id"]] for i in covering) if covering else sum(band.values())
-    print(f"synthetic site {site.id}: {start} to {end}, {len(items)} items, {len(days)} dates, {len(kept)} kept; "
-          f"read concurrency {rows[0][2].get('concurrency', '') or 'as set'}")
-    print(f"floor {floor / 2**20:.2f} MiB (SCL of every date + bands of the covering item on kept dates); "
-          f"all-items reference {all_items / 2**20:.2f} MiB")
-    print(f"{'contender':10s} {'latency':>8s} {'wall s':>8s} {'cpu s':>8s} {'requests':>9s} {'MiB':>8s} "
-          f"{'/floor':>7s} {'/all':>6s} {'band B rej':>10s} {'wall/odc-pool':>14s} {'wall/odc-seq':>13s}")
+    print(
+        f"synthetic site {site.id}: {start} to {end}, {len(items)} items, {len(days)} dates, {len(kept)} kept; "
+        f"read concurrency {rows[0][2].get('concurrency', '') or 'as set'}"
+    )
+    print(
+        f"floor {floor / 2**20:.2f} MiB (SCL of every date + bands of the covering item on kept dates); "
+        f"all-items reference {all_items / 2**20:.2f} MiB"
+    )
+    print(
+        f"{'contender':10s} {'latency':>8s} {'wall s':>8s} {'cpu s':>8s} {'requests':>9s} {'MiB':>8s} "
+        f"{'/floor':>7s} {'/all':>6s} {'band B rej':>10s} {'wall/odc-pool':>14s} {'wall/odc-seq':>13s}"
+    )
     pool_wall = {lat: res["wall"] for kind, lat, res, *_ in rows if kind == "odc-pool"}
     seq_wall = {lat: res["wall"] for kind, lat, res, *_ in rows if kind == "odc-seq"}
     rejected_days = days - kept
     for kind, lat, res, nreq, by_path, _ in rows:
         total = sum(by_path.values())
-        band_rej = sum(n for p, n in by_path.items() if p.endswith(("B04.tif", "B08.tif"))
-                       and any(d.replace("-", "") in p for d in rejected_days))
+        band_rej = sum(
+            n
+            for p, n in by_path.items()
+            if p.endswith(("B04.tif", "B08.tif")) and any(d.replace("-", "") in p for d in rejected_days)
+        )
         r_pool = f"{res['wall'] / pool_wall[lat]:.2f}x" if lat in pool_wall else "-"
         r_seq = f"{res['wall'] / seq_wall[lat]:.2f}x" if lat in seq_wall else "-"
-        print(f"{kind:10s} {lat:6g}ms {res['wall']:8.1f} {res['cpu']:8.1f} {nreq:9d} {total / 2**20:8.2f} "
-              f"{total / max(floor, 1):6.2f}x {total / max(all_items, 1):5.2f}x {band_rej:10d} {r_pool:>14s} "
-              f"{r_seq:>13s}")
+        print(
+            f"{kind:10s} {lat:6g}ms {res['wall']:8.1f} {res['cpu']:8.1f} {nreq:9d} {total / 2**20:8.2f} "
+            f"{total / max(floor, 1):6.2f}x {total / max(all_items, 1):5.2f}x {band_rej:10d} {r_pool:>14s} "
+            f"{r_seq:>13s}"
+        )
     sc = next((r for r in rows if r[0] == "scarmon"), None)
     od = next((r for r in rows if r[0] == "odc-pool"), None)
     if sc and od:
@@ -371,12 +431,18 @@ def _report(site: Any, items: list[dict[str, Any]], rows: list[Any], start: dt.d
         for day in sorted(set(sc[2]["kept"]) & set(od[2]["kept"])):
             a, b = np.load(sc[5] / f"ndvi_{day}.npy"), np.load(od[5] / f"ndvi_{day}.npy")
             both = np.isfinite(a) & np.isfinite(b)
-            diffs.append((float(np.abs(a[both] - b[both]).max()) if both.any() else 0.0,
-                          float(np.mean(np.isfinite(a) != np.isfinite(b)))))
+            diffs.append(
+                (
+                    float(np.abs(a[both] - b[both]).max()) if both.any() else 0.0,
+                    float(np.mean(np.isfinite(a) != np.isfinite(b))),
+                )
+            )
         worst = max((d for d, _ in diffs), default=0.0)
         mism = max((m for _, m in diffs), default=0.0)
-        print(f"kept dates identical: {same}; NDVI scarmon vs odc-stac on {len(diffs)} dates: max abs diff "
-              f"{worst:.2e} (int16 quantisation 5e-05), valid-mask mismatch at most {mism:.2%} of pixels")
+        print(
+            f"kept dates identical: {same}; NDVI scarmon vs odc-stac on {len(diffs)} dates: max abs diff "
+            f"{worst:.2e} (int16 quantisation 5e-05), valid-mask mismatch at most {mism:.2%} of pixels"
+        )
 
 
 if __name__ == "__main__":

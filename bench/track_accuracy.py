@@ -62,11 +62,18 @@ class Tally:
         worst = min(self.rows, key=lambda r: r[1])
         unflagged = [r for r in self.rows if not r[4]]
         worst_ok = min(unflagged, key=lambda r: r[1]) if unflagged else ("-", float("nan"))
-        return {"iou": float(np.mean(ious)), "precision": float(np.mean([r[2] for r in self.rows])),
-                "recall": float(np.mean([r[3] for r in self.rows])), "worst_date": worst[0], "worst_iou": worst[1],
-                "worst_unflagged_date": worst_ok[0], "worst_unflagged_iou": worst_ok[1],
-                "overgrown_unflagged": sum(1 for r in self.rows if r[5] and not r[4]),
-                "flagged": sum(1 for r in self.rows if r[4]), "frames": len(self.rows)}
+        return {
+            "iou": float(np.mean(ious)),
+            "precision": float(np.mean([r[2] for r in self.rows])),
+            "recall": float(np.mean([r[3] for r in self.rows])),
+            "worst_date": worst[0],
+            "worst_iou": worst[1],
+            "worst_unflagged_date": worst_ok[0],
+            "worst_unflagged_iou": worst_ok[1],
+            "overgrown_unflagged": sum(1 for r in self.rows if r[5] and not r[4]),
+            "flagged": sum(1 for r in self.rows if r[4]),
+            "frames": len(self.rows),
+        }
 
 
 def prompt_components(low: np.ndarray, positives: list[Point]) -> np.ndarray:
@@ -83,8 +90,14 @@ def prepare(scenario: str, seed: int, out: Path, years: float) -> tuple[Site, St
     store = open_store(str(root / "store"))
     if not (root / "ingested").exists():
         start = dt.date(2021, 6, 1)
-        items = generate_catalog(root / "catalog", site, scenario=scenario, start=start,
-                                 end=start + dt.timedelta(days=int(365 * years)), seed=seed)
+        items = generate_catalog(
+            root / "catalog",
+            site,
+            scenario=scenario,
+            start=start,
+            end=start + dt.timedelta(days=int(365 * years)),
+            seed=seed,
+        )
         ingest(site, open_catalog(str(items)), store)
         (root / "ingested").write_text("1")
     return site, store
@@ -112,8 +125,12 @@ def run(scenario: str, seed: int, out: Path, years: float) -> dict[str, dict[str
         low = (ndvi <= site.ndvi_threshold) & aoi
         clear_flag = frame.clear_fraction < 0.9
         row = series[frame.scene_id]
-        tallies["knowledge tracker"].add(frame.date, read_mask(store, keys.mask(site.id, frame)) & aoi, truth,
-                                         row["low_confidence"] in (True, "True"))
+        tallies["knowledge tracker"].add(
+            frame.date,
+            read_mask(store, keys.mask(site.id, frame)) & aoi,
+            truth,
+            row["low_confidence"] in (True, "True"),
+        )
         tallies["NDVI threshold"].add(frame.date, low, truth, clear_flag)
         tallies["prompt-connected threshold"].add(frame.date, prompt_components(low, positives), truth, clear_flag)
         old_masks.append(old & aoi)
@@ -136,8 +153,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="scarmon-acc-"))
-    print(f"{'scenario':16s} {'seed':>4s} {'method':27s} {'IoU':>6s} {'prec':>6s} {'recall':>6s} "
-          f"{'worst frame':>18s} {'worst unflagged':>18s} {'over>20% unfl.':>14s} {'flagged':>8s}")
+    print(
+        f"{'scenario':16s} {'seed':>4s} {'method':27s} {'IoU':>6s} {'prec':>6s} {'recall':>6s} "
+        f"{'worst frame':>18s} {'worst unflagged':>18s} {'over>20% unfl.':>14s} {'flagged':>8s}"
+    )
     results = {}
     for scenario in args.scenarios.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -145,10 +164,12 @@ def main() -> None:
             res = run(scenario, seed, out, args.years)
             results[f"{scenario}/{seed}"] = res
             for method, s in res.items():
-                print(f"{scenario:16s} {seed:4d} {method:27s} {s['iou']:6.3f} {s['precision']:6.3f} "
-                      f"{s['recall']:6.3f} {s['worst_iou']:.2f} {s['worst_date']:>13s} "
-                      f"{s['worst_unflagged_iou']:.2f} {s['worst_unflagged_date']:>13s} {s['overgrown_unflagged']:14d} "
-                      f"{s['flagged']:3d}/{s['frames']:<3d}")
+                print(
+                    f"{scenario:16s} {seed:4d} {method:27s} {s['iou']:6.3f} {s['precision']:6.3f} "
+                    f"{s['recall']:6.3f} {s['worst_iou']:.2f} {s['worst_date']:>13s} "
+                    f"{s['worst_unflagged_iou']:.2f} {s['worst_unflagged_date']:>13s} {s['overgrown_unflagged']:14d} "
+                    f"{s['flagged']:3d}/{s['frames']:<3d}"
+                )
             print(f"{'':16s} [{time.perf_counter() - t0:.0f} s]")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -48,16 +48,25 @@ def build_sequence(src_store, site_id: str, dst: Path, n: int) -> None:
         src = manifest.frames[i % len(manifest.frames)]
         when = base + dt.timedelta(days=5 * i)
         sid = f"S2X_{when:%Y%m%d}_R033"
-        keys = {role: f"{site_id}/frames/{when:%Y-%m-%d}_{sid}.{key.rsplit('.', 1)[1]}"
-                for role, key in src.objects.items()}
-        entry = replace(src, date=f"{when:%Y-%m-%d}", scene_id=sid, datetime=when.isoformat().replace("+00:00", "Z"),
-                        objects=keys)
-        append(store, site_id, frames=[entry], rejections=[], grid=manifest.grid,
-               data={keys[r]: src_store.get(k) for r, k in src.objects.items()})
+        keys = {
+            role: f"{site_id}/frames/{when:%Y-%m-%d}_{sid}.{key.rsplit('.', 1)[1]}" for role, key in src.objects.items()
+        }
+        entry = replace(
+            src, date=f"{when:%Y-%m-%d}", scene_id=sid, datetime=when.isoformat().replace("+00:00", "Z"), objects=keys
+        )
+        append(
+            store,
+            site_id,
+            frames=[entry],
+            rejections=[],
+            grid=manifest.grid,
+            data={keys[r]: src_store.get(k) for r, k in src.objects.items()},
+        )
 
 
-def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, warmup: int = 2,
-                compile: bool = False) -> dict:
+def model_speed(
+    device: str, image_size: int, n_frames: int, *, hw: int = 256, warmup: int = 2, compile: bool = False
+) -> dict:
     """Frames/s of SAM 2's own propagation vs the engine (one call; with a state after every frame), random weights."""
     import numpy as np
     import torch
@@ -70,8 +79,15 @@ def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, w
     engine = Sam2Engine(cfg, predictor)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:hw, :hw]
-    frames = [np.clip(np.where((yy - hw / 2) ** 2 + (xx - hw / 2) ** 2 < (hw / 6 + t) ** 2, 60.0, 190.0)
-                      + rng.normal(0, 10, (hw, hw)), 0, 255).astype(np.uint8) for t in range(n_frames)]
+    frames = [
+        np.clip(
+            np.where((yy - hw / 2) ** 2 + (xx - hw / 2) ** 2 < (hw / 6 + t) ** 2, 60.0, 190.0)
+            + rng.normal(0, 10, (hw, hw)),
+            0,
+            255,
+        ).astype(np.uint8)
+        for t in range(n_frames)
+    ]
     prompts = {0: [(hw / 2, hw / 2, 1), (5.0, 5.0, 0)]}
     dev = torch.device(device)
 
@@ -85,14 +101,30 @@ def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, w
         from scarmon.tracking.sam2_engine import _autocast
 
         images = torch.stack([preprocess_frame(f, image_size, dev) for f in frames])
-        st = {"images": images, "num_frames": n_frames, "offload_video_to_cpu": False, "offload_state_to_cpu": False,
-              "video_height": hw, "video_width": hw, "device": dev, "storage_device": dev, "point_inputs_per_obj": {},
-              "mask_inputs_per_obj": {}, "cached_features": {}, "constants": {}, "obj_id_to_idx": OrderedDict(),
-              "obj_idx_to_id": OrderedDict(), "obj_ids": [], "output_dict_per_obj": {},
-              "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {}}
+        st = {
+            "images": images,
+            "num_frames": n_frames,
+            "offload_video_to_cpu": False,
+            "offload_state_to_cpu": False,
+            "video_height": hw,
+            "video_width": hw,
+            "device": dev,
+            "storage_device": dev,
+            "point_inputs_per_obj": {},
+            "mask_inputs_per_obj": {},
+            "cached_features": {},
+            "constants": {},
+            "obj_id_to_idx": OrderedDict(),
+            "obj_idx_to_id": OrderedDict(),
+            "obj_ids": [],
+            "output_dict_per_obj": {},
+            "temp_output_dict_per_obj": {},
+            "frames_tracked_per_obj": {},
+        }
         with torch.inference_mode(), _autocast(dev):
-            predictor.add_new_points_or_box(st, 0, 1, points=[p[:2] for p in prompts[0]],
-                                            labels=[p[2] for p in prompts[0]])
+            predictor.add_new_points_or_box(
+                st, 0, 1, points=[p[:2] for p in prompts[0]], labels=[p[2] for p in prompts[0]]
+            )
             sync()
             t = time.perf_counter()
             for _ in predictor.propagate_in_video(st, start_frame_idx=1):
@@ -115,28 +147,42 @@ def model_speed(device: str, image_size: int, n_frames: int, *, hw: int = 256, w
     own = sam2_own()
     fps_engine, _ = engine_call(False)
     fps_snap, state_bytes = engine_call(True)
-    out = {"device": device, "image_size": image_size, "frames": n_frames, "compiled": compile,
-           "sam2_propagate_fps": own,
-           "engine_fps": fps_engine, "engine_with_states_fps": fps_snap, "state_bytes": state_bytes}
+    out = {
+        "device": device,
+        "image_size": image_size,
+        "frames": n_frames,
+        "compiled": compile,
+        "sam2_propagate_fps": own,
+        "engine_fps": fps_engine,
+        "engine_with_states_fps": fps_snap,
+        "state_bytes": state_bytes,
+    }
     if dev.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
 
 
 def print_model_speed(r: dict) -> None:
-    print(f"sam2 model time on {r['device']} at image size {r['image_size']} ({r['frames']} frames, random weights"
-          f"{', compiled (vos_optimized)' if r['compiled'] else ''}):")
+    print(
+        f"sam2 model time on {r['device']} at image size {r['image_size']} ({r['frames']} frames, random weights"
+        f"{', compiled (vos_optimized)' if r['compiled'] else ''}):"
+    )
     print(f"  SAM 2 propagate_in_video     {r['sam2_propagate_fps']:8.2f} frames/s")
-    print(f"  engine, one call             {r['engine_fps']:8.2f} frames/s "
-          f"({r['sam2_propagate_fps'] / r['engine_fps']:.2f}x SAM 2's time; target <= 1.3)")
-    print(f"  engine, state after each     {r['engine_with_states_fps']:8.2f} frames/s; "
-          f"{r['state_bytes'] / 1024:.0f} KiB per resume state")
+    print(
+        f"  engine, one call             {r['engine_fps']:8.2f} frames/s "
+        f"({r['sam2_propagate_fps'] / r['engine_fps']:.2f}x SAM 2's time; target <= 1.3)"
+    )
+    print(
+        f"  engine, state after each     {r['engine_with_states_fps']:8.2f} frames/s; "
+        f"{r['state_bytes'] / 1024:.0f} KiB per resume state"
+    )
     if "peak_gib" in r:
         print(f"  peak GPU memory {r['peak_gib']:.2f} GiB")
 
 
-def worker(store_dir: str, site_json: str, tracker_name: str, image_size: int, checkpoint: str | None,
-           device: str = "cpu") -> None:
+def worker(
+    store_dir: str, site_json: str, tracker_name: str, image_size: int, checkpoint: str | None, device: str = "cpu"
+) -> None:
     """In its own process: track the whole sequence, then one appended frame; print times and peak RSS."""
     from scarmon.store import keys as store_keys
     from scarmon.tracking.knowledge import KnowledgeParams
@@ -158,22 +204,44 @@ def worker(store_dir: str, site_json: str, tracker_name: str, image_size: int, c
     full = track_site(site, history, tracker=tracker)
     t_full = time.perf_counter() - t0
     rss_full = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    append(history, site.id, frames=[last], rejections=[], grid=manifest.grid,
-           data={k: store.get(k) for k in last.objects.values()})
+    append(
+        history,
+        site.id,
+        frames=[last],
+        rejections=[],
+        grid=manifest.grid,
+        data={k: store.get(k) for k in last.objects.values()},
+    )
     t0 = time.perf_counter()
     one = track_site(site, history, tracker=tracker)
     t_one = time.perf_counter() - t0
     state = history.get(store_keys.tracker_state(site.id, tracker.name, last))
-    print(json.dumps({"history": len(full.tracked), "t_full": t_full, "t_one": t_one, "new": len(one.tracked),
-                      "maxrss_kib": rss_full, "state_bytes_last": len(state)}))
+    print(
+        json.dumps(
+            {
+                "history": len(full.tracked),
+                "t_full": t_full,
+                "t_one": t_one,
+                "new": len(one.tracked),
+                "maxrss_kib": rss_full,
+                "state_bytes_last": len(state),
+            }
+        )
+    )
 
 
 def build_from(src, dst, site_id: str, *, drop_last: bool) -> None:
     manifest, _ = load_manifest(src, site_id)
     frames = manifest.frames[:-1] if drop_last else manifest.frames
     for f in frames:
-        append(dst, site_id, frames=[f], rejections=[], grid=manifest.grid,
-               data={k: src.get(k) for k in f.objects.values()})
+        append(
+            dst,
+            site_id,
+            frames=[f],
+            rejections=[],
+            grid=manifest.grid,
+            data={k: src.get(k) for k in f.objects.values()},
+        )
 
 
 def run_worker(args: list[str]) -> dict:
@@ -227,18 +295,26 @@ def main() -> None:
             shutil.copytree(root / f"seq{n}", work)
             r = run_worker([str(work), site_json, name, str(args.image_size), ckpt, args.device])
             results[(name, n)] = r
-            print(f"{name:10s} {r['history']:7d} {r['t_full']:8.2f} {r['t_one']:8.3f} {r['maxrss_kib'] / 1024:12.0f}"
-                  f"   state {r['state_bytes_last'] / 1024:.0f} KiB")
+            print(
+                f"{name:10s} {r['history']:7d} {r['t_full']:8.2f} {r['t_one']:8.3f} {r['maxrss_kib'] / 1024:12.0f}"
+                f"   state {r['state_bytes_last'] / 1024:.0f} KiB"
+            )
     for name in trackers:
         s, l = results[(name, args.short)], results[(name, args.long)]  # noqa: E741 - short / long
-        print(f"{name}: one new frame after {args.long} vs after {args.short}: {l['t_one'] / s['t_one']:.2f}x "
-              "(target <= 1.2); "
-              f"peak RSS {args.long} vs {args.short} frames: {l['maxrss_kib'] / s['maxrss_kib']:.2f}x (target <= 1.3)")
-        print(f"{name}: full re-propagation of {args.long} frames / one new frame: {l['t_full'] / l['t_one']:.1f}x"
-              + (" (target >= 20)" if name == "sam2" else ""))
+        print(
+            f"{name}: one new frame after {args.long} vs after {args.short}: {l['t_one'] / s['t_one']:.2f}x "
+            "(target <= 1.2); "
+            f"peak RSS {args.long} vs {args.short} frames: {l['maxrss_kib'] / s['maxrss_kib']:.2f}x (target <= 1.3)"
+        )
+        print(
+            f"{name}: full re-propagation of {args.long} frames / one new frame: {l['t_full'] / l['t_one']:.1f}x"
+            + (" (target >= 20)" if name == "sam2" else "")
+        )
         if name == "sam2":
-            print(f"sam2: track_site {l['history'] / l['t_full']:.2f} frames/s on {args.device} at image size "
-                  f"{args.image_size} (end to end: decode, preprocess, model, mask and state writes)")
+            print(
+                f"sam2: track_site {l['history'] / l['t_full']:.2f} frames/s on {args.device} at image size "
+                f"{args.image_size} (end to end: decode, preprocess, model, mask and state writes)"
+            )
 
 
 if __name__ == "__main__":

@@ -12,14 +12,20 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Site": "scarmon.site", "load_site": "scarmon.site", "SiteError": "scarmon.site",
-    "SiteGrid": "scarmon.grid", "site_grid": "scarmon.grid",
-    "open_catalog": "scarmon.ingest.discovery", "CatalogError": "scarmon.ingest.discovery",
-    "open_store": "scarmon.store.backends", "StoreError": "scarmon.store.backends",
+    "Site": "scarmon.site",
+    "load_site": "scarmon.site",
+    "SiteError": "scarmon.site",
+    "SiteGrid": "scarmon.grid",
+    "site_grid": "scarmon.grid",
+    "open_catalog": "scarmon.ingest.discovery",
+    "CatalogError": "scarmon.ingest.discovery",
+    "open_store": "scarmon.store.backends",
+    "StoreError": "scarmon.store.backends",
     "load_manifest": "scarmon.store.sequence",
     "track_site": "scarmon.tracking.pipeline",
     "make_tracker": "scarmon.tracking.trackers",
-    "add_corrections": "scarmon.tracking.corrections", "undo_correction": "scarmon.tracking.corrections",
+    "add_corrections": "scarmon.tracking.corrections",
+    "undo_correction": "scarmon.tracking.corrections",
     "evaluate_site": "scarmon.tracking.evaluate",
     "publish_site": "scarmon.products.publish",
 }

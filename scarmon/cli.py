@@ -23,8 +23,10 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.d
         raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD") from None
 
 
-STORE_HELP = ("Where sequences are stored: a local folder (default ./scarmon-store) or s3://bucket/prefix "
-              "(endpoint from --s3-endpoint, $SCARMON_S3_ENDPOINT_URL or $AWS_ENDPOINT_URL).")
+STORE_HELP = (
+    "Where sequences are stored: a local folder (default ./scarmon-store) or s3://bucket/prefix "
+    "(endpoint from --s3-endpoint, $SCARMON_S3_ENDPOINT_URL or $AWS_ENDPOINT_URL)."
+)
 
 
 EXIT_BUSY = 75
@@ -57,27 +59,64 @@ def main(verbose: bool) -> None:
     Typical use: `scarmon ingest --site sites/baige.yaml` on a schedule; `scarmon demo` runs the whole
     pipeline offline on a synthetic catalog.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--catalog", envvar="SCARMON_CATALOG", default=None,
-              help=f"STAC API URL, or path/URL of a static STAC ItemCollection/Catalog JSON. Default: {defaults.CATALOG}")
-@click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id (default: sentinel-2-l2a; sentinel-2-c1-l2a on Earth Search).")
+@click.option(
+    "--catalog",
+    envvar="SCARMON_CATALOG",
+    default=None,
+    help=f"STAC API URL, or path/URL of a static STAC ItemCollection/Catalog JSON. Default: {defaults.CATALOG}",
+)
+@click.option(
+    "--collection",
+    envvar="SCARMON_COLLECTION",
+    default=None,
+    help="Collection id (default: sentinel-2-l2a; sentinel-2-c1-l2a on Earth Search).",
+)
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL (MinIO, Ceph, moto...).")
-@click.option("--start", callback=_date, help="First acquisition date to search (default: from the stored cursor, or the site's start).")
+@click.option(
+    "--s3-endpoint",
+    envvar="SCARMON_S3_ENDPOINT_URL",
+    default=None,
+    help="S3-compatible endpoint URL (MinIO, Ceph, moto...).",
+)
+@click.option(
+    "--start",
+    callback=_date,
+    help="First acquisition date to search (default: from the stored cursor, or the site's start).",
+)
 @click.option("--end", callback=_date, help="Last acquisition date to search (default: now).")
-def ingest(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
-           start: dt.date | None, end: dt.date | None) -> None:
+def ingest(
+    site_file: str,
+    catalog: str | None,
+    collection: str | None,
+    store: str,
+    s3_endpoint: str | None,
+    start: dt.date | None,
+    end: dt.date | None,
+) -> None:
     """Append new cloud-free Sentinel-2 L2A scenes of a site to its stored NDVI frame sequence."""
     _stages(site_file, store, s3_endpoint, ("ingest",), catalog=catalog, collection=collection, start=start, end=end)
 
 
-def _stages(site_file: str, store: str, s3_endpoint: str | None, stages: tuple[str, ...], *,
-            catalog: str | None = None, collection: str | None = None, start: dt.date | None = None,
-            end: dt.date | None = None, checkpoint: str | None = None, from_start: bool = False) -> None:
+def _stages(
+    site_file: str,
+    store: str,
+    s3_endpoint: str | None,
+    stages: tuple[str, ...],
+    *,
+    catalog: str | None = None,
+    collection: str | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    checkpoint: str | None = None,
+    from_start: bool = False,
+) -> None:
     """Run stages of the one stage runner for a site (under its lock), with progress bars; print each summary."""
     from tqdm import tqdm
 
@@ -89,8 +128,11 @@ def _stages(site_file: str, store: str, s3_endpoint: str | None, stages: tuple[s
     site = load_site(site_file)
     st = open_store(store, endpoint_url=s3_endpoint)
     tracker = _tracker(site, checkpoint) if "track" in stages else None
-    bars = {name: tqdm(total=0, unit=unit, desc=f"{name} {site.id}", file=sys.stderr, disable=None)
-            for name, unit in (("ingest", "scene"), ("track", "frame")) if name in stages}
+    bars = {
+        name: tqdm(total=0, unit=unit, desc=f"{name} {site.id}", file=sys.stderr, disable=None)
+        for name, unit in (("ingest", "scene"), ("track", "frame"))
+        if name in stages
+    }
 
     def total(name: str) -> Callable[[int], object]:
         def set_total(n: int) -> None:
@@ -99,14 +141,20 @@ def _stages(site_file: str, store: str, s3_endpoint: str | None, stages: tuple[s
 
         return set_total
 
-    opts = TickOptions(start=start, end=end, tracker=tracker, from_start=from_start,
-                       ingest_progress=bars["ingest"].update if "ingest" in bars else None,
-                       ingest_total=total("ingest") if "ingest" in bars else None,
-                       track_progress=bars["track"].update if "track" in bars else None,
-                       track_total=total("track") if "track" in bars else None)
+    opts = TickOptions(
+        start=start,
+        end=end,
+        tracker=tracker,
+        from_start=from_start,
+        ingest_progress=bars["ingest"].update if "ingest" in bars else None,
+        ingest_total=total("ingest") if "ingest" in bars else None,
+        track_progress=bars["track"].update if "track" in bars else None,
+        track_total=total("track") if "track" in bars else None,
+    )
     try:
-        report = run_stages(site, st, open_catalog(catalog, collection=collection) if "ingest" in stages else None,
-                            stages, opts=opts)
+        report = run_stages(
+            site, st, open_catalog(catalog, collection=collection) if "ingest" in stages else None, stages, opts=opts
+        )
     finally:
         for bar in bars.values():
             bar.close()
@@ -120,9 +168,11 @@ def _tracker(site: Any, checkpoint: str | None) -> Any:
     return make_tracker(site.ndvi_threshold, checkpoint=checkpoint)
 
 
-SAM2_HELP = ("SAM 2 checkpoint file (e.g. sam2.1_hiera_tiny.pt); default $SCARMON_SAM2_CHECKPOINT. Without one the "
-             "weight-free knowledge tracker is used. Also: $SCARMON_SAM2_CONFIG, $SCARMON_SAM2_DEVICE, "
-             "$SCARMON_SAM2_IMAGE_SIZE.")
+SAM2_HELP = (
+    "SAM 2 checkpoint file (e.g. sam2.1_hiera_tiny.pt); default $SCARMON_SAM2_CHECKPOINT. Without one the "
+    "weight-free knowledge tracker is used. Also: $SCARMON_SAM2_CONFIG, $SCARMON_SAM2_DEVICE, "
+    "$SCARMON_SAM2_IMAGE_SIZE."
+)
 
 
 @main.command()
@@ -152,14 +202,24 @@ def _point(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--date", callback=_date, help="Acquisition date of the frame the points are on.")
-@click.option("--point", "points", multiple=True, callback=_point, help="LON,LAT,LABEL (1 scar, 0 not scar); repeatable.")
+@click.option(
+    "--point", "points", multiple=True, callback=_point, help="LON,LAT,LABEL (1 scar, 0 not scar); repeatable."
+)
 @click.option("--undo", "undo_id", default=None, help="Remove the correction with this id.")
 @click.option("--list", "list_only", is_flag=True, help="List the site's prompts and corrections.")
 @click.option("--no-track", is_flag=True, help="Only store the change; the next `track` re-propagates.")
 @click.option("--sam2-checkpoint", default=None, type=click.Path(dir_okay=False), help=SAM2_HELP)
-def refine(site_file: str, store: str, s3_endpoint: str | None, date: dt.date | None,
-           points: list[tuple[float, float, int]], undo_id: str | None, list_only: bool, no_track: bool,
-           sam2_checkpoint: str | None) -> None:
+def refine(
+    site_file: str,
+    store: str,
+    s3_endpoint: str | None,
+    date: dt.date | None,
+    points: list[tuple[float, float, int]],
+    undo_id: str | None,
+    list_only: bool,
+    no_track: bool,
+    sam2_checkpoint: str | None,
+) -> None:
     """Interactive refinement: add correction points on a frame (or undo one), re-propagate from that frame, rebuild
     the alert history from the corrected series (nothing is re-sent) and update published products."""
     from scarmon.service import runner
@@ -185,8 +245,12 @@ def refine(site_file: str, store: str, s3_endpoint: str | None, date: dt.date | 
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--truth", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Folder of truth masks: GeoTIFFs with YYYY-MM-DD in their names, any grid (reprojected).")
+@click.option(
+    "--truth",
+    required=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="Folder of truth masks: GeoTIFFs with YYYY-MM-DD in their names, any grid (reprojected).",
+)
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -213,27 +277,44 @@ def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as
     for r in result["frames"]:
         click.echo(f"{r['date']:10s} {r['iou']:6.3f} {r['precision']:6.3f} {r['recall']:6.3f}")
     m = result["mean"]
-    click.echo(f"{'mean':10s} {m['iou']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f}  ({len(result['frames'])} frames)")
+    click.echo(
+        f"{'mean':10s} {m['iou']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f}  ({len(result['frames'])} frames)"
+    )
 
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option(
+    "--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`)."
+)
 @click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--start", callback=_date, help="First acquisition date to search.")
 @click.option("--end", callback=_date, help="Last acquisition date to search.")
-def run(site_file: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None,
-        start: dt.date | None, end: dt.date | None) -> None:
+def run(
+    site_file: str,
+    catalog: str | None,
+    collection: str | None,
+    store: str,
+    s3_endpoint: str | None,
+    start: dt.date | None,
+    end: dt.date | None,
+) -> None:
     """Ingest new scenes, then track them (no alerts, no products: `scarmon monitor` runs the whole tick)."""
-    _stages(site_file, store, s3_endpoint, ("ingest", "track"), catalog=catalog, collection=collection, start=start,
-            end=end)
+    _stages(
+        site_file, store, s3_endpoint, ("ingest", "track"), catalog=catalog, collection=collection, start=start, end=end
+    )
 
 
 @main.command()
-@click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the synthetic catalog, the demo site file and the store.")
+@click.option(
+    "--out",
+    default="demo-output",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the synthetic catalog, the demo site file and the store.",
+)
 @click.option("--scenario", default="creep-failure", show_default=True, help="Synthetic scenario.")
 @click.option("--start", default="2021-06-01", show_default=True)
 @click.option("--end", default="2023-06-01", show_default=True)
@@ -282,7 +363,9 @@ def check_site(site_files: tuple[str, ...]) -> None:
                 click.echo(f"{path}: hint: {hint}", err=True)
             continue
         g = site_grid(site.polygon, site.resolution_m)
-        click.echo(f"{path}: ok: {site.id} ({site.display_name}), grid EPSG:{g.epsg} {g.width}x{g.height} at {g.resolution} m")
+        click.echo(
+            f"{path}: ok: {site.id} ({site.display_name}), grid EPSG:{g.epsg} {g.width}x{g.height} at {g.resolution} m"
+        )
         c = site.polygon.centroid
         click.echo(f"  where: {fmt_lonlat(c.x, c.y)} (AOI centre); map: {map_link(c.x, c.y, zoom=14)}")
         for level, text in _site_warnings(site, g):
@@ -302,20 +385,39 @@ def _site_warnings(site: Any, grid: Any) -> list[tuple[str, str]]:
     c = site.polygon.centroid
     lo, hi = S2_LAT_RANGE
     if not lo <= c.y <= hi:
-        swapped = f"; with lon and lat swapped it would be at {abs(c.x):.4f}° {'N' if c.x >= 0 else 'S'}, " \
-                  f"{abs(c.y):.4f}° {'E' if c.y >= 0 else 'W'}" if lo <= c.x <= hi else ""
-        out.append(("warning", f"the AOI lies at latitude {c.y:.4f}, outside Sentinel-2's coverage ({-lo:.0f}° S to {hi:.0f}° N): "
-                   f"no image will ever be found. GeoJSON wants [lon, lat] pairs; check their order{swapped}"))
+        swapped = (
+            f"; with lon and lat swapped it would be at {abs(c.x):.4f}° {'N' if c.x >= 0 else 'S'}, "
+            f"{abs(c.y):.4f}° {'E' if c.y >= 0 else 'W'}"
+            if lo <= c.x <= hi
+            else ""
+        )
+        out.append(
+            (
+                "warning",
+                f"the AOI lies at latitude {c.y:.4f}, outside Sentinel-2's coverage ({-lo:.0f}° S to {hi:.0f}° N): "
+                f"no image will ever be found. GeoJSON wants [lon, lat] pairs; check their order{swapped}",
+            )
+        )
     elif abs(c.x) <= 90 and lo <= c.x <= hi:
-        out.append(("note", "lon and lat would also be valid swapped: check on the map link above that the AOI is on "
-                            "the slope (GeoJSON and the prompts want lon first, then lat)"))
+        out.append(
+            (
+                "note",
+                "lon and lat would also be valid swapped: check on the map link above that the AOI is on "
+                "the slope (GeoJSON and the prompts want lon first, then lat)",
+            )
+        )
     ring = grid.project(site.polygon).exterior
     for i, p in enumerate(site.prompts):
         x, y = grid.project(Point(p.lon, p.lat)).coords[0]
         d = ring.distance(Point(x, y))
         if d < 5 * grid.resolution:
-            out.append(("warning", f"prompts[{i}] lies {d:.0f} m from the AOI's edge: a scar there may reach "
-                                   "beyond the AOI; draw the AOI wider"))
+            out.append(
+                (
+                    "warning",
+                    f"prompts[{i}] lies {d:.0f} m from the AOI's edge: a scar there may reach "
+                    "beyond the AOI; draw the AOI wider",
+                )
+            )
     return out
 
 
@@ -330,20 +432,26 @@ def _swapped_prompts_hint(path: str) -> str | None:
         prompts = list(doc.get("prompts") or [])
         outside = [i for i, p in enumerate(prompts) if not poly.contains(Point(float(p["lon"]), float(p["lat"])))]
         if outside and all(poly.contains(Point(float(prompts[i]["lat"]), float(prompts[i]["lon"]))) for i in outside):
-            return (f"prompts {outside} lie inside the AOI with lon and lat swapped: write them as "
-                    "{lon: <degrees east>, lat: <degrees north>}")
+            return (
+                f"prompts {outside} lie inside the AOI with lon and lat swapped: write them as "
+                "{lon: <degrees east>, lat: <degrees north>}"
+            )
         ring = [list(map(float, pt)) for pt in doc["aoi"]["coordinates"][0]]
         swapped = shape({"type": "Polygon", "coordinates": [[[b, a] for a, b in ring]]})
-        if outside and all(swapped.contains(Point(float(prompts[i]["lon"]), float(prompts[i]["lat"])))
-                           for i in outside):
-            return ("the prompts lie inside the AOI with the AOI's lon and lat swapped: GeoJSON coordinates are "
-                    "[lon, lat] pairs")
+        if outside and all(
+            swapped.contains(Point(float(prompts[i]["lon"]), float(prompts[i]["lat"]))) for i in outside
+        ):
+            return (
+                "the prompts lie inside the AOI with the AOI's lon and lat swapped: GeoJSON coordinates are "
+                "[lon, lat] pairs"
+            )
     except Exception:  # noqa: BLE001 - a hint only: a file that cannot be read this way already has its error
         return None
     return None
 
 
 # --- Monitoring service (issue 4): Prefect flows, alerts -------------------------------------------------------------
+
 
 def _prefect_env() -> None:
     import os
@@ -354,20 +462,41 @@ def _prefect_env() -> None:
 
 @main.command()
 @click.option("--site", "site_file", default=None, type=click.Path(dir_okay=False), help="One site file (YAML).")
-@click.option("--sites", "sites_dir", default=None, type=click.Path(file_okay=False),
-              help="Every site file in this folder, in parallel (monitor_all).")
-@click.option("--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option(
+    "--sites",
+    "sites_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Every site file in this folder, in parallel (monitor_all).",
+)
+@click.option(
+    "--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`)."
+)
 @click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
 @click.option("--end", callback=_date, help="Search scenes up to this date (replaying history); default: now.")
-@click.option("--dask", "dask_workers", type=int, default=None,
-              help="With --sites: run the site ticks on a local Dask cluster of this many worker processes.")
+@click.option(
+    "--dask",
+    "dask_workers",
+    type=int,
+    default=None,
+    help="With --sites: run the site ticks on a local Dask cluster of this many worker processes.",
+)
 @click.option("--dask-address", default=None, help="With --sites: run on this Dask scheduler (tcp://host:8786).")
 @click.option("--no-notify", is_flag=True, help="Record alerts but send nothing (they stay in the outbox).")
-def monitor(site_file: str | None, sites_dir: str | None, catalog: str | None, collection: str | None, store: str,
-            s3_endpoint: str | None, end: dt.date | None, dask_workers: int | None, dask_address: str | None,
-            no_notify: bool) -> None:
+def monitor(
+    site_file: str | None,
+    sites_dir: str | None,
+    catalog: str | None,
+    collection: str | None,
+    store: str,
+    s3_endpoint: str | None,
+    end: dt.date | None,
+    dask_workers: int | None,
+    dask_address: str | None,
+    no_notify: bool,
+) -> None:
     """One monitoring tick now (ingest, track, alert, notify, publish), through Prefect in ephemeral mode (no
     server). Exit status: 0 done, 1 failed (the message says why), 75 the site is busy (another run holds it)."""
     import json
@@ -381,8 +510,16 @@ def monitor(site_file: str | None, sites_dir: str | None, catalog: str | None, c
         from scarmon.service.flows import monitor_site
 
         load_site(site_file)  # bad input: the same one line as `scarmon run`, before Prefect starts
-        state = monitor_site(site_file, store=store, catalog=catalog, collection=collection,
-                             s3_endpoint=s3_endpoint, end=end, notify=not no_notify, return_state=True)
+        state = monitor_site(
+            site_file,
+            store=store,
+            catalog=catalog,
+            collection=collection,
+            s3_endpoint=s3_endpoint,
+            end=end,
+            notify=not no_notify,
+            return_state=True,
+        )
         if not state.is_completed():
             raise click.ClickException(state.message or "the monitoring tick failed")
         report = cast(dict[str, Any], state.result())
@@ -390,8 +527,16 @@ def monitor(site_file: str | None, sites_dir: str | None, catalog: str | None, c
         if report.get("status") == "busy":
             sys.exit(EXIT_BUSY)
         return
-    kwargs: dict[str, Any] = dict(sites_dir=sites_dir, store=store, catalog=catalog, collection=collection,
-                                  s3_endpoint=s3_endpoint, end=end, notify=not no_notify, return_state=True)
+    kwargs: dict[str, Any] = dict(
+        sites_dir=sites_dir,
+        store=store,
+        catalog=catalog,
+        collection=collection,
+        s3_endpoint=s3_endpoint,
+        end=end,
+        notify=not no_notify,
+        return_state=True,
+    )
     if dask_workers or dask_address:
         from scarmon.service.dask import monitor_all_on_dask
 
@@ -408,8 +553,10 @@ def monitor(site_file: str | None, sites_dir: str | None, catalog: str | None, c
     if not isinstance(summary, dict) or "results" not in summary:  # failed before any site ran (no such folder)
         raise click.ClickException(state.message or "monitoring failed")
     for name, r in summary["results"].items():
-        click.echo(f"{name}: {r['status']}, {r['appended']} appended, {len(r['events'])} alert event(s), "
-                   f"{len(r['sent'])} sent, {r['outbox']} in the outbox, state {r['alert_state']}/{r['alert_level']}")
+        click.echo(
+            f"{name}: {r['status']}, {r['appended']} appended, {len(r['events'])} alert event(s), "
+            f"{len(r['sent'])} sent, {r['outbox']} in the outbox, state {r['alert_state']}/{r['alert_level']}"
+        )
     for name, why in summary["failed"].items():
         click.echo(f"{name}: failed: {why}", err=True)
     if summary["failed"]:
@@ -417,9 +564,17 @@ def monitor(site_file: str | None, sites_dir: str | None, catalog: str | None, c
 
 
 @main.command()
-@click.option("--sites", "sites_dir", default="sites", show_default=True, type=click.Path(file_okay=False),
-              help="Folder of site files: one scheduled deployment each (cron from the site's `schedule`).")
-@click.option("--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`).")
+@click.option(
+    "--sites",
+    "sites_dir",
+    default="sites",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder of site files: one scheduled deployment each (cron from the site's `schedule`).",
+)
+@click.option(
+    "--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`)."
+)
 @click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
@@ -431,12 +586,19 @@ def serve(sites_dir: str, catalog: str | None, collection: str | None, store: st
 
     from scarmon.service.flows import site_deployments
 
-    deployments = site_deployments(sites_dir, store=str(Path(store).resolve()) if "://" not in store else store,
-                                   catalog=catalog, collection=collection, s3_endpoint=s3_endpoint)
+    deployments = site_deployments(
+        sites_dir,
+        store=str(Path(store).resolve()) if "://" not in store else store,
+        catalog=catalog,
+        collection=collection,
+        s3_endpoint=s3_endpoint,
+    )
     if not deployments:
         raise click.ClickException(f"no site files in {sites_dir}")
     for d in deployments:
-        click.echo(f"deployment monitor-site/{d.name}: {d.schedules[0].schedule.cron if d.schedules else 'no schedule'}")
+        click.echo(
+            f"deployment monitor-site/{d.name}: {d.schedules[0].schedule.cron if d.schedules else 'no schedule'}"
+        )
     prefect_serve(*deployments)
 
 
@@ -457,21 +619,26 @@ def alerts(site_file: str, store: str, s3_endpoint: str | None, send: bool) -> N
     require_sequence(st, site.id)
     for r in read_history(st, site.id):
         note = f" [{r['note']}]" if r.get("note") else ""
-        click.echo(f"{r['date']}  {r['event']:11s} {r['level']:7s} area {r['area_m2']:>10,.0f} m²  baseline "
-                   f"{(r['baseline_m2'] or 0):>10,.0f} m² ({r['baseline_kind']})  {r['reason']}{note}")
+        click.echo(
+            f"{r['date']}  {r['event']:11s} {r['level']:7s} area {r['area_m2']:>10,.0f} m²  baseline "
+            f"{(r['baseline_m2'] or 0):>10,.0f} m² ({r['baseline_kind']})  {r['reason']}{note}"
+        )
     state = load_state(st, site.id)
-    click.echo(f"state: {state.status} ({('none', 'watch', 'warning', 'alarm')[state.level]}), "
-               f"{state.observations} observations, last {state.last[0] if state.last else '-'}")
+    click.echo(
+        f"state: {state.status} ({('none', 'watch', 'warning', 'alarm')[state.level]}), "
+        f"{state.observations} observations, last {state.last[0] if state.last else '-'}"
+    )
     if send:
         from scarmon.service.runner import notify_stage
 
         with site_session(st, site.id):  # delivering changes the outbox: not while a tick does
             click.echo(notify_stage(site, st).summary())
     for e in outbox(st, site.id):
-        chans = ", ".join(f"{c}: {v['status']} ({v.get('attempts', 0)} attempt(s)) {v.get('last_error', '')}"
-                          for c, v in e.channels.items())
+        chans = ", ".join(
+            f"{c}: {v['status']} ({v.get('attempts', 0)} attempt(s)) {v.get('last_error', '')}"
+            for c, v in e.channels.items()
+        )
         click.echo(f"outbox: {e.event.id}  {chans}")
-
 
 
 # --- products, dashboard, refinement in the browser (issue 5) --------------------------------------------------
@@ -479,8 +646,12 @@ def alerts(site_file: str, store: str, s3_endpoint: str | None, send: bool) -> N
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
-@click.option("--validate/--no-validate", default=True, show_default=True,
-              help="Validate the site's STAC catalog offline after publishing.")
+@click.option(
+    "--validate/--no-validate",
+    default=True,
+    show_default=True,
+    help="Validate the site's STAC catalog offline after publishing.",
+)
 def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool) -> None:
     """Write the site's products (polygons, quicklooks, plots, STAC catalog, dashboard) into the store."""
     from scarmon.products.publish import s3_public_read_policy
@@ -498,11 +669,15 @@ def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool)
         click.echo(f"STAC catalog valid (STAC 1.1.0, offline): {validate_store(st, site.id)} document(s)")
     root = getattr(st, "root", None)
     if st.local_path("sites.json") is not None and root is not None:
-        click.echo(f"open it: python -m http.server --bind 127.0.0.1 --directory {root} 8000  ->  "
-                   f"http://127.0.0.1:8000/dashboard/index.html#site={site.id}")
+        click.echo(
+            f"open it: python -m http.server --bind 127.0.0.1 --directory {root} 8000  ->  "
+            f"http://127.0.0.1:8000/dashboard/index.html#site={site.id}"
+        )
     elif s3_public_read_policy(st):
-        click.echo("browsers read the bucket anonymously: apply a read policy such as "
-                   f"{s3_public_read_policy(st)} (or serve it through a proxy)")
+        click.echo(
+            "browsers read the bucket anonymously: apply a read policy such as "
+            f"{s3_public_read_policy(st)} (or serve it through a proxy)"
+        )
 
 
 @main.command()
@@ -535,6 +710,7 @@ def ui(site_file: str, store: str, s3_endpoint: str | None, port: int, no_track:
 
 # --- is every site alive? (issue 13) ------------------------------------------------------------------------------
 
+
 def _age_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -548,10 +724,20 @@ def _age_text(seconds: float | None) -> str:
 @main.command("status")
 @click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
 @click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
-@click.option("--sites", "sites_dir", default=None, type=click.Path(file_okay=False, exists=True),
-              help="Only the sites of the site files in this folder (default: every site in the store).")
-@click.option("--stale-hours", default=48.0, show_default=True, type=click.FloatRange(min=0),
-              help="A site whose last tick is older than this is reported 'stale'.")
+@click.option(
+    "--sites",
+    "sites_dir",
+    default=None,
+    type=click.Path(file_okay=False, exists=True),
+    help="Only the sites of the site files in this folder (default: every site in the store).",
+)
+@click.option(
+    "--stale-hours",
+    default=48.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="A site whose last tick is older than this is reported 'stale'.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for monitoring systems).")
 def status(store: str, s3_endpoint: str | None, sites_dir: str | None, stale_hours: float, as_json: bool) -> None:
     """Is every site alive? Per site: the last tick and its outcome, the last clear frame and its age, the alert
@@ -583,19 +769,39 @@ def status(store: str, s3_endpoint: str | None, sites_dir: str | None, stale_hou
     from scarmon import __version__
 
     if as_json:
-        click.echo(json.dumps({"format": "scarmon.status/1", "store": st.uri, "scarmon_version": __version__,
-                               "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                               "all_ok": all(r["health"] == "ok" for r in rows), "sites": rows}, indent=1))
+        click.echo(
+            json.dumps(
+                {
+                    "format": "scarmon.status/1",
+                    "store": st.uri,
+                    "scarmon_version": __version__,
+                    "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    "all_ok": all(r["health"] == "ok" for r in rows),
+                    "sites": rows,
+                },
+                indent=1,
+            )
+        )
     else:
         head = ("site", "health", "last tick", "outcome", "last clear image", "alert", "outbox", "lock", "last error")
-        table = [head] + [(
-            r["site"], r["health"],
-            f"{str(r['last_tick'])[:16].replace('T', ' ')} ({_age_text(r['last_tick_age_s'])} ago)"
-            if r["last_tick"] else "never",
-            r["last_tick_outcome"] or "-",
-            f"{r['last_clear_frame']} ({r['last_clear_frame_age_days']} d ago)" if r["last_clear_frame"] else "none",
-            f"{r['alert_state']}/{r['alert_level']}", str(r["outbox"]),
-            "held" if r["lock"]["held"] else "free", (r["last_error"] or "-")[:80]) for r in rows]
+        table = [head] + [
+            (
+                r["site"],
+                r["health"],
+                f"{str(r['last_tick'])[:16].replace('T', ' ')} ({_age_text(r['last_tick_age_s'])} ago)"
+                if r["last_tick"]
+                else "never",
+                r["last_tick_outcome"] or "-",
+                f"{r['last_clear_frame']} ({r['last_clear_frame_age_days']} d ago)"
+                if r["last_clear_frame"]
+                else "none",
+                f"{r['alert_state']}/{r['alert_level']}",
+                str(r["outbox"]),
+                "held" if r["lock"]["held"] else "free",
+                (r["last_error"] or "-")[:80],
+            )
+            for r in rows
+        ]
         widths = [max(len(row[k]) for row in table) for k in range(len(head) - 1)]
         for row in table:
             click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])

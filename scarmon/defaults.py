@@ -233,7 +233,9 @@ ALERT_STABLE_PCT = 10.0
 """Growth below 10 % over the alert's previous clear observation counts as 'no further growth' (noise, regrowth)."""
 
 ALERT_NOTIFY_ON: tuple[Literal["provisional", "confirmed", "escalated", "finished", "reset"], ...] = (
-    "confirmed", "escalated")
+    "confirmed",
+    "escalated",
+)
 """Events sent to recipients; 'provisional' (first detection) and 'finished'/'reset' are kept in the history only,
 so one odd frame never reaches anyone's inbox."""
 

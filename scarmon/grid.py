@@ -7,15 +7,15 @@ SNAP_M so that Sentinel-2's 10 m and 20 m pixels fall exactly on it, and the sit
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import shapely
 from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import Polygon
-import shapely
 
 SNAP_M = 20.0
 """Sentinel-2 tile origins are multiples of 20 m in their UTM zone; snapping there aligns 10 m and 20 m pixels."""
@@ -60,8 +60,14 @@ class SiteGrid:
     def at_resolution(self, resolution: float) -> SiteGrid:
         """The same extent at another resolution (e.g. the 20 m screening grid); rounds the size up."""
         w, s, e, n = self.bounds
-        return SiteGrid(self.epsg, resolution, self.x0, self.y0,
-                        math.ceil((e - w) / resolution - 1e-9), math.ceil((n - s) / resolution - 1e-9))
+        return SiteGrid(
+            self.epsg,
+            resolution,
+            self.x0,
+            self.y0,
+            math.ceil((e - w) / resolution - 1e-9),
+            math.ceil((n - s) / resolution - 1e-9),
+        )
 
     def xy_to_pixel(self, x: float | np.ndarray, y: float | np.ndarray) -> tuple[Any, Any]:
         """Fractional (col, row) of grid-CRS coordinates."""
@@ -84,8 +90,9 @@ class SiteGrid:
         """Boolean array: pixels whose centre lies in the polygon."""
         from rasterio.features import geometry_mask
 
-        inside: np.ndarray = geometry_mask([self.project(polygon_lonlat)], out_shape=self.shape,
-                                           transform=self.transform, invert=True)
+        inside: np.ndarray = geometry_mask(
+            [self.project(polygon_lonlat)], out_shape=self.shape, transform=self.transform, invert=True
+        )
         return inside
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,7 +100,9 @@ class SiteGrid:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SiteGrid:
-        return cls(int(d["epsg"]), float(d["resolution"]), float(d["x0"]), float(d["y0"]), int(d["width"]), int(d["height"]))
+        return cls(
+            int(d["epsg"]), float(d["resolution"]), float(d["x0"]), float(d["y0"]), int(d["width"]), int(d["height"])
+        )
 
 
 def site_grid(aoi_lonlat: Polygon, resolution: float, *, epsg: int | None = None) -> SiteGrid:
@@ -103,7 +112,9 @@ def site_grid(aoi_lonlat: Polygon, resolution: float, *, epsg: int | None = None
     w, s, e, n = _project(aoi_lonlat, epsg).bounds
     w, s = math.floor(w / SNAP_M) * SNAP_M, math.floor(s / SNAP_M) * SNAP_M
     e, n = math.ceil(e / SNAP_M) * SNAP_M, math.ceil(n / SNAP_M) * SNAP_M
-    return SiteGrid(epsg, float(resolution), w, n, math.ceil((e - w) / resolution - 1e-9), math.ceil((n - s) / resolution - 1e-9))
+    return SiteGrid(
+        epsg, float(resolution), w, n, math.ceil((e - w) / resolution - 1e-9), math.ceil((n - s) / resolution - 1e-9)
+    )
 
 
 def _project(geom: Polygon, epsg: int) -> Polygon:

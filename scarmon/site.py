@@ -64,7 +64,9 @@ class AlertRules(BaseModel):
     confirm_window: int = Field(defaults.ALERT_CONFIRM_WINDOW, ge=1, le=20)
     finish_after: int = Field(defaults.ALERT_FINISH_AFTER, ge=1, le=20)
     stable_pct: float = Field(defaults.ALERT_STABLE_PCT, ge=0)
-    notify_on: tuple[Literal["provisional", "confirmed", "escalated", "finished", "reset"], ...] = defaults.ALERT_NOTIFY_ON
+    notify_on: tuple[Literal["provisional", "confirmed", "escalated", "finished", "reset"], ...] = (
+        defaults.ALERT_NOTIFY_ON
+    )
     min_frames: int = Field(defaults.ALERT_MIN_FRAMES, ge=2, le=100)
     noise_prior: float = Field(defaults.ALERT_NOISE_PRIOR, gt=0, le=1)
     noise_floor: float = Field(defaults.ALERT_NOISE_FLOOR, gt=0, le=1)
@@ -75,20 +77,30 @@ class AlertRules(BaseModel):
     cusum_k: float = Field(defaults.ALERT_CUSUM_K, ge=0)
     cusum_h: float = Field(defaults.ALERT_CUSUM_H, gt=0)
     min_growth_pct: float = Field(defaults.ALERT_MIN_GROWTH_PCT, ge=0)
-    season_peak_doy: int = Field(defaults.ALERT_SEASON_PEAK_DOY, ge=1, le=366,
-                                 description="Day of year of peak green (southern hemisphere: ~20).")
-    season_amplitude: float | None = Field(None, ge=0, le=1, description="Seasonal amplitude of log-area; "
-                                           "default: estimated from the site's frames.")
+    season_peak_doy: int = Field(
+        defaults.ALERT_SEASON_PEAK_DOY,
+        ge=1,
+        le=366,
+        description="Day of year of peak green (southern hemisphere: ~20).",
+    )
+    season_amplitude: float | None = Field(
+        None, ge=0, le=1, description="Seasonal amplitude of log-area; default: estimated from the site's frames."
+    )
     stale_days: int = Field(defaults.ALERT_STALE_DAYS, ge=5, le=730)
-    new_ground: bool = Field(True, description="Alert on new ground outside the footprint (needs the series' "
-                             "new_ground_m2 column).")
+    new_ground: bool = Field(
+        True, description="Alert on new ground outside the footprint (needs the series' new_ground_m2 column)."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> AlertRules:
-        if not (self.watch.pct <= self.warning.pct <= self.alarm.pct and self.watch.m2 <= self.warning.m2 <= self.alarm.m2):
+        if not (
+            self.watch.pct <= self.warning.pct <= self.alarm.pct and self.watch.m2 <= self.warning.m2 <= self.alarm.m2
+        ):
             raise ValueError("levels must not decrease: watch <= warning <= alarm (both pct and m2)")
         if self.confirm_count > self.confirm_window:
-            raise ValueError(f"confirm_count ({self.confirm_count}) cannot exceed confirm_window ({self.confirm_window})")
+            raise ValueError(
+                f"confirm_count ({self.confirm_count}) cannot exceed confirm_window ({self.confirm_window})"
+            )
         return self
 
 
@@ -212,7 +224,9 @@ def aoi_polygon(geojson: dict[str, Any]) -> Polygon:
         raise ValueError("coordinates must be [lon, lat] in degrees (EPSG:4326)")
     area = _area_km2(poly)
     if area > defaults.MAX_AOI_KM2:
-        raise ValueError(f"covers {area:.1f} km², more than the {defaults.MAX_AOI_KM2:.0f} km² limit: draw a tighter AOI")
+        raise ValueError(
+            f"covers {area:.1f} km², more than the {defaults.MAX_AOI_KM2:.0f} km² limit: draw a tighter AOI"
+        )
     return poly
 
 
@@ -249,8 +263,10 @@ def load_site(path: str | Path) -> Site:
     try:
         size = path.stat().st_size
         if size > defaults.SITE_FILE_MAX_BYTES:
-            raise SiteError(f"{path}: {size:,} bytes is too big for a site file (the limit is "
-                            f"{defaults.SITE_FILE_MAX_BYTES:,} bytes); is this the right file?")
+            raise SiteError(
+                f"{path}: {size:,} bytes is too big for a site file (the limit is "
+                f"{defaults.SITE_FILE_MAX_BYTES:,} bytes); is this the right file?"
+            )
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise SiteError(f"{path}: cannot read the site file: {exc.strerror or exc}") from None

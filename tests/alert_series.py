@@ -9,8 +9,19 @@ import random
 from scarmon.alerts.rules import AlertObservation
 
 
-def series(area, *, start="2020-01-03", end="2023-01-01", seed=0, seasonal=0.10, p_cloud=0.5, dips=(),
-           spikes=(), dip_flagged=True, noise=0.01):
+def series(
+    area,
+    *,
+    start="2020-01-03",
+    end="2023-01-01",
+    seed=0,
+    seasonal=0.10,
+    p_cloud=0.5,
+    dips=(),
+    spikes=(),
+    dip_flagged=True,
+    noise=0.01,
+):
     """Clear acquisitions every 5 days minus cloudy ones (p_cloud), area(day) × a seasonal swing (summer regrowth
     shrinks the NDVI scar) × noise; `dips`/`spikes`: (date, factor) one-frame cloud-shadow errors, flagged
     low-confidence when `dip_flagged`. Frames with clear fraction < 0.9 are flagged low-confidence like the tracker does."""
@@ -45,6 +56,7 @@ def ramp(points):
             if d <= d1:
                 return v0 + (v1 - v0) * (d - d0).days / max(1, (d1 - d0).days)
         return pts[-1][1]
+
     return f
 
 
@@ -53,8 +65,16 @@ BAIGE_EVENTS = ("2021-10-11", "2021-11-03")
 
 
 def baige(seed=0, **kw):
-    g = ramp([("2020-10-01", 1.0), ("2021-10-01", 1.53), ("2021-10-10", 1.53), ("2021-10-11", 2.5),
-              ("2021-11-02", 2.5), ("2021-11-03", 4.0)])
+    g = ramp(
+        [
+            ("2020-10-01", 1.0),
+            ("2021-10-01", 1.53),
+            ("2021-10-10", 1.53),
+            ("2021-10-11", 2.5),
+            ("2021-11-02", 2.5),
+            ("2021-11-03", 4.0),
+        ]
+    )
     return series(lambda d: 150_000 * g(d), seed=seed, **kw)
 
 
@@ -63,8 +83,16 @@ SELA_EVENT = "2021-07-19"
 
 
 def sela(seed=0, **kw):
-    g = ramp([("2021-07-18", 1.0), ("2021-07-19", 1.7), ("2021-08-01", 2.8), ("2021-08-15", 3.8),
-              ("2021-08-30", 4.3), ("2022-06-01", 3.6)])
+    g = ramp(
+        [
+            ("2021-07-18", 1.0),
+            ("2021-07-19", 1.7),
+            ("2021-08-01", 2.8),
+            ("2021-08-15", 3.8),
+            ("2021-08-30", 4.3),
+            ("2022-06-01", 3.6),
+        ]
+    )
     return series(lambda d: 28_000 * g(d), seed=seed, **kw)
 
 
@@ -87,7 +115,7 @@ from scarmon.tracking.features import footprint_frames  # noqa: E402
 class Part:
     """One part of a scar: its area over time (m², before season and noise) and where it lies from the centre."""
 
-    area: object                 # callable date -> m²
+    area: object  # callable date -> m²
     azimuth_deg: float = 0.0
     distance_m: float = 0.0
 
@@ -115,8 +143,8 @@ class Scenario:
     seasonal: float = 0.12
     noise: float = 0.012
     p_cloud: float = 0.45
-    cloudy: tuple[tuple[str, str, float], ...] = ()          # (from, to, p_cloud) cloudy seasons
-    overshoots: tuple[tuple[str, float, bool], ...] = ()     # (date, factor, flagged by the tracker)
+    cloudy: tuple[tuple[str, str, float], ...] = ()  # (from, to, p_cloud) cloudy seasons
+    overshoots: tuple[tuple[str, float, bool], ...] = ()  # (date, factor, flagged by the tracker)
     kw: dict = field(default_factory=dict)
 
 
@@ -136,7 +164,7 @@ def scenario_series(scn, seed):
     for k, f, flagged in scn.overshoots:
         dd = d + dt.timedelta(days=5 * round((_d(k) - d).days / 5))
         odd[dd] = (f, flagged)
-    frames = []   # (date, part areas, factor, clear, low)
+    frames = []  # (date, part areas, factor, clear, low)
     while d <= end:
         p = scn.p_cloud
         for a, b, pc in scn.cloudy:
@@ -168,9 +196,20 @@ def scenario_series(scn, seed):
             lost = sum(losses) + total * abs(rng.gauss(0, scn.noise / 2))
             k = max(range(len(areas)), key=lambda k: gains[k])
             az, dist = scn.parts[k].azimuth_deg, scn.parts[k].distance_m
-        out.append(AlertObservation(day.isoformat(), f"S2_{day:%Y%m%d}", total * over, low_confidence=low,
-                                    clear_fraction=clear, scar_clear_fraction=clear, new_ground_m2=ng,
-                                    lost_ground_m2=lost, new_ground_azimuth_deg=az, new_ground_distance_m=dist))
+        out.append(
+            AlertObservation(
+                day.isoformat(),
+                f"S2_{day:%Y%m%d}",
+                total * over,
+                low_confidence=low,
+                clear_fraction=clear,
+                scar_clear_fraction=clear,
+                new_ground_m2=ng,
+                lost_ground_m2=lost,
+                new_ground_azimuth_deg=az,
+                new_ground_distance_m=dist,
+            )
+        )
     return out
 
 
@@ -208,40 +247,99 @@ _zone = ramp([("2022-03-01", 0.0), ("2022-06-01", 200_000.0)])
 
 
 SCENARIOS = (
-    Scenario("failure-cloudy-autumn", "x2.5 between two acquisitions on 2022-10-12 in a cloudy autumn",
-             (Part(lambda d: 120_000 * _fail(d), 200.0, 150.0),),
-             (Event("failure", "2022-10-12", "2022-10-12"),), cloudy=(("2022-09-20", "2022-12-15", 0.7),)),
-    Scenario("monsoon-short-history", "monitoring from 2022-01-10; +30 % over three monsoon months from 2022-06-10",
-             (Part(_monsoon, 160.0, 120.0),),
-             (Event("monsoon expansion", "2022-06-10", "2022-09-10", "gradual",
-                    _plus10(_monsoon, "2022-06-10", "2022-09-10")),),
-             start="2022-01-10", end="2023-03-01", cloudy=(("2022-06-01", "2022-09-15", 0.7),)),
-    Scenario("accelerating-creep", "+50 % over 20 months from 2021-10-01, accelerating",
-             (Part(_creep, 90.0, 100.0),),
-             (Event("creep", "2021-10-01", "2023-06-01", "gradual", _plus10(_creep, "2021-10-01", "2023-06-01")),),
-             start="2020-06-01"),
-    Scenario("failure-then-new-zone", "x1.75 failure 2021-09-15; from 2022-03-01 its lobe revegetates (-1.2e5 m²) while "
-             "a new zone opens at the head (+2.0e5 m² in three months)",
-             (Part(_const(200_000.0), 0.0, 0.0), Part(_lobe, 220.0, 300.0), Part(_zone, 20.0, 420.0)),
-             (Event("failure", "2021-09-15", "2021-09-15"),
-              Event("new zone", "2022-03-01", "2022-06-01", "gradual",
-                    _plus10(lambda d: 350_000 + _zone(d), "2022-03-01", "2022-06-01", 350_000.0))),
-             start="2021-01-01", end="2023-01-01"),
-    Scenario("cloudy-after-failure", "x2 on 2022-07-05 with the next weeks cloudy (monsoon)",
-             (Part(lambda d: 80_000 * _fail_monsoon(d), 270.0, 90.0),),
-             (Event("failure", "2022-07-05", "2022-07-05"),), start="2021-03-01", end="2023-03-01",
-             cloudy=(("2022-06-25", "2022-08-10", 0.8),)),
-    Scenario("overshoots", "stable scar; snow fringes and cloud edges touching it inflate single frames (+25-60 %), "
-             "half of them not flagged by the tracker",
-             (Part(_const(100_000.0), 0.0, 0.0),), (),
-             overshoots=tuple((f"{y}-{md}", f, fl) for y in (2021, 2022) for md, f, fl in (
-                 ("01-20", 1.45, False), ("02-14", 1.6, True), ("03-10", 1.3, False), ("07-15", 1.25, False),
-                 ("11-25", 1.5, True), ("12-20", 1.35, False)))),
-    Scenario("stable-strong-seasonal", "control: ±30 % seasonality, constant scar", (Part(_const(90_000.0)),), (),
-             seasonal=0.30),
-    Scenario("stable-summer-start", "control: monitoring starts in July (smallest scar) under ±25 % seasonality: "
-             "the first autumn is the test", (Part(_const(60_000.0)),), (), start="2022-07-01", end="2023-09-01",
-             seasonal=0.25),
+    Scenario(
+        "failure-cloudy-autumn",
+        "x2.5 between two acquisitions on 2022-10-12 in a cloudy autumn",
+        (Part(lambda d: 120_000 * _fail(d), 200.0, 150.0),),
+        (Event("failure", "2022-10-12", "2022-10-12"),),
+        cloudy=(("2022-09-20", "2022-12-15", 0.7),),
+    ),
+    Scenario(
+        "monsoon-short-history",
+        "monitoring from 2022-01-10; +30 % over three monsoon months from 2022-06-10",
+        (Part(_monsoon, 160.0, 120.0),),
+        (
+            Event(
+                "monsoon expansion",
+                "2022-06-10",
+                "2022-09-10",
+                "gradual",
+                _plus10(_monsoon, "2022-06-10", "2022-09-10"),
+            ),
+        ),
+        start="2022-01-10",
+        end="2023-03-01",
+        cloudy=(("2022-06-01", "2022-09-15", 0.7),),
+    ),
+    Scenario(
+        "accelerating-creep",
+        "+50 % over 20 months from 2021-10-01, accelerating",
+        (Part(_creep, 90.0, 100.0),),
+        (Event("creep", "2021-10-01", "2023-06-01", "gradual", _plus10(_creep, "2021-10-01", "2023-06-01")),),
+        start="2020-06-01",
+    ),
+    Scenario(
+        "failure-then-new-zone",
+        "x1.75 failure 2021-09-15; from 2022-03-01 its lobe revegetates (-1.2e5 m²) while "
+        "a new zone opens at the head (+2.0e5 m² in three months)",
+        (Part(_const(200_000.0), 0.0, 0.0), Part(_lobe, 220.0, 300.0), Part(_zone, 20.0, 420.0)),
+        (
+            Event("failure", "2021-09-15", "2021-09-15"),
+            Event(
+                "new zone",
+                "2022-03-01",
+                "2022-06-01",
+                "gradual",
+                _plus10(lambda d: 350_000 + _zone(d), "2022-03-01", "2022-06-01", 350_000.0),
+            ),
+        ),
+        start="2021-01-01",
+        end="2023-01-01",
+    ),
+    Scenario(
+        "cloudy-after-failure",
+        "x2 on 2022-07-05 with the next weeks cloudy (monsoon)",
+        (Part(lambda d: 80_000 * _fail_monsoon(d), 270.0, 90.0),),
+        (Event("failure", "2022-07-05", "2022-07-05"),),
+        start="2021-03-01",
+        end="2023-03-01",
+        cloudy=(("2022-06-25", "2022-08-10", 0.8),),
+    ),
+    Scenario(
+        "overshoots",
+        "stable scar; snow fringes and cloud edges touching it inflate single frames (+25-60 %), "
+        "half of them not flagged by the tracker",
+        (Part(_const(100_000.0), 0.0, 0.0),),
+        (),
+        overshoots=tuple(
+            (f"{y}-{md}", f, fl)
+            for y in (2021, 2022)
+            for md, f, fl in (
+                ("01-20", 1.45, False),
+                ("02-14", 1.6, True),
+                ("03-10", 1.3, False),
+                ("07-15", 1.25, False),
+                ("11-25", 1.5, True),
+                ("12-20", 1.35, False),
+            )
+        ),
+    ),
+    Scenario(
+        "stable-strong-seasonal",
+        "control: ±30 % seasonality, constant scar",
+        (Part(_const(90_000.0)),),
+        (),
+        seasonal=0.30,
+    ),
+    Scenario(
+        "stable-summer-start",
+        "control: monitoring starts in July (smallest scar) under ±25 % seasonality: the first autumn is the test",
+        (Part(_const(60_000.0)),),
+        (),
+        start="2022-07-01",
+        end="2023-09-01",
+        seasonal=0.25,
+    ),
 )
 """Scenarios the generator of scarmon.demo lacks, as area series (the alert rules only see numbers)."""
 

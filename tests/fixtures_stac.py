@@ -5,7 +5,7 @@ Pulled into every test module by ``tests/conftest.py`` (``from tests.fixtures_st
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -34,8 +34,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = [
     "DEFAULT_QUERYABLES",
@@ -230,7 +231,7 @@ if cfg.get("rmtree"):
 """
 
 
-_RUNNING: set["StacApi"] = set()
+_RUNNING: set[StacApi] = set()
 _RUNNING_LOCK = threading.Lock()
 
 
@@ -281,7 +282,7 @@ class StacApi:
             _RUNNING.add(self)
 
     # -- context manager ---------------------------------------------------------------------------
-    def __enter__(self) -> "StacApi":
+    def __enter__(self) -> StacApi:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -350,7 +351,11 @@ class StacApi:
     def _run(self, cmd: list[str], what: str, timeout: float = 120) -> subprocess.CompletedProcess:
         try:
             cp = subprocess.run(
-                _as_pg_user(cmd), capture_output=True, text=True, timeout=timeout, cwd=self.pg_dir,
+                _as_pg_user(cmd),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=self.pg_dir,
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired as e:
@@ -369,8 +374,18 @@ class StacApi:
         if _is_root():
             _chown_to_postgres(self.pg_dir)
         self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.pg_data), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--locale=C", "--no-sync"],
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.pg_data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
             "initdb",
         )
         last_err: Exception | None = None
@@ -382,8 +397,19 @@ class StacApi:
             )
             try:
                 self._run(
-                    [str(self.bindir / "pg_ctl"), "-D", str(self.pg_data), "-l", str(self.pg_log),
-                     "-w", "-t", "60", "-o", opts, "start"],
+                    [
+                        str(self.bindir / "pg_ctl"),
+                        "-D",
+                        str(self.pg_data),
+                        "-l",
+                        str(self.pg_log),
+                        "-w",
+                        "-t",
+                        "60",
+                        "-o",
+                        opts,
+                        "start",
+                    ],
                     "pg_ctl start",
                 )
             except StacApiError as e:  # port taken between _free_port() and bind: try another
@@ -406,7 +432,9 @@ class StacApi:
                     "SELECT upsert_queryables(%s::jsonb, NULL, NULL, false)", [json.dumps(DEFAULT_QUERYABLES)]
                 )
         except Exception as e:
-            raise StacApiError(f"pypgstac migrate (or default queryables) failed on {self.dsn}: {e}\n{_tail(self.pg_log)}") from e
+            raise StacApiError(
+                f"pypgstac migrate (or default queryables) failed on {self.dsn}: {e}\n{_tail(self.pg_log)}"
+            ) from e
 
     def _uvicorn_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -436,13 +464,26 @@ class StacApi:
             self.api_port = _free_port()
             self.url = f"http://127.0.0.1:{self.api_port}"
             cmd = [
-                sys.executable, "-m", "uvicorn", "stac_fastapi.pgstac.app:create_app", "--factory",
-                "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "info",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "stac_fastapi.pgstac.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--log-level",
+                "info",
             ]
             start_pos = self._uvicorn_logf.tell()
             self._uvicorn = subprocess.Popen(
-                cmd, env=self._uvicorn_env(), cwd=self.pg_dir,  # cwd: no stray .env is read
-                stdin=subprocess.DEVNULL, stdout=self._uvicorn_logf, stderr=subprocess.STDOUT,
+                cmd,
+                env=self._uvicorn_env(),
+                cwd=self.pg_dir,  # cwd: no stray .env is read
+                stdin=subprocess.DEVNULL,
+                stdout=self._uvicorn_logf,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_set_pdeathsig if threading.current_thread() is threading.main_thread() else None,
             )
@@ -470,7 +511,8 @@ class StacApi:
             break
         raise StacApiError(
             f"stac-fastapi-pgstac did not answer GET {self.url}/ within {_START_TIMEOUT_S:.0f}s.\n"
-            f"--- {self.api_log} (tail) ---\n" + "\n".join(last.splitlines()[-60:])
+            f"--- {self.api_log} (tail) ---\n"
+            + "\n".join(last.splitlines()[-60:])
             + f"\n--- {self.pg_log} (tail) ---\n{_tail(self.pg_log, 20)}"
         )
 
@@ -483,7 +525,9 @@ class StacApi:
         }
         self._watchdog = subprocess.Popen(
             [sys.executable, "-c", _WATCHDOG, json.dumps(cfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,  # survives a Ctrl-C / SIGKILL of the parent's process group
         )
 

@@ -41,24 +41,41 @@ def flat(n, *, area=100_000.0, start="2022-01-01", every=5, noise=0.01, seed=0, 
     """n clear frames of a constant scar with white noise, no seasonality."""
     rng = random.Random(seed)
     d0 = dt.date.fromisoformat(start)
-    return [AlertObservation((d0 + dt.timedelta(days=every * i)).isoformat(), f"F{i}",
-                             area * (1 + rng.gauss(0, noise)), clear_fraction=clear, scar_clear_fraction=clear)
-            for i in range(n)]
+    return [
+        AlertObservation(
+            (d0 + dt.timedelta(days=every * i)).isoformat(),
+            f"F{i}",
+            area * (1 + rng.gauss(0, noise)),
+            clear_fraction=clear,
+            scar_clear_fraction=clear,
+        )
+        for i in range(n)
+    ]
 
 
 def after(obs, n, factor, *, every=5, low=False, clear=1.0, tag="G", **kw):
     """n frames after the last of `obs` at `factor` x its median area."""
     base = sorted(o.area_m2 for o in obs)[len(obs) // 2]
     d0 = dt.date.fromisoformat(obs[-1].date)
-    return [AlertObservation((d0 + dt.timedelta(days=every * (i + 1))).isoformat(), f"{tag}{i}", base * factor,
-                             low_confidence=low, clear_fraction=clear, scar_clear_fraction=clear, **kw)
-            for i in range(n)]
+    return [
+        AlertObservation(
+            (d0 + dt.timedelta(days=every * (i + 1))).isoformat(),
+            f"{tag}{i}",
+            base * factor,
+            low_confidence=low,
+            clear_fraction=clear,
+            scar_clear_fraction=clear,
+            **kw,
+        )
+        for i in range(n)
+    ]
 
 
 NO_SEASON = AlertRules(season_amplitude=0.0)
 
 
 # --- the paper's sites ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(6))
 def test_baige_creep_then_two_failures_three_weeks_apart(seed):
@@ -111,6 +128,7 @@ def test_against_the_previous_frame_the_stable_site_would_alarm():
 
 # --- noise, season, baseline ---------------------------------------------------------------------------------------
 
+
 def test_noise_is_measured_from_successive_frames_and_blended_from_the_prior():
     obs = flat(60, noise=0.03, seed=4)
     hist = tuple((o.date, o.area_m2) for o in obs)
@@ -128,7 +146,7 @@ def test_seasonal_amplitude_from_the_frames_robust_to_a_failure_and_shrunk_to_th
     hist = []
     for i in range(0, 365, 5):
         d = (d0 + dt.timedelta(days=i)).isoformat()
-        step_ = 2.0 if i > 200 else 1.0   # a failure half-way must not pose as seasonality
+        step_ = 2.0 if i > 200 else 1.0  # a failure half-way must not pose as seasonality
         hist.append((d, 50_000 * step_ * math.exp(seasonal_term(d, 0.3, 200)) * (1 + rng.gauss(0, 0.01))))
     kw = dict(peak_doy=200, prior=0.15, prior_weight=0.03, max_amplitude=0.45)
     assert abs(seasonal_amplitude(hist, **kw) - 0.3) <= 0.04
@@ -170,7 +188,7 @@ def test_no_blind_first_year_but_a_short_warm_up():
     obs = flat(8, noise=0.01)  # 35 days of history
     _, ev = replay(obs + after(obs, 2, 2.0), rules=NO_SEASON)
     assert [e.event for e in ev] == ["provisional", "confirmed"], kinds(ev)
-    state, ev = replay(obs[:2] + after(obs[:2], 2, 2.0), rules=NO_SEASON)   # 20 days, 4 frames: warm-up
+    state, ev = replay(obs[:2] + after(obs[:2], 2, 2.0), rules=NO_SEASON)  # 20 days, 4 frames: warm-up
     assert ev == [] and state.candidate is None
 
 
@@ -185,10 +203,11 @@ def test_thresholds_are_both_relative_and_absolute():
 
 # --- sustained growth (CUSUM) ----------------------------------------------------------------------------------------
 
+
 def test_cusum_sees_sustained_growth_below_the_single_frame_threshold():
-    rules = AlertRules(season_amplitude=0.0, noise_floor=0.03)       # a site credited with 3 % noise
+    rules = AlertRules(season_amplitude=0.0, noise_floor=0.03)  # a site credited with 3 % noise
     obs = flat(40, noise=0.003, seed=2)
-    grown = after(obs, 7, 1.11)                                      # +11 %: 3.5 sd, under the 4 sd of one frame
+    grown = after(obs, 7, 1.11)  # +11 %: 3.5 sd, under the 4 sd of one frame
     _, ev = replay(obs + grown, rules=rules)
     first = next(e for e in ev if e.event == "provisional")
     assert first.extra["rule"] == "trend" and first.change_pct < 25 and first.extra["score_sigma"] < 4
@@ -207,10 +226,11 @@ def test_a_single_capped_frame_cannot_trigger_the_cusum():
 
 # --- evidence-weighted confirmation --------------------------------------------------------------------------------
 
+
 def test_strong_clean_step_confirmed_at_the_second_clear_frame():
     obs = flat(40, noise=0.01)
     s, ev = replay(obs + after(obs, 1, 2.0), rules=NO_SEASON)
-    assert ev == [] and s.candidate is not None           # one frame: silent, held in the state
+    assert ev == [] and s.candidate is not None  # one frame: silent, held in the state
     assert site_status(s, s.last[0])["pending"]["first_date"] == s.candidate.date
     s, ev = replay(obs + after(obs, 2, 2.0), rules=NO_SEASON)
     assert [e.event for e in ev] == ["provisional", "confirmed"]
@@ -233,20 +253,28 @@ def test_low_confidence_frames_never_confirm_nor_open_an_alert():
     state, events = replay(obs + low, rules=NO_SEASON)
     assert events == [] and state.status == "none" and state.candidate is not None
     state, events = step(prior=state, observation=after(obs + low, 1, 2.0, tag="C")[0], rules=NO_SEASON)
-    assert events == []                                     # one clear frame: still silent
+    assert events == []  # one clear frame: still silent
     state, events = step(prior=state, observation=after(obs + low, 2, 2.0, tag="C")[1], rules=NO_SEASON)
     assert [e.event for e in events] == ["provisional", "confirmed"]
-    assert events[0].first_date == low[0].date              # first seen on the low-confidence frame
+    assert events[0].first_date == low[0].date  # first seen on the low-confidence frame
 
 
 def test_frames_low_only_for_clouds_elsewhere_in_the_aoi_count_when_the_scar_was_clear():
     from scarmon.alerts.rules import usable
 
-    aoi = AlertObservation("2022-01-01", "A", 1.0, low_confidence=True, scar_clear_fraction=1.0,
-                           low_confidence_reason="clear fraction 0.86 < 0.90")
+    aoi = AlertObservation(
+        "2022-01-01",
+        "A",
+        1.0,
+        low_confidence=True,
+        scar_clear_fraction=1.0,
+        low_confidence_reason="clear fraction 0.86 < 0.90",
+    )
     assert usable(aoi)
     assert not usable(replace(aoi, scar_clear_fraction=0.95))
-    assert not usable(replace(aoi, low_confidence_reason="clear fraction 0.86 < 0.90; held new area of 20% of the scar"))
+    assert not usable(
+        replace(aoi, low_confidence_reason="clear fraction 0.86 < 0.90; held new area of 20% of the scar")
+    )
     assert not usable(replace(aoi, low_confidence_reason="12% of the scar under cloud, shadow or snow"))
     obs = flat(40, noise=0.01)
     grown = after(obs, 2, 2.0, low=True, clear=1.0, low_confidence_reason="clear fraction 0.85 < 0.90")
@@ -261,7 +289,7 @@ def test_single_overshoot_frames_raise_no_event_at_all():
 
 def test_contradicted_provisional_is_reset_and_never_confirmed():
     obs = flat(40, noise=0.01)
-    two = after(obs, 2, 1.6, clear=0.91)   # weak, partly clouded: provisional, not confirmed
+    two = after(obs, 2, 1.6, clear=0.91)  # weak, partly clouded: provisional, not confirmed
     back = after(obs + two, 3, 1.0, tag="B")
     state, events = replay(obs + two + back, rules=NO_SEASON)
     assert [e.event for e in events] == ["provisional", "reset"], kinds(events)
@@ -270,11 +298,19 @@ def test_contradicted_provisional_is_reset_and_never_confirmed():
 
 # --- new ground ------------------------------------------------------------------------------------------------------
 
+
 def test_new_ground_alerts_when_revegetation_keeps_the_total_flat():
     obs = flat(40, noise=0.01, area=300_000.0)
     obs = [replace(o, new_ground_m2=1_000.0 + 200 * (i % 3), lost_ground_m2=1_500.0) for i, o in enumerate(obs)]
-    moved = after(obs, 4, 1.02, new_ground_m2=90_000.0, lost_ground_m2=85_000.0, new_ground_azimuth_deg=95.0,
-                  new_ground_distance_m=410.0)
+    moved = after(
+        obs,
+        4,
+        1.02,
+        new_ground_m2=90_000.0,
+        lost_ground_m2=85_000.0,
+        new_ground_azimuth_deg=95.0,
+        new_ground_distance_m=410.0,
+    )
     _, ev = replay(obs + moved, rules=NO_SEASON)
     assert [e.event for e in ev][:2] == ["provisional", "confirmed"], kinds(ev)
     assert ev[0].extra["rule"] == "new ground" and ev[0].extra["new_ground_azimuth_deg"] == 95.0
@@ -291,10 +327,10 @@ def test_ground_lost_long_ago_hides_nothing_new():
     """A lobe that revegetated months ago stays in last year's footprint as lost ground; new ground appearing now
     (the seasonal expansion of a young zone) is not a hidden new zone."""
     obs = flat(40, noise=0.01, area=300_000.0)
-    obs = [replace(o, new_ground_m2=1_000.0, lost_ground_m2=85_000.0) for o in obs]    # lost long ago, steady
+    obs = [replace(o, new_ground_m2=1_000.0, lost_ground_m2=85_000.0) for o in obs]  # lost long ago, steady
     more = after(obs, 4, 1.02, new_ground_m2=60_000.0, lost_ground_m2=86_000.0)
     assert replay(obs + more, rules=NO_SEASON)[1] == []
-    fresh = after(obs, 4, 1.02, new_ground_m2=60_000.0, lost_ground_m2=150_000.0)     # lost now: hidden zone
+    fresh = after(obs, 4, 1.02, new_ground_m2=60_000.0, lost_ground_m2=150_000.0)  # lost now: hidden zone
     assert "confirmed" in [e.event for e in replay(obs + fresh, rules=NO_SEASON)[1]]
 
 
@@ -308,6 +344,7 @@ def test_new_zone_scenario_is_notified_inside_its_window():
 
 
 # --- blind periods, status -------------------------------------------------------------------------------------------
+
 
 def test_first_clear_frame_after_a_blind_period_says_so():
     obs = flat(40, noise=0.01)
@@ -326,6 +363,7 @@ def test_first_clear_frame_after_a_blind_period_says_so():
 
 
 # --- the issue-9 scenarios, tuned seed ----------------------------------------------------------------------------------
+
 
 def _bench():
     path = Path(__file__).resolve().parents[1] / "bench" / "alerts_bench.py"
@@ -364,6 +402,7 @@ def test_old_rules_miss_what_the_new_ones_catch():
 
 # --- idempotence, persistence --------------------------------------------------------------------------------------
 
+
 def test_rerun_and_late_frames_emit_nothing():
     obs = sela(0)
     state, events = replay(obs, site="sela")
@@ -389,12 +428,31 @@ def test_version_1_state_loads_and_continues():
     """A state stored by the rules before issue 9 (no CUSUM, ground, evidence) loads, says it was migrated, and a
     pending version-1 confirmation keeps the agreement it had."""
     obs = flat(40, noise=0.01)
-    v1 = {"site": "s", "status": "provisional", "level": 2, "alert_id": "2022-06-01_X", "baseline_m2": 100000.0,
-          "baseline_kind": "rolling 365 d", "candidate": {"date": "2022-06-01", "scene_id": "X", "ref_m2": 100000.0,
-                                                          "level": 2, "votes": [2], "by_level": False},
-          "calm": 0, "detected_m2": 180000.0, "history": [[o.date, o.area_m2] for o in obs],
-          "episode": [["2022-06-01", 180000.0]], "acknowledged": None, "last": ["2022-06-01", "X"],
-          "observations": 41, "version": 1, "level_name": "warning"}
+    v1 = {
+        "site": "s",
+        "status": "provisional",
+        "level": 2,
+        "alert_id": "2022-06-01_X",
+        "baseline_m2": 100000.0,
+        "baseline_kind": "rolling 365 d",
+        "candidate": {
+            "date": "2022-06-01",
+            "scene_id": "X",
+            "ref_m2": 100000.0,
+            "level": 2,
+            "votes": [2],
+            "by_level": False,
+        },
+        "calm": 0,
+        "detected_m2": 180000.0,
+        "history": [[o.date, o.area_m2] for o in obs],
+        "episode": [["2022-06-01", 180000.0]],
+        "acknowledged": None,
+        "last": ["2022-06-01", "X"],
+        "observations": 41,
+        "version": 1,
+        "level_name": "warning",
+    }
     state = AlertState.from_dict(v1)
     assert state.note.startswith("migrated from state version 1") and state.candidate.evidence == 1.0
     state, ev = step(prior=state, observation=AlertObservation("2022-06-06", "Y", 180_000.0), rules=NO_SEASON)
@@ -415,9 +473,14 @@ def test_rules_from_site_file_validated():
     from scarmon.site import SiteError, parse_site
     from tests.test_site import GOOD
 
-    site = parse_site({**GOOD, "alerts": {"warning": {"pct": 40, "m2": 3000}, "season_amplitude": 0.2,
-                                          "detect_sigma": 5}, "recipients": {"email": ["a@b.org"]},
-                       "schedule": "30 5 * * *"})
+    site = parse_site(
+        {
+            **GOOD,
+            "alerts": {"warning": {"pct": 40, "m2": 3000}, "season_amplitude": 0.2, "detect_sigma": 5},
+            "recipients": {"email": ["a@b.org"]},
+            "schedule": "30 5 * * *",
+        }
+    )
     assert site.alerts.warning.pct == 40 and site.alerts.watch.pct == 25 and site.schedule == "30 5 * * *"
     assert site.alerts.season_amplitude == 0.2 and site.alerts.detect_sigma == 5
     with pytest.raises(SiteError, match="levels must not decrease"):

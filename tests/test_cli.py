@@ -26,7 +26,9 @@ def test_bad_site_file_is_one_clear_error_and_writes_nothing(tmp_path):
     site["aoi"] = {"type": "Point", "coordinates": [96.0, 31.1]}
     bad.write_text(yaml.safe_dump(json.loads(json.dumps(site, default=str))))
     store = tmp_path / "store"
-    result = CliRunner().invoke(main, ["ingest", "--site", str(bad), "--store", str(store), "--catalog", str(tmp_path / "x.json")])
+    result = CliRunner().invoke(
+        main, ["ingest", "--site", str(bad), "--store", str(store), "--catalog", str(tmp_path / "x.json")]
+    )
     assert result.exit_code == 1
     assert f"{bad}: key 'aoi': must be a GeoJSON Polygon" in result.output
     assert not store.exists()
@@ -56,8 +58,10 @@ def test_unreachable_catalog_exit_code(tmp_path, monkeypatch):
     monkeypatch.setattr(defaults, "HTTP_RETRIES", 0)
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(json.loads(json.dumps(demo_site(), default=str))))
-    result = CliRunner().invoke(main, ["ingest", "--site", str(site_file), "--catalog", "http://127.0.0.1:9/api",
-                                       "--store", str(tmp_path / "s")])
+    result = CliRunner().invoke(
+        main,
+        ["ingest", "--site", str(site_file), "--catalog", "http://127.0.0.1:9/api", "--store", str(tmp_path / "s")],
+    )
     assert result.exit_code == 1 and "http://127.0.0.1:9/api" in result.output and "Traceback" not in result.output
 
 
@@ -89,9 +93,21 @@ def test_status_answers_is_every_site_alive(tracked_store_dir, tmp_path):
     build_site(store, n_frames=4, alerts=False, doc=site_doc_at("other-slide", "Other slide", 96.3, 30.8))
     now = dt.datetime.now(dt.UTC).isoformat()
     store.put("other-slide/lock.json", json.dumps({"owner": "host:123:abcd", "since": now, "ttl_s": 600}).encode())
-    event = AlertEvent(site="other-slide", date="2021-07-25", scene_id="S2A_20210725_R033", event="confirmed",
-                       state="confirmed", level="alarm", area_m2=5000.0, baseline_m2=2000.0, baseline_kind="rolling",
-                       change_m2=3000.0, change_pct=150.0, alert_id="x", first_date="2021-07-25")
+    event = AlertEvent(
+        site="other-slide",
+        date="2021-07-25",
+        scene_id="S2A_20210725_R033",
+        event="confirmed",
+        state="confirmed",
+        level="alarm",
+        area_m2=5000.0,
+        baseline_m2=2000.0,
+        baseline_kind="rolling",
+        change_m2=3000.0,
+        change_pct=150.0,
+        alert_id="x",
+        first_date="2021-07-25",
+    )
     enqueue(store, "other-slide", event, ["email"])
     [entry] = outbox(store, "other-slide")
     mark(entry, "email", ok=False, error="SMTP 127.0.0.1:25: ConnectionRefusedError")
@@ -130,8 +146,10 @@ def test_check_site_says_where_and_warns_about_swapped_coordinates(tmp_path):
     chile = site_doc_at("chile-slide", "Chile slide", -70.5, -33.4)
     ok = CliRunner().invoke(main, ["check-site", str(write_site_file(tmp_path / "ok.yaml", chile))])
     assert ok.exit_code == 0, ok.output
-    assert "where: 33.40000° S, 70.50000° W (AOI centre); map: https://www.openstreetmap.org/?mlat=-33.400000" \
-        in ok.output and "warning" not in ok.output
+    assert (
+        "where: 33.40000° S, 70.50000° W (AOI centre); map: https://www.openstreetmap.org/?mlat=-33.400000" in ok.output
+        and "warning" not in ok.output
+    )
 
     # AOI and prompts written [lat, lon]: valid numbers, but the site would sit in Antarctica
     swapped = json.loads(json.dumps(chile))

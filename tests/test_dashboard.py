@@ -31,17 +31,23 @@ from tests.test_products_support import (  # noqa: F401
 
 
 def _wait_loaded(page, frames: int) -> None:
-    page.wait_for_function(f"document.getElementById('frame-date').textContent.includes('of {frames})')",
-                           timeout=15000)
-    page.wait_for_function("document.getElementById('map').getAttribute('data-outline-date') === "
-                           "document.getElementById('frame-date').textContent.slice(0, 10)", timeout=15000)
-    page.wait_for_function("(() => { const img = document.querySelector('#map img.frame-image'); "
-                           "return img && img.complete && img.naturalWidth > 0; })()", timeout=15000)
+    page.wait_for_function(f"document.getElementById('frame-date').textContent.includes('of {frames})')", timeout=15000)
+    page.wait_for_function(
+        "document.getElementById('map').getAttribute('data-outline-date') === "
+        "document.getElementById('frame-date').textContent.slice(0, 10)",
+        timeout=15000,
+    )
+    page.wait_for_function(
+        "(() => { const img = document.querySelector('#map img.frame-image'); "
+        "return img && img.complete && img.naturalWidth > 0; })()",
+        timeout=15000,
+    )
 
 
 def _outline_geo(page) -> dict:
     """The drawn outline layer's bounds (lon/lat) and its SVG path's box on screen, with the AOI's box on screen."""
-    return page.evaluate("""() => {
+    return page.evaluate(
+        """() => {
         const m = scarmon.maps.site, b = m.current.getBounds(), aoi = m.aoi.getBounds();
         const r = document.querySelector('#map path.outline-current').getBoundingClientRect();
         const box = document.getElementById('map').getBoundingClientRect();
@@ -50,7 +56,8 @@ def _outline_geo(page) -> dict:
         return {west: b.getWest(), east: b.getEast(), south: b.getSouth(), north: b.getNorth(),
                 path: [r.left - box.left, r.top - box.top, r.right - box.left, r.bottom - box.top],
                 aoi: [nw.x, nw.y, se.x, se.y], site: [c.x, c.y], zoom: m.getZoom()};
-    }""".replace("LAT", str(LAT)).replace("LON", str(LON)))
+    }""".replace("LAT", str(LAT)).replace("LON", str(LON))
+    )
 
 
 def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(published_store_dir: Path, page) -> None:
@@ -69,7 +76,10 @@ def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(publish
         # the outline of the newest frame: in lon/lat inside the AOI, around the scar's centre (the site's prompt)
         last = _outline_geo(page)
         assert w < last["west"] < last["east"] < e and s < last["south"] < last["north"] < n, last
-        assert abs((last["west"] + last["east"]) / 2 - LON) < 2e-4 and abs((last["south"] + last["north"]) / 2 - LAT) < 2e-4
+        assert (
+            abs((last["west"] + last["east"]) / 2 - LON) < 2e-4
+            and abs((last["south"] + last["north"]) / 2 - LAT) < 2e-4
+        )
         # ... and drawn there on screen: the path's box lies inside the AOI's box, centred on the site's point
         px, ax = last["path"], last["aoi"]
         assert ax[0] < px[0] < px[2] < ax[2] and ax[1] < px[1] < px[3] < ax[3], last
@@ -88,8 +98,10 @@ def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(publish
         assert page.locator("#chart circle.pt").count() == N_FRAMES
         assert page.locator("#chart circle.pt.low").count() >= 3
         assert page.locator("#chart line.alert").count() == 2
-        ticks = [float(t.replace(",", "")) for t in page.locator("#chart text.ytick").evaluate_all(
-            "els => els.map(e => e.textContent)")]
+        ticks = [
+            float(t.replace(",", ""))
+            for t in page.locator("#chart text.ytick").evaluate_all("els => els.map(e => e.textContent)")
+        ]
         steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
         assert ticks[0] == 0 and len(steps) == 1 and re.fullmatch(r"[125]0*", f"{steps.pop():g}"), ticks
         rows = page.locator("#alerts tbody tr")
@@ -115,9 +127,11 @@ def test_site_map_places_the_outline_at_the_site_and_the_slider_moves_it(publish
         assert re.search(r"#site=test-slide&date=\d{4}-\d\d-\d\d$", page.url)
         # a point on the chart selects its frame
         page.locator("#chart circle.pt").nth(10).click()
-        page.wait_for_function("document.getElementById('map').getAttribute('data-outline-date') === "
-                               "document.getElementById('frame-date').textContent.slice(0, 10) && "
-                               "document.getElementById('frame-date').textContent.includes('(11 of')")
+        page.wait_for_function(
+            "document.getElementById('map').getAttribute('data-outline-date') === "
+            "document.getElementById('frame-date').textContent.slice(0, 10) && "
+            "document.getElementById('frame-date').textContent.includes('(11 of')"
+        )
         assert page.locator("#frames tbody tr.selected").count() == 1
         # a link to another date of the open site (as in an alert e-mail) jumps there
         page.evaluate("location.hash = 'site=test-slide&date=2021-06-30'")
@@ -149,10 +163,28 @@ def test_overview_shows_every_site_with_its_state(tracked_store_dir: Path, tmp_p
     write_status(slide, store, TickReport(slide.id, alert_state="confirmed", alert_level="warning", frames=N_FRAMES))
     other = build_site(store, n_frames=6, alerts=False, doc=site_doc_at("other-slide", "Other slide", 96.3, 30.8))
     # an ALARM that was confirmed and has finished: the site is back to 'none', shown as a recent alarm
-    events = [{"site": "other-slide", "date": "2021-07-25", "scene_id": "S2A_20210725_R033", "event": "confirmed",
-               "state": "confirmed", "level": "alarm", "area_m2": 5000.0, "baseline_m2": 2000.0},
-              {"site": "other-slide", "date": "2021-09-13", "scene_id": "S2A_20210913_R033", "event": "finished",
-               "state": "finished", "level": "alarm", "area_m2": 5000.0, "baseline_m2": 2000.0}]
+    events = [
+        {
+            "site": "other-slide",
+            "date": "2021-07-25",
+            "scene_id": "S2A_20210725_R033",
+            "event": "confirmed",
+            "state": "confirmed",
+            "level": "alarm",
+            "area_m2": 5000.0,
+            "baseline_m2": 2000.0,
+        },
+        {
+            "site": "other-slide",
+            "date": "2021-09-13",
+            "scene_id": "S2A_20210913_R033",
+            "event": "finished",
+            "state": "finished",
+            "level": "alarm",
+            "area_m2": 5000.0,
+            "baseline_m2": 2000.0,
+        },
+    ]
     store.put("other-slide/alerts.jsonl", "".join(json.dumps(e) + "\n" for e in events).encode())
     store.put("other-slide/alerts/state.json", json.dumps({"status": "none", "level": 0}).encode())
     publish_site(other, store)
@@ -162,8 +194,9 @@ def test_overview_shows_every_site_with_its_state(tracked_store_dir: Path, tmp_p
     try:
         page.goto(server.url + "/dashboard/index.html")
         page.wait_for_function("document.querySelectorAll('#overview-map path.site-marker').length === 2")
-        page.wait_for_function("document.querySelector('#overview-table tr[data-site=test-slide] td.checked')"
-                               ".textContent === 'just now'")
+        page.wait_for_function(
+            "document.querySelector('#overview-table tr[data-site=test-slide] td.checked').textContent === 'just now'"
+        )
         assert page.locator("#site-view").is_hidden()
         rows = page.locator("#overview-table tbody tr")
         assert rows.count() == 2
@@ -172,8 +205,10 @@ def test_overview_shows_every_site_with_its_state(tracked_store_dir: Path, tmp_p
         assert "warning" in slide_row and "31.10000° N, 96.00000° E" in slide_row and "just now" in slide_row
         assert "recent alarm (ended 2021-09-13)" in other_row and "30.80000° N, 96.30000° E" in other_row
         assert "2021-09-13" in other_row and "days ago" in other_row
-        page.wait_for_function("document.querySelector('#overview-table tr[data-site=other-slide] td.checked')"
-                               ".textContent === '5 days ago'")
+        page.wait_for_function(
+            "document.querySelector('#overview-table tr[data-site=other-slide] td.checked')"
+            ".textContent === '5 days ago'"
+        )
         assert "err" in page.locator("#overview-table tr[data-site=other-slide] td.checked").get_attribute("class")
         assert "err" not in page.locator("#overview-table tr[data-site=test-slide] td.checked").get_attribute("class")
         # markers where the sites are: the other site lies east and south of the test slide
@@ -224,8 +259,9 @@ def test_dashboard_served_from_s3_over_http(s3_uri: str, page, moto_endpoint: st
     site = build_site(store, n_frames=6)
     report = publish_site(site, store)
     # browsers read the bucket anonymously: the policy a deployment applies (documented in scarmon.products.publish)
-    boto3.client("s3", endpoint_url=moto_endpoint).put_bucket_policy(Bucket=store.bucket,
-                                                                     Policy=s3_public_read_policy(store))
+    boto3.client("s3", endpoint_url=moto_endpoint).put_bucket_policy(
+        Bucket=store.bucket, Policy=s3_public_read_policy(store)
+    )
     url = store.url("dashboard/index.html")
     assert url.startswith(moto_endpoint) and report.dashboard_url.startswith(url)
     page.goto(report.dashboard_url)
@@ -253,8 +289,10 @@ def test_empty_and_broken_sites_are_shown_plainly(tracked_store_dir: Path, tmp_p
     server = StaticServer(tmp_path / "store")
     try:
         page.goto(server.url + "/dashboard/index.html#site=empty-site")
-        page.wait_for_function("!document.getElementById('site-status').hidden && "
-                               "!document.getElementById('site-status').textContent.includes('Loading')")
+        page.wait_for_function(
+            "!document.getElementById('site-status').hidden && "
+            "!document.getElementById('site-status').textContent.includes('Loading')"
+        )
         assert "No frames yet" in page.locator("#site-status").inner_text()
         assert page.locator("#site-body").is_hidden()
         page.locator("#sites li[data-site=broken-site]").click()

@@ -16,13 +16,22 @@ AOI = box(96.0, 31.09, 96.02, 31.11)
 
 
 def item(i, day, cloud=10.0, lon=96.01, collection="sentinel-2-l2a"):
-    return {"type": "Feature", "stac_version": "1.0.0", "id": f"item-{i}", "collection": collection,
-            "geometry": box(lon - 0.5, 30.6, lon + 0.5, 31.6).__geo_interface__, "bbox": [lon - 0.5, 30.6, lon + 0.5, 31.6],
-            "properties": {"datetime": f"2022-03-{day:02d}T04:17:01Z", "eo:cloud_cover": cloud},
-            "assets": {"B04": {"href": f"data/{i}/B04.tif"}}, "links": []}
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": f"item-{i}",
+        "collection": collection,
+        "geometry": box(lon - 0.5, 30.6, lon + 0.5, 31.6).__geo_interface__,
+        "bbox": [lon - 0.5, 30.6, lon + 0.5, 31.6],
+        "properties": {"datetime": f"2022-03-{day:02d}T04:17:01Z", "eo:cloud_cover": cloud},
+        "assets": {"B04": {"href": f"data/{i}/B04.tif"}},
+        "links": [],
+    }
 
 
-WINDOW = dict(aoi=AOI, start=dt.datetime(2022, 3, 1, tzinfo=UTC), end=dt.datetime(2022, 3, 20, tzinfo=UTC), max_cloud=50.0)
+WINDOW = dict(
+    aoi=AOI, start=dt.datetime(2022, 3, 1, tzinfo=UTC), end=dt.datetime(2022, 3, 20, tzinfo=UTC), max_cloud=50.0
+)
 
 
 def test_item_collection_filters_locally_and_resolves_relative_hrefs(tmp_path):
@@ -37,7 +46,9 @@ def test_item_collection_filters_locally_and_resolves_relative_hrefs(tmp_path):
 
 
 def test_item_collection_over_http(tmp_path):
-    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": [item(1, 2), item(2, 3)]}))
+    (tmp_path / "items.json").write_text(
+        json.dumps({"type": "FeatureCollection", "features": [item(1, 2), item(2, 3)]})
+    )
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -54,11 +65,19 @@ def test_item_collection_over_http(tmp_path):
 
 
 def test_static_catalog_is_walked(tmp_path):
-    (tmp_path / "catalog.json").write_text(json.dumps({"type": "Catalog", "id": "root", "links": [
-        {"rel": "child", "href": "./s2/collection.json"}]}))
+    (tmp_path / "catalog.json").write_text(
+        json.dumps({"type": "Catalog", "id": "root", "links": [{"rel": "child", "href": "./s2/collection.json"}]})
+    )
     (tmp_path / "s2").mkdir()
-    (tmp_path / "s2" / "collection.json").write_text(json.dumps({"type": "Collection", "id": "sentinel-2-l2a", "links": [
-        {"rel": "item", "href": "./a/a.json"}, {"rel": "item", "href": "./b/b.json"}]}))
+    (tmp_path / "s2" / "collection.json").write_text(
+        json.dumps(
+            {
+                "type": "Collection",
+                "id": "sentinel-2-l2a",
+                "links": [{"rel": "item", "href": "./a/a.json"}, {"rel": "item", "href": "./b/b.json"}],
+            }
+        )
+    )
     for name, day in (("a", 3), ("b", 28)):
         (tmp_path / "s2" / name).mkdir()
         (tmp_path / "s2" / name / f"{name}.json").write_text(json.dumps(item(name, day)))
@@ -96,11 +115,14 @@ def test_malformed_items_are_left_out_with_their_reason(tmp_path):
     assert "not an ISO 8601" in reasons["item-2"] and "not an object" in reasons["feature #2"]
 
 
-@pytest.mark.parametrize("doc, problem", [
-    ({"type": "FeatureCollection", "features": {"a": 1}}, "'features' is dict, not a list"),
-    ([1, 2, 3], "JSON list, not a STAC object"),
-    ({"type": "Nonsense"}, "not a STAC ItemCollection"),
-])
+@pytest.mark.parametrize(
+    "doc, problem",
+    [
+        ({"type": "FeatureCollection", "features": {"a": 1}}, "'features' is dict, not a list"),
+        ([1, 2, 3], "JSON list, not a STAC object"),
+        ({"type": "Nonsense"}, "not a STAC ItemCollection"),
+    ],
+)
 def test_malformed_document_is_one_clear_error(tmp_path, doc, problem):
     path = tmp_path / "items.json"
     path.write_text(json.dumps(doc))

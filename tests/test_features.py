@@ -42,7 +42,10 @@ def test_low_confidence_spike_needs_both_neighbours_and_a_persistent_jump_is_not
     flags = confidence_flags(areas, clear)
     assert [f for f, _ in flags] == [False, False, True, False, False, False, True]
     assert "spike of +49%" in flags[2][1] and "clear fraction 0.85" in flags[6][1]
-    assert not confidence_flags([100, 60, 100], [1, 1, 1])[0][0] and "dip" in confidence_flags([100, 60, 100], [1, 1, 1])[1][1]
+    assert (
+        not confidence_flags([100, 60, 100], [1, 1, 1])[0][0]
+        and "dip" in confidence_flags([100, 60, 100], [1, 1, 1])[1][1]
+    )
 
 
 def test_scar_under_cloud_is_low_confidence_even_when_the_aoi_is_clear():

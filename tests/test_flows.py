@@ -39,8 +39,9 @@ def world(tmp_path_factory):
     sites = root / "sites"
     sites.mkdir()
     for i in range(3):
-        (sites / f"s{i}.yaml").write_text(yaml.safe_dump(
-            json.loads(json.dumps({**site, "id": f"s{i}"}, default=str)), sort_keys=False))
+        (sites / f"s{i}.yaml").write_text(
+            yaml.safe_dump(json.loads(json.dumps({**site, "id": f"s{i}"}, default=str)), sort_keys=False)
+        )
     return root, sites, str(items)
 
 
@@ -57,7 +58,7 @@ def test_monitor_site_tick_and_rerun_is_idempotent(harness, world, tmp_path):
     r2 = monitor_site(str(sites / "s0.yaml"), store=store, catalog=items)
     assert r2["appended"] == 0 and r2["tracked"] == 0 and r2["events"] == [] and r2["sent"] == []
     after = {k: st.get(k) for k in st.list("s0/") if not k.endswith("status.json")}
-    assert after == before            # nothing appended, re-tracked or re-alerted
+    assert after == before  # nothing appended, re-tracked or re-alerted
     assert not st.exists(keys.lock("s0"))
 
 
@@ -80,8 +81,12 @@ def test_site_lock_one_run_at_a_time(harness, world, tmp_path):
         assert summary["busy"] == ["s1.yaml"] and summary["ok"] == ["s0.yaml", "s2.yaml"] and not summary["failed"]
     # two runs at once: exactly one does the work
     out = []
-    threads = [threading.Thread(target=lambda: out.append(monitor_site(str(sites / "s1.yaml"), store=str(store.root),
-                                                                       catalog=items))) for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=lambda: out.append(monitor_site(str(sites / "s1.yaml"), store=str(store.root), catalog=items))
+        )
+        for _ in range(2)
+    ]
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert sorted(r["status"] for r in out) in (["busy", "ok"], ["ok", "ok"])
@@ -160,8 +165,15 @@ def test_alert_history_from_a_tick_has_the_fields(harness, world, tmp_path):
 
     root, sites, items = world
     site = yaml.safe_load((sites / "s0.yaml").read_text())
-    site.update(id="alerty", alerts={"warmup_days": 0, "watch": {"pct": 0.001, "m2": 0}, "warning": {"pct": 1e6, "m2": 0},
-                                     "alarm": {"pct": 2e6, "m2": 0}})
+    site.update(
+        id="alerty",
+        alerts={
+            "warmup_days": 0,
+            "watch": {"pct": 0.001, "m2": 0},
+            "warning": {"pct": 1e6, "m2": 0},
+            "alarm": {"pct": 2e6, "m2": 0},
+        },
+    )
     f = tmp_path / "alerty.yaml"
     f.write_text(yaml.safe_dump(site))
     store = tmp_path / "store"

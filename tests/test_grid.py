@@ -4,7 +4,9 @@ from shapely.geometry import box
 from scarmon.grid import SNAP_M, SiteGrid, site_grid, utm_epsg
 
 
-@pytest.mark.parametrize("lon, lat, epsg", [(98.7, 31.08, 32647), (95.99, 31.1, 32646), (96.01, 31.1, 32647), (-70.0, -33.0, 32719)])
+@pytest.mark.parametrize(
+    "lon, lat, epsg", [(98.7, 31.08, 32647), (95.99, 31.1, 32646), (96.01, 31.1, 32647), (-70.0, -33.0, 32719)]
+)
 def test_utm_zone(lon, lat, epsg):
     assert utm_epsg(lon, lat) == epsg
 

@@ -31,8 +31,9 @@ START, END = "2021-12-01", "2022-03-10"  # straddles the 2022-01-25 baseline cha
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     site = parse_site(demo_site("creep-failure"))
-    items_path = generate_catalog(tmp_path_factory.mktemp("catalog"), site, scenario="creep-failure", start=START,
-                                  end=END)
+    items_path = generate_catalog(
+        tmp_path_factory.mktemp("catalog"), site, scenario="creep-failure", start=START, end=END
+    )
     return site, items_path
 
 
@@ -193,14 +194,23 @@ def earth_search(item: dict, *, orbit: bool = True) -> dict:
     when = dt.datetime.fromisoformat(p["datetime"].replace("Z", "+00:00")) + dt.timedelta(seconds=13.9)
     es["id"] = f"S2{p['platform'][-1].upper()}_T{tile}_{when:%Y%m%dT%H%M%S}_L2A"
     es["collection"] = "sentinel-2-c1-l2a"
-    p.update({"datetime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "platform": p["platform"].lower(),
-              "mgrs:utm_zone": int(tile[:2]), "mgrs:latitude_band": tile[2], "mgrs:grid_square": tile[3:],
-              "updated": p["s2:generation_time"]})
+    p.update(
+        {
+            "datetime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "platform": p["platform"].lower(),
+            "mgrs:utm_zone": int(tile[:2]),
+            "mgrs:latitude_band": tile[2],
+            "mgrs:grid_square": tile[3:],
+            "updated": p["s2:generation_time"],
+        }
+    )
     if not orbit:
         del p["s2:product_uri"], p["s2:datatake_id"]
     offset = -0.1 if p["s2:processing_baseline"] >= "04.00" else 0.0  # what the synthetic DN carry
-    es["assets"] = {new: {**es["assets"][old], "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": offset}]}
-                    for old, new in (("B04", "red"), ("B08", "nir"), ("SCL", "scl"))}
+    es["assets"] = {
+        new: {**es["assets"][old], "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": offset}]}
+        for old, new in (("B04", "red"), ("B08", "nir"), ("SCL", "scl"))
+    }
     return es
 
 
@@ -230,13 +240,20 @@ def test_catalog_switch_appends_nothing_even_on_stores_with_orbitless_ids(demo, 
     site, items_path = demo
     _, ref = reference
     store = open_store(str(tmp_path / "store"))
-    old = ingest(site, open_catalog(str(write_items(tmp_path / "old.json", [earth_search(i, orbit=False)
-                                                                               for i in items_of(items_path)]))),
-                 store, deep=False)
+    old = ingest(
+        site,
+        open_catalog(
+            str(write_items(tmp_path / "old.json", [earth_search(i, orbit=False) for i in items_of(items_path)]))
+        ),
+        store,
+        deep=False,
+    )
     assert old.appended and all(len(sid.split("_")) == 2 for sid in old.appended)  # orbit-less, as written before
     before = load_manifest(store, site.id)[0]
-    for catalog in (str(items_path), str(write_items(tmp_path / "es.json", [earth_search(i)
-                                                                           for i in items_of(items_path)]))):
+    for catalog in (
+        str(items_path),
+        str(write_items(tmp_path / "es.json", [earth_search(i) for i in items_of(items_path)])),
+    ):
         again = ingest(site, open_catalog(catalog), store, deep=False)
         assert again.appended == [] and again.rejected == []
         after = load_manifest(store, site.id)[0]
@@ -260,13 +277,14 @@ def test_temporary_catalog_states_are_retried(demo, reference, tmp_path):
         early.append(item)
     garbage = {**items[0], "id": "garbage", "properties": {**items[0]["properties"], "datetime": "not a date"}}
     store = open_store(str(tmp_path / "store"))
-    first = ingest(site, open_catalog(str(write_items(tmp_path / "early.json", [*early, garbage]))), store,
-                   deep=False)
+    first = ingest(site, open_catalog(str(write_items(tmp_path / "early.json", [*early, garbage]))), store, deep=False)
     pending = dict(first.pending)
     assert any(no_b08_day in sid and "has no B08 asset" in why for sid, why in pending.items())
     assert any(one_tile_day in sid and "coverage" in why for sid, why in pending.items())
-    assert ("garbage", "malformed catalog item: item garbage: datetime 'not a date' is not an ISO 8601 datetime") \
-        in first.skipped
+    assert (
+        "garbage",
+        "malformed catalog item: item garbage: datetime 'not a date' is not an ISO 8601 datetime",
+    ) in first.skipped
     manifest, _ = load_manifest(store, site.id)
     one_tile = next(r for r in manifest.pending() if one_tile_day in r.scene_id)
     assert one_tile.item_ids and one_tile.retry
@@ -277,8 +295,9 @@ def test_temporary_catalog_states_are_retried(demo, reference, tmp_path):
     # Published: both scenes become frames, identical to a run that saw them complete from the start.
     done = ingest(site, open_catalog(str(items_path)), store, deep=False)
     assert {sid for sid in done.appended} == {sid for sid in ref.appended if no_b08_day in sid or one_tile_day in sid}
-    assert not any(no_b08_day in r.scene_id or one_tile_day in r.scene_id
-                   for r in load_manifest(store, site.id)[0].pending())
+    assert not any(
+        no_b08_day in r.scene_id or one_tile_day in r.scene_id for r in load_manifest(store, site.id)[0].pending()
+    )
 
 
 def test_pending_scenes_become_final_when_too_old(demo, reference, tmp_path, monkeypatch):
@@ -305,8 +324,12 @@ def test_deep_rescan_finds_scenes_published_long_after_acquisition(demo, referen
     items = items_of(items_path)
     late_day = ref.appended[0].split("_")[1]  # the first frame: months before the newest scene
     store = open_store(str(tmp_path / "store"))
-    ingest(site, open_catalog(str(write_items(tmp_path / "p.json", [i for i in items if late_day not in i["id"]]))),
-           store, deep=False)
+    ingest(
+        site,
+        open_catalog(str(write_items(tmp_path / "p.json", [i for i in items if late_day not in i["id"]]))),
+        store,
+        deep=False,
+    )
     m, _ = load_manifest(store, site.id)
     mark_tracked(store, site.id, tracked_until=m.frames[-1].datetime, clear_dirty=True)
     normal = ingest(site, open_catalog(str(items_path)), store, deep=False)
@@ -322,15 +345,34 @@ def test_plan_reads_only_what_may_change():
         return Scene(f"S2A_2024010{day}_R033", f"2024-01-0{day}T04:17:01Z", its)
 
     def rej(day, items=(), retry=True):
-        return Rejection(date=f"2024-01-0{day}", scene_id=f"S2A_2024010{day}_R033", datetime=f"2024-01-0{day}T04:17:01Z",
-                         reason="coverage 0.48 < min_coverage 0.90", retry=retry, item_ids=items)
+        return Rejection(
+            date=f"2024-01-0{day}",
+            scene_id=f"S2A_2024010{day}_R033",
+            datetime=f"2024-01-0{day}T04:17:01Z",
+            reason="coverage 0.48 < min_coverage 0.90",
+            retry=retry,
+            item_ids=items,
+        )
 
-    frame = FrameEntry(date="2024-01-01", scene_id="S2A_20240101_R033", datetime="2024-01-01T04:17:01Z",
-                       item_ids=("a",), processing_baseline="02.12", coverage=1.0, clear_fraction=1.0)
-    manifest = Manifest(site_id="s", grid=None, frames=(frame,),
-                        rejections=(rej(2, ("b",)), rej(3, ("c",)), rej(4), rej(5, retry=False)))
-    todo = plan([scene(1, ["a2"]), scene(2, ["b"]), scene(3, ["c", "c2"]), scene(4, ["d"]), scene(5, ["e"]),
-                 scene(6, ["f"])], manifest)
+    frame = FrameEntry(
+        date="2024-01-01",
+        scene_id="S2A_20240101_R033",
+        datetime="2024-01-01T04:17:01Z",
+        item_ids=("a",),
+        processing_baseline="02.12",
+        coverage=1.0,
+        clear_fraction=1.0,
+    )
+    manifest = Manifest(
+        site_id="s",
+        grid=None,
+        frames=(frame,),
+        rejections=(rej(2, ("b",)), rej(3, ("c",)), rej(4), rej(5, retry=False)),
+    )
+    todo = plan(
+        [scene(1, ["a2"]), scene(2, ["b"]), scene(3, ["c", "c2"]), scene(4, ["d"]), scene(5, ["e"]), scene(6, ["f"])],
+        manifest,
+    )
     assert [s.id[4:12] for s in todo.read] == ["20240103", "20240104", "20240106"]  # items changed, unread, new
     assert [s.id[4:12] for s, _ in todo.unchanged] == ["20240102"] and todo.known == 2
     assert todo.reprocessed == ["S2A_20240101_R033"]  # 02.12 stored, 05.09 listed now
@@ -427,9 +469,15 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-        req = urllib.request.Request(srv.upstream + self.path, data=body, method=self.command,
-                                     headers={"Content-Type": self.headers.get("Content-Type", "application/json"),
-                                              "Host": self.headers["Host"]})
+        req = urllib.request.Request(
+            srv.upstream + self.path,
+            data=body,
+            method=self.command,
+            headers={
+                "Content-Type": self.headers.get("Content-Type", "application/json"),
+                "Host": self.headers["Host"],
+            },
+        )
         with urllib.request.urlopen(req) as resp:
             payload = resp.read()
             self.send_response(resp.status)

@@ -89,10 +89,10 @@ def test_boundary_band_of_mixed_pixels_is_recovered_without_leaking():
     scar = disk(40, 40, 12)
     f = frame(scar)
     edge = ndimage.binary_dilation(scar, iterations=2) & ~ndimage.binary_erosion(scar, iterations=2)
-    f[edge & scar] = 0.25   # mixed pixels inside the true boundary lean to vegetation
+    f[edge & scar] = 0.25  # mixed pixels inside the true boundary lean to vegetation
     f[edge & ~scar] = 0.45  # mixed pixels outside lean further
     dark = disk(40, 68, 6)
-    f[dark] = 0.3            # dark vegetation near, but apart from, the scar: below the midpoint, not low
+    f[dark] = 0.3  # dark vegetation near, but apart from, the scar: below the midpoint, not low
     (m,), _ = run([f], {0: [(40, 40, 1)]})
     assert m.sum() == scar.sum() and not (m & dark).any()
 
@@ -140,9 +140,9 @@ RING = disk(30, 30, 24) & ~disk(30, 30, 10)  # a rim or deciduous belt around th
 def test_ground_seen_green_last_season_is_not_scar_in_the_dormant_season_unless_it_stays_low():
     scar = disk(30, 30, 10)
     summer = frame(scar, background=0.75, scar_ndvi=0.13)
-    summer[RING] = 0.45                                      # sparse rim at peak green
+    summer[RING] = 0.45  # sparse rim at peak green
     winter = frame(scar, background=0.38)
-    winter[RING] = 0.06                                      # the same rim, dormant: as low as the scar
+    winter[RING] = 0.06  # the same rim, dormant: as low as the scar
     masks, state = run([summer, winter, winter], {0: [(30, 30, 1)]})
     assert masks[0].sum() == scar.sum()
     assert masks[1].sum() == scar.sum() and masks[2].sum() == scar.sum() and state.note == ""
@@ -175,10 +175,10 @@ def run_with(params, frames, prompts_by_frame):
 def test_new_area_next_to_flagged_cloud_is_held_and_said():
     scar = disk(30, 30, 10)
     edge = frame(scar)
-    edge[30:50, 38:60] = 0.05                                # unflagged cloud edge touching the scar: low NDVI...
-    edge[30:50, 48:60] = np.nan                              # ...next to the part SCL flagged
+    edge[30:50, 38:60] = 0.05  # unflagged cloud edge touching the scar: low NDVI...
+    edge[30:50, 48:60] = np.nan  # ...next to the part SCL flagged
     masks, state = run([frame(scar), edge], {0: [(30, 30, 1)]})
-    assert masks[1].sum() == scar.sum()                      # the previous extent is kept there
+    assert masks[1].sum() == scar.sum()  # the previous extent is kept there
     assert "next to cloud or snow" in state.note
     m, state = knowledge_step(state, ndvi=frame(scar), prompts=[], params=P)
     assert m.sum() == scar.sum() and state.note == "" and state.pending is None  # nothing left pending
@@ -187,7 +187,7 @@ def test_new_area_next_to_flagged_cloud_is_held_and_said():
 def test_new_area_where_snow_just_was_is_held_until_it_has_been_seen_clear():
     scar = disk(30, 30, 10)
     snowy = frame(scar)
-    snowy[:, 36:] = np.nan                                   # snow flagged on the scar's east side
+    snowy[:, 36:] = np.nan  # snow flagged on the scar's east side
     melt = frame(scar | (disk(30, 30, 14) & (np.arange(W) >= 36)[None, :]))  # wet, patchy ground where it was
     masks, state = run([frame(scar), snowy, melt], {0: [(30, 30, 1)]})
     assert masks[2].sum() == scar.sum() and "where cloud or snow just was" in state.note
@@ -197,7 +197,7 @@ def test_new_area_where_snow_just_was_is_held_until_it_has_been_seen_clear():
 
 def test_a_missed_cloud_jump_is_never_confirmed():
     scar = disk(30, 30, 8)
-    cumulus = frame(scar | disk(45, 30, 9))                  # an unflagged cumulus touching the scar, one frame only
+    cumulus = frame(scar | disk(45, 30, 9))  # an unflagged cumulus touching the scar, one frame only
     masks, state = run([frame(scar), cumulus, frame(scar), frame(scar)], {0: [(30, 30, 1)]})
     assert all(m.sum() == scar.sum() for m in masks)
     assert state.pending is None
@@ -213,7 +213,7 @@ def test_tracker_starts_on_the_prompt_date_and_tracks_back_to_before_the_scar_ex
     masks, states = tracker.run(frames, {2: [(40, 40, 1)]}, {}, resume=None)
     assert [int(m.sum()) for m in masks] == [0, 0, scar.sum(), scar.sum(), (scar | disk(44, 44, 10)).sum()]
     assert tracker.notes == {} and tracker.warnings == []
-    assert states[:2] == [b"", b""] and all(states[2:])     # nothing before the prompt can be resumed from
+    assert states[:2] == [b"", b""] and all(states[2:])  # nothing before the prompt can be resumed from
     # Moved onto frame 0 (the old way) the same prompt lands on intact vegetation and finds nothing, ever.
     masks, _ = tracker.run(frames, {0: [(40, 40, 1)]}, {}, resume=None)
     assert all(m.sum() == 0 for m in masks) and "no low-NDVI ground" in tracker.warnings[0]

@@ -60,16 +60,23 @@ def cert(tmp_path_factory):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
-    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-         .not_valid_after(now + dt.timedelta(days=2))
-         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-         .sign(key, hashes.SHA256()))
+    c = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     d = tmp_path_factory.mktemp("tls")
     (d / "cert.pem").write_bytes(c.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+    (d / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return d / "cert.pem", d / "key.pem"
 
 
@@ -83,8 +90,15 @@ def smtp_tls(cert):
         ok = auth_data.login == b"alerts" and auth_data.password == b"s3cret-pw"
         return AuthResult(success=ok)
 
-    ctl = Controller(sink, hostname="127.0.0.1", port=free_port(), tls_context=ctx, require_starttls=True,
-                     authenticator=auth, auth_required=True)
+    ctl = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=ctx,
+        require_starttls=True,
+        authenticator=auth,
+        auth_required=True,
+    )
     ctl.start()
     yield sink, ctl, cert[0]
     ctl.stop()
@@ -99,8 +113,14 @@ def an_event(**kw):
 def test_plain_smtp_html_text_and_numbers(smtp_plain):
     sink, ctl = smtp_plain
     e = an_event()
-    msg = build_email(e, site_name="Sela", sender="scarmon@test", to=["ops@example.org"], image=b"\x89PNG fake",
-                      dashboard="http://dash/sela/")
+    msg = build_email(
+        e,
+        site_name="Sela",
+        sender="scarmon@test",
+        to=["ops@example.org"],
+        image=b"\x89PNG fake",
+        dashboard="http://dash/sela/",
+    )
     send_email(msg, SmtpSettings(host="127.0.0.1", port=ctl.port, sender="scarmon@test"))
     [(rcpt, got)] = sink.messages
     assert rcpt == ["ops@example.org"]
@@ -115,9 +135,15 @@ def test_plain_smtp_html_text_and_numbers(smtp_plain):
 
 def test_starttls_and_auth(smtp_tls, caplog):
     sink, ctl, ca = smtp_tls
-    env = {"SCARMON_SMTP_HOST": "127.0.0.1", "SCARMON_SMTP_PORT": str(ctl.port), "SCARMON_SMTP_USER": "alerts",
-           "SCARMON_SMTP_PASSWORD": "s3cret-pw", "SCARMON_SMTP_STARTTLS": "1", "SCARMON_SMTP_CAFILE": str(ca),
-           "SCARMON_SMTP_FROM": "scarmon@test"}
+    env = {
+        "SCARMON_SMTP_HOST": "127.0.0.1",
+        "SCARMON_SMTP_PORT": str(ctl.port),
+        "SCARMON_SMTP_USER": "alerts",
+        "SCARMON_SMTP_PASSWORD": "s3cret-pw",
+        "SCARMON_SMTP_STARTTLS": "1",
+        "SCARMON_SMTP_CAFILE": str(ca),
+        "SCARMON_SMTP_FROM": "scarmon@test",
+    }
     settings = SmtpSettings.from_env(env)
     assert "s3cret-pw" not in repr(settings)
     msg = build_email(an_event(), site_name="Sela", sender=settings.sender, to=["a@example.org"])
@@ -167,7 +193,7 @@ def test_delivery_failure_kept_in_outbox_then_sent_exactly_once(tmp_path):
         ctl.stop()
     assert len(r2.sent) == len(queued) - 1 and not r2.failed and not r3.sent
     ids = [m["Message-ID"] for _, m in sink.messages]
-    assert sorted(ids) == sorted(f"<{e.id}.sela@scarmon>" for e in queued)   # each alert exactly once
+    assert sorted(ids) == sorted(f"<{e.id}.sela@scarmon>" for e in queued)  # each alert exactly once
     assert outbox(store, "sela") == [] and len(sent(store, "sela")) == len(queued)
 
 
@@ -243,15 +269,30 @@ def test_alert_email_stands_alone(tracked_store_dir, tmp_path, smtp_plain, page)
     now = next(f for f in manifest.frames if f.date == "2022-08-04")
     ndvi = decode_ndvi(store.get(now.objects["ndvi"]))
     cx, cy = grid.lonlat_to_pixel(LON, LAT)
-    ndvi[int(cy) - 30: int(cy) - 4, int(cx) - 40: int(cx) + 40] = np.nan  # a cloud over the scar's northern half
+    ndvi[int(cy) - 30 : int(cy) - 4, int(cx) - 40 : int(cx) + 40] = np.nan  # a cloud over the scar's northern half
     store.put(now.objects["ndvi"], encode_ndvi(ndvi, grid))
-    e = AlertEvent(site="test-slide", date="2022-08-04", scene_id=now.scene_id, event="confirmed", state="confirmed",
-                   level="alarm", area_m2=7080.0, baseline_m2=3500.0, baseline_kind="rolling 120 d, season ±12 %",
-                   change_m2=3580.0, change_pct=102.3, alert_id="2022-07-10_S2A_20220710_R033",
-                   first_date="2022-07-10", reason="growth +102 % (9.5 noise sd) over the rolling 120 d baseline")
+    e = AlertEvent(
+        site="test-slide",
+        date="2022-08-04",
+        scene_id=now.scene_id,
+        event="confirmed",
+        state="confirmed",
+        level="alarm",
+        area_m2=7080.0,
+        baseline_m2=3500.0,
+        baseline_kind="rolling 120 d, season ±12 %",
+        change_m2=3580.0,
+        change_pct=102.3,
+        alert_id="2022-07-10_S2A_20220710_R033",
+        first_date="2022-07-10",
+        reason="growth +102 % (9.5 noise sd) over the rolling 120 d baseline",
+    )
     enqueue(store, "test-slide", e, ["email"])
-    env = {"SCARMON_SMTP_HOST": "127.0.0.1", "SCARMON_SMTP_PORT": str(ctl.port),
-           "SCARMON_DASHBOARD_URL": "https://bucket.example.org/store/dashboard/index.html"}
+    env = {
+        "SCARMON_SMTP_HOST": "127.0.0.1",
+        "SCARMON_SMTP_PORT": str(ctl.port),
+        "SCARMON_DASHBOARD_URL": "https://bucket.example.org/store/dashboard/index.html",
+    }
     r = deliver(store, "test-slide", recipients=["ops@example.org"], site_name="Test slide", env=env)
     assert r.sent == [f"{e.id}/email"], r.failed
     [(_, got)] = sink.messages
@@ -261,11 +302,13 @@ def test_alert_email_stands_alone(tracked_store_dir, tmp_path, smtp_plain, page)
     assert re.search(r"at\s+" + where, got["Subject"]) and re.search("Where: " + where, text)
     assert re.search(r"https://www\.openstreetmap\.org/\?mlat=31\.(0999|1000)\d+&mlon=(95\.9999|96\.0000)", text)
     for s in (
-              "compared with 3,500 m², the typical area over the previous 120 days, corrected for the seasonal swing",
-              "Where it grew: ", "m² of new ground since 2022-06-15",
-              "the landslide scar is growing: later clear images confirmed the growth",
-              "https://bucket.example.org/store/dashboard/index.html#site=test-slide&date=2022-08-04",
-              "hatched grey was not observed that day (clouds)"):
+        "compared with 3,500 m², the typical area over the previous 120 days, corrected for the seasonal swing",
+        "Where it grew: ",
+        "m² of new ground since 2022-06-15",
+        "the landslide scar is growing: later clear images confirmed the growth",
+        "https://bucket.example.org/store/dashboard/index.html#site=test-slide&date=2022-08-04",
+        "hatched grey was not observed that day (clouds)",
+    ):
         assert s in text, s
     assert "Baseline (" not in text and "open on a map" in body and "style='background:#b0003a" in body
     [part] = [p for p in got.walk() if p.get_content_type() == "image/png"]
@@ -284,8 +327,9 @@ def test_alert_email_stands_alone(tracked_store_dir, tmp_path, smtp_plain, page)
     ys, xs = np.nonzero(red)
     beside = rgb[ys, np.clip(xs + 3, 0, rgb.shape[1] - 1)]
     assert (beside.sum(axis=1) == 0).mean() > 0.2  # a black halo around the red line
-    html_inline = body.replace(f"cid:{part['Content-ID'][1:-1]}",
-                               "data:image/png;base64," + base64.b64encode(part.get_content()).decode())
+    html_inline = body.replace(
+        f"cid:{part['Content-ID'][1:-1]}", "data:image/png;base64," + base64.b64encode(part.get_content()).decode()
+    )
     page.set_content(html_inline)
     page.wait_for_function("document.images[0].complete && document.images[0].naturalWidth > 0")
     page.screenshot(path=str(screenshot_dir() / "alert-email.png"), full_page=True)

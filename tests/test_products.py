@@ -114,8 +114,9 @@ def test_publish_writes_every_product(published_store_dir: Path) -> None:
     assert store.exists("dashboard/index.html") and store.exists("dashboard/app.js")
 
 
-def test_second_run_writes_nothing_and_a_new_frame_touches_only_what_changed(tracked_store_dir: Path,
-                                                                             tmp_path: Path) -> None:
+def test_second_run_writes_nothing_and_a_new_frame_touches_only_what_changed(
+    tracked_store_dir: Path, tmp_path: Path
+) -> None:
     inner = copy_store(tracked_store_dir, tmp_path / "store")
     site = make_site()
     publish_site(site, inner)
@@ -129,8 +130,9 @@ def test_second_run_writes_nothing_and_a_new_frame_touches_only_what_changed(tra
     counting = CountingStore(inner)
     report = publish_site(site, counting)
     quicklooks = [k for k in counting.puts if "/quicklooks/" in k]
-    assert len(quicklooks) == 1 and quicklooks[0].endswith(f"{frame_dates(N_FRAMES + 1)[-1]}_S2A_"
-                                                           f"{frame_dates(N_FRAMES + 1)[-1]:%Y%m%d}_R033.png")
+    assert len(quicklooks) == 1 and quicklooks[0].endswith(
+        f"{frame_dates(N_FRAMES + 1)[-1]}_S2A_{frame_dates(N_FRAMES + 1)[-1]:%Y%m%d}_R033.png"
+    )
     assert report.index_changed and report.index_revision == 2
     assert report.frames_total == N_FRAMES + 1
     assert len(report.frames_updated) < 5  # the new frame (and rows whose series values changed)
@@ -139,9 +141,9 @@ def test_second_run_writes_nothing_and_a_new_frame_touches_only_what_changed(tra
 
 
 @pytest.mark.parametrize("fail_at", [3, 40])
-def test_a_run_failing_half_way_leaves_the_previous_products_readable(tracked_store_dir: Path, tmp_path: Path,
-                                                                      fail_at: int,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_failing_half_way_leaves_the_previous_products_readable(
+    tracked_store_dir: Path, tmp_path: Path, fail_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from scarmon.products import publish as products
 
     inner = copy_store(tracked_store_dir, tmp_path / "store")
@@ -188,8 +190,10 @@ def test_untracked_frames_are_not_published_yet(tmp_path: Path) -> None:
 def test_alert_level_from_state_or_history(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     assert read_alerts(store, SITE) == [] and current_alert_level(store, SITE, []) == "none"
-    store.put(f"{SITE}/alerts.jsonl", b'{"site": "test-slide", "date": "2022-01-01", "level": "watch", '
-                                      b'"state": "provisional"}\nnot json\n')
+    store.put(
+        f"{SITE}/alerts.jsonl",
+        b'{"site": "test-slide", "date": "2022-01-01", "level": "watch", "state": "provisional"}\nnot json\n',
+    )
     events = read_alerts(store, SITE)
     assert len(events) == 1 and current_alert_level(store, SITE, events) == "watch"
     store.put(f"{SITE}/alerts/state.json", b'{"status": "confirmed", "level": 3, "level_name": "alarm"}')
@@ -218,8 +222,9 @@ def test_publish_to_s3(s3_uri: str) -> None:
     assert report.dashboard_url.startswith("http://127.0.0.1:") and "/dashboard/index.html" in report.dashboard_url
 
 
-def test_conflicting_publishers_retry_then_give_up(tracked_store_dir: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conflicting_publishers_retry_then_give_up(
+    tracked_store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from scarmon.products import publish as products
     from scarmon.store.backends import Conflict
 
@@ -282,6 +287,7 @@ def test_gis_products_read_fully(published_store_dir: Path) -> None:
 
     # GeoJSON: 7 decimals at most, the pixel staircase simplified away, areas within 3 % of the measured ones
     raw = store.get(f"{SITE}/products/polygons.geojson").decode()
+
     def numbers(obj):
         if isinstance(obj, list):
             for v in obj:
@@ -291,8 +297,12 @@ def test_gis_products_read_fully(published_store_dir: Path) -> None:
 
     coords = [c for f in json.loads(raw)["features"] for c in numbers(f["geometry"]["coordinates"])]
     assert max(len(repr(c).split(".")[1]) for c in coords) <= 7
-    assert all(len(repr(v).split(".")[-1]) <= 4 for f in json.loads(raw)["features"]
-               for v in f["properties"].values() if isinstance(v, float))  # no 16-digit numbers
+    assert all(
+        len(repr(v).split(".")[-1]) <= 4
+        for f in json.loads(raw)["features"]
+        for v in f["properties"].values()
+        if isinstance(v, float)
+    )  # no 16-digit numbers
     gj = gpd.read_file(io.BytesIO(raw.encode()))
     exact = gpd.read_parquet(io.BytesIO(store.get(f"{SITE}/products/polygons.parquet")))
     simple_area = gj.to_crs(exact.crs).geometry.area.values
@@ -321,17 +331,31 @@ def test_gis_products_read_fully(published_store_dir: Path) -> None:
 def test_recent_alert_survives_the_end_of_an_alarm() -> None:
     from scarmon.products.publish import recent_alert
 
-    events = [{"date": "2023-01-01", "event": "provisional", "state": "provisional", "level": "watch"},
-              {"date": "2023-02-01", "event": "confirmed", "state": "confirmed", "level": "alarm",
-               "first_date": "2023-01-01"},
-              {"date": "2023-04-01", "event": "finished", "state": "finished", "level": "alarm"}]
+    events = [
+        {"date": "2023-01-01", "event": "provisional", "state": "provisional", "level": "watch"},
+        {
+            "date": "2023-02-01",
+            "event": "confirmed",
+            "state": "confirmed",
+            "level": "alarm",
+            "first_date": "2023-01-01",
+        },
+        {"date": "2023-04-01", "event": "finished", "state": "finished", "level": "alarm"},
+    ]
     r = recent_alert(events, "2023-05-01")
     assert r is not None and r["level"] == "alarm" and r["state"] == "finished" and r["last_date"] == "2023-04-01"
     assert recent_alert(events, "2024-05-01") is None  # long ago
     # a provisional alert that was reset never was an alarm
-    assert recent_alert([{"date": "2023-01-01", "event": "provisional", "state": "provisional", "level": "alarm"},
-                         {"date": "2023-01-20", "event": "reset", "state": "reset", "level": "alarm"}],
-                        "2023-02-01") is None
+    assert (
+        recent_alert(
+            [
+                {"date": "2023-01-01", "event": "provisional", "state": "provisional", "level": "alarm"},
+                {"date": "2023-01-20", "event": "reset", "state": "reset", "level": "alarm"},
+            ],
+            "2023-02-01",
+        )
+        is None
+    )
 
 
 def test_s3_policy_is_least_privilege(s3_uri: str) -> None:
@@ -348,13 +372,34 @@ def test_s3_policy_is_least_privilege(s3_uri: str) -> None:
     def public(key: str) -> bool:  # S3's '*' matches any characters, '/' included, as fnmatch's does
         return any(fnmatch.fnmatchcase(prefix + key, r) for r in stmt["Resource"])
 
-    for key in ("dashboard/index.html", "dashboard/vendor/leaflet/leaflet.js", "sites.json", "catalog.json",
-                "s/products/index.json", "s/products/masks/2023-01-01_S2A.tif", "s/stac/items/x.json",
-                "s/stac/collection.json", "s/series.csv", "s/series.json", "s/status.json",
-                "s/frames/2023-01-01_S2A.tif"):
+    for key in (
+        "dashboard/index.html",
+        "dashboard/vendor/leaflet/leaflet.js",
+        "sites.json",
+        "catalog.json",
+        "s/products/index.json",
+        "s/products/masks/2023-01-01_S2A.tif",
+        "s/stac/items/x.json",
+        "s/stac/collection.json",
+        "s/series.csv",
+        "s/series.json",
+        "s/status.json",
+        "s/frames/2023-01-01_S2A.tif",
+    ):
         assert public(key), key
-    for key in ("s/manifest.json", "s/corrections.json", "s/alerts.jsonl", "s/alerts/state.json",
-                "s/alerts/outbox/e1.json", "s/alerts/sent/e1.json", "s/lock.json", "s/tracking/tracker.json",
-                "s/tracking/sam2/x.state", "s/frames/2023-01-01_S2A.png", "s/masks/x.tif", "other/secret.txt"):
+    for key in (
+        "s/manifest.json",
+        "s/corrections.json",
+        "s/alerts.jsonl",
+        "s/alerts/state.json",
+        "s/alerts/outbox/e1.json",
+        "s/alerts/sent/e1.json",
+        "s/lock.json",
+        "s/tracking/tracker.json",
+        "s/tracking/sam2/x.state",
+        "s/frames/2023-01-01_S2A.png",
+        "s/masks/x.tif",
+        "other/secret.txt",
+    ):
         assert not public(key), key
     assert s3_public_read_policy(LocalStore(Path("/tmp"))) is None

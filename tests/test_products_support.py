@@ -27,11 +27,22 @@ LON, LAT = 96.0, 31.1
 SITE_DOC = {
     "id": "test-slide",
     "name": "Test slide",
-    "aoi": {"type": "Polygon", "coordinates": [[[LON - 0.002, LAT - 0.0017], [LON + 0.002, LAT - 0.0017],
-                                                 [LON + 0.002, LAT + 0.0017], [LON - 0.002, LAT + 0.0017],
-                                                 [LON - 0.002, LAT - 0.0017]]]},
-    "prompts": [{"lon": LON, "lat": LAT, "label": 1, "date": "2021-06-05"},
-                {"lon": LON + 0.0015, "lat": LAT + 0.0012, "label": 0, "date": "2021-06-05"}],
+    "aoi": {
+        "type": "Polygon",
+        "coordinates": [
+            [
+                [LON - 0.002, LAT - 0.0017],
+                [LON + 0.002, LAT - 0.0017],
+                [LON + 0.002, LAT + 0.0017],
+                [LON - 0.002, LAT + 0.0017],
+                [LON - 0.002, LAT - 0.0017],
+            ]
+        ],
+    },
+    "prompts": [
+        {"lon": LON, "lat": LAT, "label": 1, "date": "2021-06-05"},
+        {"lon": LON + 0.0015, "lat": LAT + 0.0012, "label": 0, "date": "2021-06-05"},
+    ],
     "resolution_m": 2,
     "start": "2021-06-01",
 }
@@ -80,24 +91,51 @@ def append_frames(store: Store, site: Site, dates: list[dt.date], *, first_index
         data[nkey] = encode_ndvi(ndvi, grid)
         gray = np.clip((np.nan_to_num(ndvi, nan=-0.2) + 0.2) / 1.0 * 255, 0, 255).astype(np.uint8)
         data[vkey] = encode_png(gray)
-        frames.append(FrameEntry(date=d.isoformat(), scene_id=scene, datetime=f"{d}T04:17:01Z",
-                                 item_ids=(f"S2A_MSIL2A_{d:%Y%m%d}T041701_R033_T47RKQ",), processing_baseline="05.10",
-                                 coverage=1.0, clear_fraction=clear, objects={"ndvi": nkey, "video": vkey}))
+        frames.append(
+            FrameEntry(
+                date=d.isoformat(),
+                scene_id=scene,
+                datetime=f"{d}T04:17:01Z",
+                item_ids=(f"S2A_MSIL2A_{d:%Y%m%d}T041701_R033_T47RKQ",),
+                processing_baseline="05.10",
+                coverage=1.0,
+                clear_fraction=clear,
+                objects={"ndvi": nkey, "video": vkey},
+            )
+        )
     append(store, site.id, frames=frames, rejections=[], grid=grid.to_dict(), data=data)
 
 
 ALERTS = [
-    {"site": "test-slide", "date": "2022-12-01", "scene_id": "S2A_20221201_R033", "event": "provisional",
-     "state": "provisional", "level": "watch", "area_m2": 3100.0, "baseline_m2": 2100.0},
-    {"site": "test-slide", "date": "2023-01-20", "scene_id": "S2A_20230120_R033", "event": "confirmed",
-     "state": "confirmed", "level": "warning", "area_m2": 3200.0, "baseline_m2": 2100.0},
+    {
+        "site": "test-slide",
+        "date": "2022-12-01",
+        "scene_id": "S2A_20221201_R033",
+        "event": "provisional",
+        "state": "provisional",
+        "level": "watch",
+        "area_m2": 3100.0,
+        "baseline_m2": 2100.0,
+    },
+    {
+        "site": "test-slide",
+        "date": "2023-01-20",
+        "scene_id": "S2A_20230120_R033",
+        "event": "confirmed",
+        "state": "confirmed",
+        "level": "warning",
+        "area_m2": 3200.0,
+        "baseline_m2": 2100.0,
+    },
 ]
 
 
 def write_alerts(store: Store, site_id: str = "test-slide") -> None:
     store.put(f"{site_id}/alerts.jsonl", "".join(json.dumps({**a, "site": site_id}) + "\n" for a in ALERTS).encode())
-    store.put(f"{site_id}/alerts/state.json", json.dumps({"site": site_id, "status": "confirmed", "level": 2,
-                                                          "level_name": "warning"}).encode())
+    store.put(
+        f"{site_id}/alerts/state.json",
+        json.dumps({"site": site_id, "status": "confirmed", "level": 2, "level_name": "warning"}).encode(),
+    )
 
 
 def site_doc_at(site_id: str, name: str, lon: float, lat: float) -> dict:
@@ -164,8 +202,12 @@ def test_support_builds_a_tracked_site(tracked_store_dir: Path) -> None:
 # browser (real headless Chromium through playwright; Debian `chromium`, never `playwright install`)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ['--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1', "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking"]
+CHROMIUM_ARGS = [
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+]
 
 
 _BROWSER: list = []  # one Chromium per session, however many test modules import the fixture

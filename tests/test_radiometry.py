@@ -21,7 +21,10 @@ def item(baseline=None, raster_bands=None, **props):
     return {"properties": p, "assets": {"B04": asset}}
 
 
-@pytest.mark.parametrize("baseline, expected", [("02.12", False), ("03.01", False), ("04.00", True), ("05.11", True), (None, False), ("bad", False)])
+@pytest.mark.parametrize(
+    "baseline, expected",
+    [("02.12", False), ("03.01", False), ("04.00", True), ("05.11", True), (None, False), ("bad", False)],
+)
 def test_baseline_offset(baseline, expected):
     assert baseline_has_offset(baseline) is expected
 
@@ -33,12 +36,16 @@ def test_scaling_precedence():
     assert reflectance_scaling(item("05.11", [{"scale": 0.0001, "offset": -0.1}]), "B04") == pytest.approx((1e-4, -0.1))
     assert reflectance_scaling(item("05.11", [{"scale": 0.0002, "offset": 0}]), "B04") == (0.0002, 0.0)
     # Earth Search legacy: DN already harmonized, raster:bands offset ignored
-    assert reflectance_scaling(item("05.09", [{"scale": 0.0001, "offset": -0.1}], **{"earthsearch:boa_offset_applied": True}), "B04") == (1e-4, 0.0)
+    assert reflectance_scaling(
+        item("05.09", [{"scale": 0.0001, "offset": -0.1}], **{"earthsearch:boa_offset_applied": True}), "B04"
+    ) == (1e-4, 0.0)
 
 
 def test_offset_keeps_ndvi_across_baseline_change():
     red_refl, nir_refl = 0.05, 0.30
-    old = ndvi(to_reflectance(np.array([red_refl * 1e4]), 1e-4, 0.0), to_reflectance(np.array([nir_refl * 1e4]), 1e-4, 0.0))
+    old = ndvi(
+        to_reflectance(np.array([red_refl * 1e4]), 1e-4, 0.0), to_reflectance(np.array([nir_refl * 1e4]), 1e-4, 0.0)
+    )
     s, o = reflectance_scaling(item("04.00"), "B04")
     dn = lambda r: np.array([(r + 0.1) * 1e4])
     new = ndvi(to_reflectance(dn(red_refl), s, o), to_reflectance(dn(nir_refl), s, o))
@@ -70,45 +77,63 @@ def es_v1(baseline, applied, offset=-0.1):
     props = {"s2:processing_baseline": baseline, "earthsearch:payload_id": "roda-sentinel2/x"}
     if applied is not None:
         props["earthsearch:boa_offset_applied"] = applied
-    return {"collection": "sentinel-2-l2a", "properties": props,
-            "assets": {"red": {"href": "x.tif", "raster:bands": [{"scale": 0.0001, "offset": offset}]}}}
+    return {
+        "collection": "sentinel-2-l2a",
+        "properties": props,
+        "assets": {"red": {"href": "x.tif", "raster:bands": [{"scale": 0.0001, "offset": offset}]}},
+    }
 
 
-@pytest.mark.parametrize("baseline, applied, expected", [
-    ("02.14", False, 0.0),   # pre-04.00 DN carry no offset, whatever raster:bands declares
-    ("02.14", None, 0.0),
-    ("05.09", False, -0.1),  # the DN still carry +1000
-    ("05.09", None, -0.1),
-    ("05.09", True, 0.0),    # already removed by Earth Search
-    ("04.00", False, -0.1),
-])
+@pytest.mark.parametrize(
+    "baseline, applied, expected",
+    [
+        ("02.14", False, 0.0),  # pre-04.00 DN carry no offset, whatever raster:bands declares
+        ("02.14", None, 0.0),
+        ("05.09", False, -0.1),  # the DN still carry +1000
+        ("05.09", None, -0.1),
+        ("05.09", True, 0.0),  # already removed by Earth Search
+        ("04.00", False, -0.1),
+    ],
+)
 def test_earth_search_v1_legacy_offset(baseline, applied, expected):
     assert reflectance_scaling(es_v1(baseline, applied), "red") == pytest.approx((1e-4, expected))
 
 
 def test_earth_search_c1_keeps_raster_bands():
-    c1 = {"collection": "sentinel-2-c1-l2a", "properties": {"s2:processing_baseline": "02.14",
-                                                            "earthsearch:payload_id": "roda-sentinel-2-c1-l2a/x"},
-          "assets": {"red": {"href": "x.tif", "raster:bands": [{"scale": 0.0001, "offset": -0.1}]}}}
+    c1 = {
+        "collection": "sentinel-2-c1-l2a",
+        "properties": {"s2:processing_baseline": "02.14", "earthsearch:payload_id": "roda-sentinel-2-c1-l2a/x"},
+        "assets": {"red": {"href": "x.tif", "raster:bands": [{"scale": 0.0001, "offset": -0.1}]}},
+    }
     assert reflectance_scaling(c1, "red") == pytest.approx((1e-4, -0.1))  # c1 harmonised every baseline
 
 
-@pytest.mark.parametrize("product_id, extra, expected", [
-    ("S2A_MSIL2A_20200714T115221_N0214_R123_T28QCH_20200714T191310", {}, 0.0),
-    ("S2A_MSIL2A_20220714T115221_N0400_R123_T28QCH_20220714T191310", {}, -0.1),
-    ("S2A_MSIL2A_20220714T115221_N0400_R123_T28QCH_20220714T191310", {"sentinel:boa_offset_applied": True}, 0.0),
-    ("S2A_MSIL2A_20220714T115221_N0400_R123_T28QCH_20220714T191310", {"sentinel:processing_baseline": "02.14"},
-     0.0),
-])
+@pytest.mark.parametrize(
+    "product_id, extra, expected",
+    [
+        ("S2A_MSIL2A_20200714T115221_N0214_R123_T28QCH_20200714T191310", {}, 0.0),
+        ("S2A_MSIL2A_20220714T115221_N0400_R123_T28QCH_20220714T191310", {}, -0.1),
+        ("S2A_MSIL2A_20220714T115221_N0400_R123_T28QCH_20220714T191310", {"sentinel:boa_offset_applied": True}, 0.0),
+        (
+            "S2A_MSIL2A_20220714T115221_N0400_R123_T28QCH_20220714T191310",
+            {"sentinel:processing_baseline": "02.14"},
+            0.0,
+        ),
+    ],
+)
 def test_earth_search_v0_sentinel_properties(product_id, extra, expected):
-    v0 = {"collection": "sentinel-s2-l2a-cogs", "properties": {"sentinel:product_id": product_id,
-                                                               "sentinel:sequence": "0", **extra},
-          "assets": {"B04": {"href": "x.tif"}}}
+    v0 = {
+        "collection": "sentinel-s2-l2a-cogs",
+        "properties": {"sentinel:product_id": product_id, "sentinel:sequence": "0", **extra},
+        "assets": {"B04": {"href": "x.tif"}},
+    }
     assert reflectance_scaling(v0, "B04") == pytest.approx((1e-4, expected))
 
 
-@pytest.mark.parametrize("baseline, expected", [(4, True), ("4", True), (4.0, True), (5.09, True), (3.01, False),
-                                                ("3", False), ("04.00", True)])
+@pytest.mark.parametrize(
+    "baseline, expected",
+    [(4, True), ("4", True), (4.0, True), (5.09, True), (3.01, False), ("3", False), ("04.00", True)],
+)
 def test_numeric_baselines(baseline, expected):
     assert baseline_has_offset(baseline) is expected
     assert reflectance_scaling(item(baseline), "B04")[1] == pytest.approx(-0.1 if expected else 0.0)

@@ -16,7 +16,9 @@ T = Affine(10, 0, 400000, 0, -10, 3500000)
 
 def write_cog(path, size=2048, block=256):
     data = (np.arange(size * size, dtype=np.uint32).reshape(size, size) % 50000 + 1).astype(np.uint16)
-    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint16", crs=f"EPSG:{EPSG}", transform=T, nodata=0)
+    profile = dict(
+        driver="GTiff", width=size, height=size, count=1, dtype="uint16", crs=f"EPSG:{EPSG}", transform=T, nodata=0
+    )
     with MemoryFile() as mem:
         with mem.open(**profile) as tmp:
             tmp.write(data, 1)
@@ -37,7 +39,12 @@ def block_bytes(path, grid):
 
 
 def _overlaps(a, b):
-    return a.col_off < b.col_off + b.width and b.col_off < a.col_off + a.width and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height
+    return (
+        a.col_off < b.col_off + b.width
+        and b.col_off < a.col_off + a.width
+        and a.row_off < b.row_off + b.height
+        and b.row_off < a.row_off + a.height
+    )
 
 
 def test_reads_only_the_window(tmp_path):
@@ -96,18 +103,29 @@ from scarmon.ingest.scenes import Scene  # noqa: E402
 
 def gdal_bilinear(win, grid):
     out = np.full(win.data.shape[:-2] + grid.shape, np.nan, np.float32)
-    reproject(win.data, out, src_transform=win.transform, src_crs=win.crs, src_nodata=np.nan, dst_nodata=np.nan,
-              dst_transform=grid.transform, dst_crs=grid.crs, resampling=Resampling.bilinear)
+    reproject(
+        win.data,
+        out,
+        src_transform=win.transform,
+        src_crs=win.crs,
+        src_nodata=np.nan,
+        dst_nodata=np.nan,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        resampling=Resampling.bilinear,
+    )
     return out
 
 
-@pytest.mark.parametrize("res, x0, y0", [(2.0, 400020.0, 3499500.0), (2.0, 400006.0, 3499494.0),
-                                         (5.0, 400100.0, 3499800.0), (3.0, 400013.0, 3499411.0)])
+@pytest.mark.parametrize(
+    "res, x0, y0",
+    [(2.0, 400020.0, 3499500.0), (2.0, 400006.0, 3499494.0), (5.0, 400100.0, 3499800.0), (3.0, 400013.0, 3499411.0)],
+)
 def test_numpy_bilinear_equals_gdal(res, x0, y0):
     rng = np.random.default_rng(1)
     data = rng.uniform(0.0, 0.5, (2, 60, 70)).astype(np.float32)
     data[:, 20:24, 30:33] = np.nan  # a no-data hole: GDAL drops those taps and renormalises
-    data[:, :, :5] = np.nan         # a footprint edge
+    data[:, :, :5] = np.nan  # a footprint edge
     win = Window2D(data, T, f"EPSG:{EPSG}")
     grid = SiteGrid(EPSG, res, x0, y0, 200, 180)
     assert numpy_path(win, grid)
@@ -121,8 +139,17 @@ def test_numpy_nearest_places_scl_like_gdal():
     win = Window2D(scl, Affine(20, 0, 400000, 0, -20, 3500000), f"EPSG:{EPSG}")
     grid = SiteGrid(EPSG, 20.0, 400100.0, 3499900.0, 60, 30)  # partly outside the window
     ref = np.zeros(grid.shape, np.uint8)
-    reproject(scl, ref, src_transform=win.transform, src_crs=win.crs, src_nodata=0, dst_transform=grid.transform,
-              dst_crs=grid.crs, dst_nodata=0, resampling=Resampling.nearest)
+    reproject(
+        scl,
+        ref,
+        src_transform=win.transform,
+        src_crs=win.crs,
+        src_nodata=0,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        dst_nodata=0,
+        resampling=Resampling.nearest,
+    )
     assert np.array_equal(nearest_to_grid(win, grid, 0), ref)
 
 
@@ -139,8 +166,9 @@ class ArrayReader:
         if win is None:
             return None
         r, c = int(win.row_off), int(win.col_off)
-        return Window2D(data[r:r + int(win.height), c:c + int(win.width)],
-                        transform @ Affine.translation(c, r), f"EPSG:{EPSG}")
+        return Window2D(
+            data[r : r + int(win.height), c : c + int(win.width)], transform @ Affine.translation(c, r), f"EPSG:{EPSG}"
+        )
 
 
 def two_tiles(first_covers: bool):
@@ -156,8 +184,13 @@ def two_tiles(first_covers: bool):
             scl[:, 17:] = 0
         for key, arr, t in (("B04", red, t10), ("B08", nir, t10), ("SCL", scl, t20)):
             rasters[f"{name}/{key}"] = (arr, t)
-        items.append({"id": name, "properties": {"datetime": "2024-01-01T00:00:00Z", "s2:processing_baseline": "02.14"},
-                      "assets": {k: {"href": f"{name}/{k}"} for k in ("B04", "B08", "SCL")}})
+        items.append(
+            {
+                "id": name,
+                "properties": {"datetime": "2024-01-01T00:00:00Z", "s2:processing_baseline": "02.14"},
+                "assets": {k: {"href": f"{name}/{k}"} for k in ("B04", "B08", "SCL")},
+            }
+        )
     grid = SiteGrid(EPSG, 2.0, 400100.0, 3499900.0, 200, 200)
     return Scene("S2A_20240101_R001", "2024-01-01T00:00:00Z", tuple(items)), grid, ArrayReader(rasters)
 

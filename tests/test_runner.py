@@ -46,8 +46,9 @@ def tracked(tmp_path_factory):
     site = demo_site("creep-failure")
     items = generate_catalog(root / "catalog", site, scenario="creep-failure", start="2021-06-01", end="2021-06-30")
     site_file = _write(root / "site.yaml", site)
-    result = CliRunner().invoke(main, ["run", "--site", str(site_file), "--catalog", str(items),
-                                       "--store", str(root / "store")])
+    result = CliRunner().invoke(
+        main, ["run", "--site", str(site_file), "--catalog", str(items), "--store", str(root / "store")]
+    )
     assert result.exit_code == 0, result.output
     return site_file, str(items), root / "store"
 
@@ -70,8 +71,14 @@ def _bad_site_files(folder: Path) -> dict[str, Path]:
 
 def test_site_file_errors_name_the_file_and_the_problem(tmp_path):
     files = _bad_site_files(tmp_path)
-    expected = {"missing key": "aoi", "bad id": "id", "yaml syntax": "not valid YAML", "missing file": "cannot read",
-                "binary": "not a text file", "oversized": f"limit is {defaults.SITE_FILE_MAX_BYTES:,} bytes"}
+    expected = {
+        "missing key": "aoi",
+        "bad id": "id",
+        "yaml syntax": "not valid YAML",
+        "missing file": "cannot read",
+        "binary": "not a text file",
+        "oversized": f"limit is {defaults.SITE_FILE_MAX_BYTES:,} bytes",
+    }
     for what, path in files.items():
         with pytest.raises(SiteError) as err:
             load_site(path)
@@ -83,8 +90,10 @@ def test_bad_site_file_same_line_through_run_and_monitor(tmp_path):
     for what, path in _bad_site_files(tmp_path).items():
         outs = []
         for cmd in ("run", "monitor"):
-            r = CliRunner().invoke(main, [cmd, "--site", str(path), "--store", str(tmp_path / "s"),
-                                          "--catalog", str(tmp_path / "none.json")])
+            r = CliRunner().invoke(
+                main,
+                [cmd, "--site", str(path), "--store", str(tmp_path / "s"), "--catalog", str(tmp_path / "none.json")],
+            )
             assert r.exit_code == 1, (what, cmd, r.output)
             assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
             outs.append(r.output.strip())
@@ -108,12 +117,10 @@ def test_flow_run_of_a_bad_site_file_fails_with_that_line_and_no_retry(tmp_path,
         raise CatalogError("item S2X_bad of static catalog x.json has no geometry; fix or remove the item")
 
     with prefect_test_harness(server_startup_timeout=120):
-        state = monitor_site(str(bad), store=str(tmp_path / "s"), catalog=str(tmp_path / "x.json"),
-                             return_state=True)
+        state = monitor_site(str(bad), store=str(tmp_path / "s"), catalog=str(tmp_path / "x.json"), return_state=True)
         assert state.is_failed() and str(bad) in state.message and "aoi" in state.message
         monkeypatch.setattr(scarmon.ingest.pipeline, "ingest", broken_catalog)
-        state = monitor_site(str(good), store=str(tmp_path / "s"), catalog=str(tmp_path / "x.json"),
-                             return_state=True)
+        state = monitor_site(str(good), store=str(tmp_path / "s"), catalog=str(tmp_path / "x.json"), return_state=True)
         assert state.is_failed() and "has no geometry" in state.message
         assert calls["n"] == 1  # deterministic: not retried
 
@@ -123,8 +130,7 @@ def test_flow_run_of_a_bad_site_file_fails_with_that_line_and_no_retry(tmp_path,
 
         calls["n"] = 0
         monkeypatch.setattr(scarmon.ingest.pipeline, "ingest", flaky)
-        state = monitor_site(str(good), store=str(tmp_path / "s"), catalog=str(tmp_path / "x.json"),
-                             return_state=True)
+        state = monitor_site(str(good), store=str(tmp_path / "s"), catalog=str(tmp_path / "x.json"), return_state=True)
         assert state.is_failed() and calls["n"] == defaults.TASK_RETRIES + 1  # transient: retried by policy
         assert not LocalStore(tmp_path / "s").exists(keys.lock(demo_site()["id"]))  # the lock was released
 
@@ -136,10 +142,15 @@ def test_in_process_retries_only_transient_errors():
         def fn():
             calls.append(exc)
             raise exc
+
         return fn
 
-    for exc, tries in ((SiteError("x.yaml: key 'aoi': missing"), 1), (ValueError("bad"), 1),
-                       (ConnectionError("reset"), defaults.TASK_RETRIES + 1), (Conflict("lost a race"), defaults.TASK_RETRIES + 1)):
+    for exc, tries in (
+        (SiteError("x.yaml: key 'aoi': missing"), 1),
+        (ValueError("bad"), 1),
+        (ConnectionError("reset"), defaults.TASK_RETRIES + 1),
+        (Conflict("lost a race"), defaults.TASK_RETRIES + 1),
+    ):
         calls.clear()
         with pytest.raises(type(exc)):
             runner.run_retrying("ingest", fails(exc))
@@ -158,8 +169,14 @@ def test_every_site_writing_command_refuses_a_busy_site(tracked, tmp_path):
     site = load_site(site_file)
     st = LocalStore(store)
     before = st.get(keys.manifest(site.id))
-    commands = [["ingest", "--catalog", items], ["track"], ["run", "--catalog", items], ["publish"],
-                ["refine", "--date", "2021-06-02", "--point", "96.0,31.1,1"], ["alerts", "--send"]]
+    commands = [
+        ["ingest", "--catalog", items],
+        ["track"],
+        ["run", "--catalog", items],
+        ["publish"],
+        ["refine", "--date", "2021-06-02", "--point", "96.0,31.1,1"],
+        ["alerts", "--send"],
+    ]
     with site_lock(st, site.id, owner="other-host:4242:abcd"):
         for cmd in commands:
             r = CliRunner().invoke(main, [cmd[0], "--site", str(site_file), "--store", str(store), *cmd[1:]])
@@ -184,8 +201,17 @@ def test_two_runs_at_once_one_works_one_is_busy(tracked, tmp_path):
     site_file, items, store0 = tracked
     store = tmp_path / "store"
     shutil.copytree(store0, store)
-    cmd = [sys.executable, "-m", "scarmon.cli", "track", "--site", str(site_file), "--store", str(store),
-           "--from-start"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scarmon.cli",
+        "track",
+        "--site",
+        str(site_file),
+        "--store",
+        str(store),
+        "--from-start",
+    ]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stdout.read() + p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
@@ -200,8 +226,13 @@ def test_commands_that_need_a_site_refuse_a_wrong_store(tracked, tmp_path):
     site_file, _, _ = tracked
     empty = tmp_path / "elsewhere"
     site_id = load_site(site_file).id
-    for cmd in (["track"], ["publish"], ["alerts"], ["refine", "--list"],
-                ["refine", "--date", "2021-06-02", "--point", "96,31,1"]):
+    for cmd in (
+        ["track"],
+        ["publish"],
+        ["alerts"],
+        ["refine", "--list"],
+        ["refine", "--date", "2021-06-02", "--point", "96,31,1"],
+    ):
         r = CliRunner().invoke(main, [cmd[0], "--site", str(site_file), "--store", str(empty), *cmd[1:]])
         assert r.exit_code == 1, (cmd, r.output)
         assert f"no sequence for site {site_id} in store" in r.output and "Traceback" not in r.output
@@ -220,8 +251,22 @@ def test_read_only_store_is_one_line(tracked, tmp_path):
         for p in [store, *store.rglob("*")]:
             p.chmod(0o555 if p.is_dir() else 0o444)
     try:
-        out = subprocess.run([sys.executable, "-m", "scarmon.cli", "track", "--site", str(site_file),
-                              "--store", str(store), "--from-start"], capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scarmon.cli",
+                "track",
+                "--site",
+                str(site_file),
+                "--store",
+                str(store),
+                "--from-start",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-R", "-i", str(store)], check=True)

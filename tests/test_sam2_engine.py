@@ -191,8 +191,16 @@ def one_call(engine: Sam2Engine, frames: list[np.ndarray], spy: MemorySpy) -> tu
 # ------------------------------------------------------------------------------------------------ comparisons
 
 
-def check_resume(engine: Sam2Engine, spy: MemorySpy, frames: list[np.ndarray], one: TrackResult, ref: MemorySpy,
-                 resume: bytes, k: int, n: int) -> None:
+def check_resume(
+    engine: Sam2Engine,
+    spy: MemorySpy,
+    frames: list[np.ndarray],
+    one: TrackResult,
+    ref: MemorySpy,
+    resume: bytes,
+    k: int,
+    n: int,
+) -> None:
     """Frames k..k+n-1 resumed from ``resume`` (the state after k-1) must equal the one call exactly: logits,
     the state after the last of them, and the memory-attention inputs of each frame."""
     with spy.recording():
@@ -257,8 +265,14 @@ def test_events_are_routed_through_sam2_refinement(one_call):
     one, rec = one_call
     # first prompt (untracked: initial conditioning frame), then backward to 0 (correction before the first
     # prompt), then forward: 9 = site prompt + correction in ONE refinement, 12 and 13 both applied, 17 the last
-    assert rec.adds == [(2, [1, 0], False), (0, [0], True), (9, [1, 1], True), (12, [0], True), (13, [0], True),
-                        (17, [1], True)]
+    assert rec.adds == [
+        (2, [1, 0], False),
+        (0, [0], True),
+        (9, [1, 1], True),
+        (12, [0], True),
+        (13, [0], True),
+        (17, [1], True),
+    ]
     info = describe_resume(one.resume)
     assert info["cond_frames"] == [0, 2, 9, 12, 13, 17]
     assert info["prompts"][9] == [(22.0, 40.0, 1), (30.0, 32.0, 1)]  # the site prompt is kept
@@ -316,8 +330,9 @@ def test_correction_added_later_equals_from_scratch_and_is_causal(engine, frames
     base = engine.track_detailed(frames[:13], PROMPTS, corrections=before, snapshots=True)
     assert_exact(base.logits, one.logits[:13], "frames before a later correction")
     assert compare_resume(base.resume, one.snapshots[12]) == []
-    later = engine.refine_detailed(frames[13:], CORRECTIONS[13], resume=base.snapshots[12], first_index=13,
-                                   corrections={17: CORRECTIONS[17]})
+    later = engine.refine_detailed(
+        frames[13:], CORRECTIONS[13], resume=base.snapshots[12], first_index=13, corrections={17: CORRECTIONS[17]}
+    )
     assert_exact(later.logits, one.logits[13:], "refine on 13 vs from scratch")
     assert compare_resume(later.resume, one.resume) == []
 
@@ -353,8 +368,9 @@ def test_resume_errors(engine, frames, one_call):
     with pytest.raises(ValueError, match="fresh track needs a site prompt"):
         engine.track(frames[:2], {}, corrections={0: [(1, 1, 1)]})
     with pytest.raises(ResumeError, match="frame 3 are not the ones"):
-        engine.track([frames[0]], {**PROMPTS, 3: [(5, 5, 1)]}, corrections=CORRECTIONS, resume=one.resume,
-                     first_index=N)
+        engine.track(
+            [frames[0]], {**PROMPTS, 3: [(5, 5, 1)]}, corrections=CORRECTIONS, resume=one.resume, first_index=N
+        )
     with pytest.raises(ResumeError, match="must start at 6"):
         engine.refine([frames[J]], CLICKS, resume=one.snapshots[5], first_index=J)
     with pytest.raises(ResumeError):

@@ -15,8 +15,18 @@ from pathlib import Path
 import pytest
 
 from scarmon.store import keys
-from scarmon.store.sequence import FORMAT, FrameEntry, Manifest, Rejection, SequenceError, append, load_manifest, mark_tracked, merge
 from scarmon.store.backends import open_store
+from scarmon.store.sequence import (
+    FORMAT,
+    FrameEntry,
+    Manifest,
+    Rejection,
+    SequenceError,
+    append,
+    load_manifest,
+    mark_tracked,
+    merge,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {"crs": "EPSG:32633", "transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 4100000.0], "shape": [64, 64]}
@@ -24,14 +34,27 @@ SITE = "slide-1"
 
 
 def frame(scene: str, when: str, site: str = SITE) -> FrameEntry:
-    return FrameEntry(date=when[:10], scene_id=scene, datetime=when, item_ids=(f"S2A_{scene}",),
-                      processing_baseline="05.10", coverage=1.0, clear_fraction=0.9,
-                      objects={"ndvi": f"{site}/frames/{scene}/ndvi.tif", "video": f"{site}/frames/{scene}/v.png"})
+    return FrameEntry(
+        date=when[:10],
+        scene_id=scene,
+        datetime=when,
+        item_ids=(f"S2A_{scene}",),
+        processing_baseline="05.10",
+        coverage=1.0,
+        clear_fraction=0.9,
+        objects={"ndvi": f"{site}/frames/{scene}/ndvi.tif", "video": f"{site}/frames/{scene}/v.png"},
+    )
 
 
 def rejection(scene: str, when: str) -> Rejection:
-    return Rejection(date=when[:10], scene_id=scene, datetime=when, reason="clear fraction 0.10 < 0.70",
-                     coverage=1.0, clear_fraction=0.1)
+    return Rejection(
+        date=when[:10],
+        scene_id=scene,
+        datetime=when,
+        reason="clear fraction 0.10 < 0.70",
+        coverage=1.0,
+        clear_fraction=0.1,
+    )
 
 
 def data_for(*frames: FrameEntry) -> dict[str, bytes]:
@@ -40,11 +63,15 @@ def data_for(*frames: FrameEntry) -> dict[str, bytes]:
 
 # --- pure merge ------------------------------------------------------------------------------------------------
 
+
 def test_merge_orders_frames_and_reports() -> None:
     empty = Manifest.empty(SITE)
     assert empty.cursor() is None and empty.known_scene_ids() == set()
-    f2, f1, f3 = frame("s2", "2024-05-11T10:00:00Z"), frame("s1", "2024-05-01T10:00:00Z"), \
-        frame("s3", "2024-05-21T10:00:00+00:00")
+    f2, f1, f3 = (
+        frame("s2", "2024-05-11T10:00:00Z"),
+        frame("s1", "2024-05-01T10:00:00Z"),
+        frame("s3", "2024-05-21T10:00:00+00:00"),
+    )
     r1 = rejection("r1", "2024-05-25T10:00:00Z")
     m, rep = merge(empty, frames=[f2, f3, f1], rejections=[r1], grid=GRID)
     assert [f.scene_id for f in m.frames] == ["s1", "s2", "s3"]
@@ -56,8 +83,12 @@ def test_merge_orders_frames_and_reports() -> None:
 
 
 def test_merge_same_datetime_orders_by_scene_id() -> None:
-    m, _ = merge(Manifest.empty(SITE), frames=[frame("b", "2024-05-01T10:00:00Z"), frame("a", "2024-05-01T10:00:00Z")],
-                 rejections=[], grid=GRID)
+    m, _ = merge(
+        Manifest.empty(SITE),
+        frames=[frame("b", "2024-05-01T10:00:00Z"), frame("a", "2024-05-01T10:00:00Z")],
+        rejections=[],
+        grid=GRID,
+    )
     assert [f.scene_id for f in m.frames] == ["a", "b"]
 
 
@@ -76,8 +107,12 @@ def test_rejected_scene_offered_as_frame_stays_rejected() -> None:
 
 
 def test_late_insertion_sets_dirty_from() -> None:
-    m, _ = merge(Manifest.empty(SITE), frames=[frame("s1", "2024-05-01T10:00:00Z"),
-                                               frame("s3", "2024-05-21T10:00:00Z")], rejections=[], grid=GRID)
+    m, _ = merge(
+        Manifest.empty(SITE),
+        frames=[frame("s1", "2024-05-01T10:00:00Z"), frame("s3", "2024-05-21T10:00:00Z")],
+        rejections=[],
+        grid=GRID,
+    )
     m = replace(m, tracked_until="2024-05-21T10:00:00Z")
     m, rep = merge(m, frames=[frame("s4", "2024-05-31T10:00:00Z")], rejections=[], grid=GRID)
     assert not rep.inserted_before_tracked and m.dirty_from is None  # after tracked_until: normal
@@ -92,8 +127,9 @@ def test_late_insertion_sets_dirty_from() -> None:
     m, rep = merge(m, frames=[frame("s3z", "2024-05-21T10:00:00Z")], rejections=[], grid=GRID)
     assert rep.inserted_before_tracked
     # A late *rejection* changes nothing for tracking.
-    m2, rep = merge(replace(m, dirty_from=None), frames=[], rejections=[rejection("r0", "2024-04-01T10:00:00Z")],
-                    grid=GRID)
+    m2, rep = merge(
+        replace(m, dirty_from=None), frames=[], rejections=[rejection("r0", "2024-04-01T10:00:00Z")], grid=GRID
+    )
     assert m2.dirty_from is None and not rep.inserted_before_tracked
 
 
@@ -107,8 +143,12 @@ def test_grid_mismatch_raises() -> None:
 
 def test_invalid_input_rejected() -> None:
     with pytest.raises(SequenceError, match="more than once"):
-        merge(Manifest.empty(SITE), frames=[frame("s1", "2024-05-01T10:00:00Z")],
-              rejections=[rejection("s1", "2024-05-01T10:00:00Z")], grid=GRID)
+        merge(
+            Manifest.empty(SITE),
+            frames=[frame("s1", "2024-05-01T10:00:00Z")],
+            rejections=[rejection("s1", "2024-05-01T10:00:00Z")],
+            grid=GRID,
+        )
     with pytest.raises(SequenceError, match="YYYY-MM-DD"):
         replace(frame("s1", "2024-05-01T10:00:00Z"), date="2024/05/01")
     with pytest.raises(SequenceError, match="ISO 8601"):
@@ -122,6 +162,7 @@ def test_invalid_input_rejected() -> None:
 
 
 # --- against stores ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path):
@@ -153,8 +194,14 @@ def test_append_then_load(store) -> None:
     manifest, tag = load_manifest(store, SITE)
     assert tag is None and manifest == Manifest.empty(SITE)
     f1, f2 = frame("s1", "2024-05-01T10:00:00Z"), frame("s2", "2024-05-11T10:00:00Z")
-    rep = append(store, SITE, frames=[f2, f1], rejections=[rejection("r1", "2024-05-06T10:00:00Z")], grid=GRID,
-                 data=data_for(f1, f2))
+    rep = append(
+        store,
+        SITE,
+        frames=[f2, f1],
+        rejections=[rejection("r1", "2024-05-06T10:00:00Z")],
+        grid=GRID,
+        data=data_for(f1, f2),
+    )
     assert rep.appended == ("s1", "s2") and rep.rejected == ("r1",) and rep.revision == 1
     manifest, tag = load_manifest(store, SITE)
     assert tag is not None and manifest.frames == (f1, f2) and manifest.grid == GRID and manifest.revision == 1
@@ -168,12 +215,24 @@ def test_append_then_load(store) -> None:
 
 def test_append_twice_is_idempotent(store) -> None:
     f1, f2 = frame("s1", "2024-05-01T10:00:00Z"), frame("s2", "2024-05-11T10:00:00Z")
-    append(store, SITE, frames=[f1, f2], rejections=[rejection("r1", "2024-05-06T10:00:00Z")], grid=GRID,
-           data=data_for(f1, f2))
+    append(
+        store,
+        SITE,
+        frames=[f1, f2],
+        rejections=[rejection("r1", "2024-05-06T10:00:00Z")],
+        grid=GRID,
+        data=data_for(f1, f2),
+    )
     before = store.get_with_tag(keys.manifest(SITE))
     spy = CountingStore(store)
-    rep = append(spy, SITE, frames=[f1, f2], rejections=[rejection("r1", "2024-05-06T10:00:00Z")], grid=GRID,
-                 data=data_for(f1, f2))
+    rep = append(
+        spy,
+        SITE,
+        frames=[f1, f2],
+        rejections=[rejection("r1", "2024-05-06T10:00:00Z")],
+        grid=GRID,
+        data=data_for(f1, f2),
+    )
     assert rep.appended == () and rep.rejected == () and rep.already_present == ("s1", "r1", "s2")
     assert rep.revision == 1 and spy.puts == []  # no data rewritten, no manifest swap
     assert store.get_with_tag(keys.manifest(SITE)) == before
@@ -186,8 +245,12 @@ def test_append_twice_is_idempotent(store) -> None:
 
 def test_corrupt_manifest_raises_and_is_not_overwritten(store) -> None:
     key = keys.manifest(SITE)
-    for bad in (b"{ not json", b'{"format": "scarmon.sequence/99"}', b'{"format": "scarmon.sequence/1"}',
-                json.dumps({"format": FORMAT, "site_id": "other-site"}).encode()):
+    for bad in (
+        b"{ not json",
+        b'{"format": "scarmon.sequence/99"}',
+        b'{"format": "scarmon.sequence/1"}',
+        json.dumps({"format": FORMAT, "site_id": "other-site"}).encode(),
+    ):
         store.put(key, bad)
         with pytest.raises(SequenceError) as exc:
             load_manifest(store, SITE)
@@ -275,8 +338,15 @@ def _env() -> dict[str, str]:
 def test_overlapping_runs_lose_nothing(store, tmp_path: Path) -> None:
     """Two processes append different scenes to one site at the same time, one append per scene."""
     n, go = 8, tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(REPO), store.uri, str(go), tag, str(n)],
-                              env=_env(), stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(REPO), store.uri, str(go), tag, str(n)],
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in ("a", "b")
+    ]
     time.sleep(0.3)  # let both import and wait on the go file, so they really overlap
     go.write_text("go")
     for p in procs:
@@ -315,8 +385,9 @@ def test_kill_during_append_leaves_previous_manifest(store, tmp_path: Path) -> N
     append(store, SITE, frames=[f1], rejections=[], grid=GRID, data=data_for(f1))
     before = store.get(keys.manifest(SITE))
     ready = tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(REPO), store.uri, str(ready)], env=_env(),
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED, str(REPO), store.uri, str(ready)], env=_env(), stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 20
         while not ready.exists():
@@ -339,16 +410,25 @@ def test_kill_during_append_leaves_previous_manifest(store, tmp_path: Path) -> N
 
 def test_mark_tracked_keeps_a_dirty_mark_set_while_tracking(tmp_path):
     """A correction stored while a tracker runs (mark_dirty) survives that run's mark_tracked(clear_dirty=True)."""
-    from scarmon.store.sequence import mark_dirty, mark_tracked
     from scarmon.store.backends import LocalStore
+    from scarmon.store.sequence import mark_dirty, mark_tracked
 
     store = LocalStore(tmp_path)
     grid = {"epsg": 32647, "resolution": 2.0, "x0": 0.0, "y0": 0.0, "width": 4, "height": 4}
-    frames = [FrameEntry(date=f"2022-01-0{d}", scene_id=f"S2A_2022010{d}_R033", datetime=f"2022-01-0{d}T04:00:00Z",
-                         item_ids=("i",), processing_baseline="04.00", coverage=1.0, clear_fraction=1.0,
-                         objects={"ndvi": f"site-a/frames/{d}.tif"}) for d in (1, 2, 3)]
-    append(store, "site-a", frames=frames, rejections=[], grid=grid,
-           data={f.objects["ndvi"]: b"x" for f in frames})
+    frames = [
+        FrameEntry(
+            date=f"2022-01-0{d}",
+            scene_id=f"S2A_2022010{d}_R033",
+            datetime=f"2022-01-0{d}T04:00:00Z",
+            item_ids=("i",),
+            processing_baseline="04.00",
+            coverage=1.0,
+            clear_fraction=1.0,
+            objects={"ndvi": f"site-a/frames/{d}.tif"},
+        )
+        for d in (1, 2, 3)
+    ]
+    append(store, "site-a", frames=frames, rejections=[], grid=grid, data={f.objects["ndvi"]: b"x" for f in frames})
     read_by_tracker, _ = load_manifest(store, "site-a")
     mark_dirty(store, "site-a", dirty_from=frames[1].datetime)  # a correction arrives mid-run
     after = mark_tracked(store, "site-a", tracked_until=frames[-1].datetime, clear_dirty=True, based_on=read_by_tracker)

@@ -8,7 +8,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = dict(
     id="demo-1",
-    aoi={"type": "Polygon", "coordinates": [[[98.69, 31.07], [98.72, 31.07], [98.72, 31.10], [98.69, 31.10], [98.69, 31.07]]]},
+    aoi={
+        "type": "Polygon",
+        "coordinates": [[[98.69, 31.07], [98.72, 31.07], [98.72, 31.10], [98.69, 31.10], [98.69, 31.07]]],
+    },
     prompts=[{"lon": 98.70, "lat": 31.08, "label": 1, "date": "2020-01-01"}],
 )
 
@@ -39,9 +42,27 @@ def test_id_must_be_slug(bad_id):
     "aoi, message",
     [
         ({"type": "Point", "coordinates": [98.7, 31.08]}, "must be a GeoJSON Polygon"),
-        ({"type": "Polygon", "coordinates": [[[98.69, 31.07], [98.72, 31.10], [98.72, 31.07], [98.69, 31.10], [98.69, 31.07]]]}, "Self-intersection"),
-        ({"type": "Polygon", "coordinates": [[[98.0, 31.0], [98.2, 31.0], [98.2, 31.2], [98.0, 31.2], [98.0, 31.0]]]}, "more than the 100 km"),
-        ({"type": "Polygon", "coordinates": [[[500000, 3400000], [501000, 3400000], [501000, 3401000], [500000, 3400000]]]}, "lon, lat"),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [[[98.69, 31.07], [98.72, 31.10], [98.72, 31.07], [98.69, 31.10], [98.69, 31.07]]],
+            },
+            "Self-intersection",
+        ),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [[[98.0, 31.0], [98.2, 31.0], [98.2, 31.2], [98.0, 31.2], [98.0, 31.0]]],
+            },
+            "more than the 100 km",
+        ),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [[[500000, 3400000], [501000, 3400000], [501000, 3401000], [500000, 3400000]]],
+            },
+            "lon, lat",
+        ),
     ],
 )
 def test_bad_aoi(aoi, message):

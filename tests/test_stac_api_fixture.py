@@ -21,13 +21,20 @@ pytestmark = [
 COLLECTION = "sentinel-2-l2a-fixture-test"
 
 # Footprint of MGRS tile 13TDE (Colorado, UTM 13N), as in Planetary Computer's items for that tile.
-TILE_13TDE = [[-106.1831726, 40.6447948], [-104.8845569, 40.6507988], [-104.8862201, 39.6615512],
-              [-106.1661317, 39.6557526], [-106.1831726, 40.6447948]]
+TILE_13TDE = [
+    [-106.1831726, 40.6447948],
+    [-104.8845569, 40.6507988],
+    [-104.8862201, 39.6615512],
+    [-106.1661317, 39.6557526],
+    [-106.1831726, 40.6447948],
+]
 # Footprint of MGRS tile 35MNM (Tanzania, UTM 35S): far away from the search AOI.
 TILE_35MNM = [[26.999, -4.5227], [27.9874, -4.5227], [27.9874, -5.5155], [26.999, -5.5155], [26.999, -4.5227]]
 # Search AOI: a small polygon inside tile 13TDE.
-AOI = {"type": "Polygon", "coordinates": [[[-105.6, 40.0], [-105.4, 40.0], [-105.4, 40.2], [-105.6, 40.2],
-                                           [-105.6, 40.0]]]}
+AOI = {
+    "type": "Polygon",
+    "coordinates": [[[-105.6, 40.0], [-105.4, 40.0], [-105.4, 40.2], [-105.6, 40.2], [-105.6, 40.0]]],
+}
 
 BANDS = {  # asset key -> (title, gsd, eo:bands)
     "B04": ("Band 4 - Red - 10m", 10.0, [{"name": "B04", "common_name": "red", "center_wavelength": 0.665}]),
@@ -60,8 +67,9 @@ def make_collection() -> dict:
     }
 
 
-def make_item(root: Path, *, tile: str, ring: list, epsg: int, when: str, cloud: float,
-              baseline: str = "05.11") -> dict:
+def make_item(
+    root: Path, *, tile: str, ring: list, epsg: int, when: str, cloud: float, baseline: str = "05.11"
+) -> dict:
     stamp = when[:19].replace("-", "").replace(":", "")
     item_id = f"S2A_MSIL2A_{stamp}_R141_T{tile}_{stamp}"
     xs, ys = [p[0] for p in ring], [p[1] for p in ring]
@@ -109,8 +117,15 @@ def loaded(stac_api, tmp_path_factory):
     items = [
         make_item(root, tile="13TDE", ring=TILE_13TDE, epsg=32613, when="2024-08-03T17:49:01.024000Z", cloud=7.5),
         make_item(root, tile="13TDE", ring=TILE_13TDE, epsg=32613, when="2024-08-23T17:49:01.024000Z", cloud=66.84),
-        make_item(root, tile="35MNM", ring=TILE_35MNM, epsg=32735, when="2024-08-13T08:06:11.024000Z", cloud=12.5,
-                  baseline="05.10"),
+        make_item(
+            root,
+            tile="35MNM",
+            ring=TILE_35MNM,
+            epsg=32735,
+            when="2024-08-13T08:06:11.024000Z",
+            cloud=12.5,
+            baseline="05.10",
+        ),
     ]
     stac_api.load_collection(make_collection())
     stac_api.load_items(items)
@@ -142,8 +157,9 @@ def test_client_open_and_conformance(loaded):
 def test_intersects_and_datetime(loaded):
     api, _, (aug03, aug23, tz13) = loaded
     client = pystac_client.Client.open(api.url)
-    s = client.search(collections=[COLLECTION], intersects=AOI, datetime="2024-08-01/2024-08-31",
-                      sortby="properties.datetime")
+    s = client.search(
+        collections=[COLLECTION], intersects=AOI, datetime="2024-08-01/2024-08-31", sortby="properties.datetime"
+    )
     assert ids(s) == [aug03, aug23]  # the 35MNM scene is outside the AOI
     s = client.search(collections=[COLLECTION], intersects=AOI, datetime="2024-08-10T00:00:00Z/2024-08-31T23:59:59Z")
     assert ids(s) == [aug23]

@@ -20,6 +20,7 @@ SITE = "test-slide"
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation must never reach out: any socket connection fails the test."""
+
     def refuse(*a, **k):
         raise AssertionError(f"network access attempted: {a}")
 
@@ -54,14 +55,21 @@ def test_catalog_validates_offline_and_links_resolve(published_store_dir: Path, 
     ndvi_link, source = [ln for ln in item["links"] if ln["rel"] == "derived_from"]
     assert store.exists(_resolve(ikey, ndvi_link["href"])) and "S2A_MSIL2A_" in ndvi_link["title"]
     # the source Sentinel-2 item, by its public URL
-    assert source["href"] == ("https://planetarycomputer.microsoft.com/api/stac/v1/collections/sentinel-2-l2a/items/"
-                              + item["properties"]["scarmon:source_items"][0])
+    assert source["href"] == (
+        "https://planetarycomputer.microsoft.com/api/stac/v1/collections/sentinel-2-l2a/items/"
+        + item["properties"]["scarmon:source_items"][0]
+    )
     # licence and credit
     (lic,) = [ln for ln in item["links"] if ln["rel"] == "license"]
-    assert "copernicus" in lic["href"].lower() and "Contains modified Copernicus Sentinel data 2021" in \
-        item["properties"]["description"]
-    assert any(ln["rel"] == "license" for ln in coll["links"]) and "Copernicus Sentinel data 2021-2023" in \
-        coll["description"] and coll["providers"][0]["roles"] == ["licensor", "producer"]
+    assert (
+        "copernicus" in lic["href"].lower()
+        and "Contains modified Copernicus Sentinel data 2021" in item["properties"]["description"]
+    )
+    assert (
+        any(ln["rel"] == "license" for ln in coll["links"])
+        and "Copernicus Sentinel data 2021-2023" in coll["description"]
+        and coll["providers"][0]["roles"] == ["licensor", "producer"]
+    )
     assert {ln["rel"] for ln in item["links"]} >= {"collection", "parent", "root"}
     for ln in item["links"]:
         if ln["rel"] in ("collection", "parent", "root"):
@@ -70,8 +78,11 @@ def test_catalog_validates_offline_and_links_resolve(published_store_dir: Path, 
 
 def test_invalid_documents_are_rejected(published_store_dir: Path, no_network: None) -> None:
     store = LocalStore(published_store_dir)
-    item = json.loads(store.get(f"{SITE}/stac/items/" + sorted(p.name for p in (published_store_dir / SITE / "stac"
-                                                                                 / "items").iterdir())[0]))
+    item = json.loads(
+        store.get(
+            f"{SITE}/stac/items/" + sorted(p.name for p in (published_store_dir / SITE / "stac" / "items").iterdir())[0]
+        )
+    )
     bad = {**item, "properties": {k: v for k, v in item["properties"].items() if k != "datetime"}}
     with pytest.raises(StacError, match="at /properties"):
         validate(bad, where="bad item")
@@ -120,8 +131,11 @@ def test_items_carry_projection_raster_file_and_classification(published_store_d
     mask = item["assets"]["mask"]
     [band] = mask["raster:bands"]
     assert band["data_type"] == "uint8" and band["nodata"] == 255 and band["spatial_resolution"] == grid.resolution
-    assert {c["value"]: c["name"] for c in mask["classification:classes"]} == {0: "not-scar", 1: "scar",
-                                                                               255: "not-observed"}
+    assert {c["value"]: c["name"] for c in mask["classification:classes"]} == {
+        0: "not-scar",
+        1: "scar",
+        255: "not-observed",
+    }
     assert item["assets"]["ndvi"]["raster:bands"][0]["scale"] == 1e-4
     for name, asset in item["assets"].items():
         data = store.get(_resolve(ikey, asset["href"]))

@@ -128,8 +128,13 @@ def test_list_with_prefix(store) -> None:
 
 @pytest.mark.parametrize("key", ["", "/abs/key", "a/../b", "..", "a\\b", "a//b", "a/", "./a", ".scarmon-locks/x"])
 def test_bad_keys_rejected(store, key: str) -> None:
-    for call in (lambda: store.get(key), lambda: store.put(key, b"x"), lambda: store.exists(key),
-                 lambda: store.put_if(key, b"x", expected_tag=None), lambda: store.delete(key)):
+    for call in (
+        lambda: store.get(key),
+        lambda: store.put(key, b"x"),
+        lambda: store.exists(key),
+        lambda: store.put_if(key, b"x", expected_tag=None),
+        lambda: store.delete(key),
+    ):
         with pytest.raises(StoreError) as exc:
             call()
         assert not isinstance(exc.value, KeyMissing)
@@ -173,6 +178,7 @@ def test_s3_missing_bucket_is_a_store_error_not_key_missing(s3_env, moto_endpoin
 
 
 # --- local atomicity --------------------------------------------------------------------------------------------
+
 
 def test_local_reader_never_sees_partial_content(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "s")
@@ -235,8 +241,10 @@ def test_local_put_killed_mid_write_leaves_old_content(tmp_path: Path) -> None:
     root, ready = tmp_path / "s", tmp_path / "ready"
     store = LocalStore(root)
     store.put("d/k", b"old")
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_MID_PUT, str(root), str(ready)],
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_MID_PUT, str(root), str(ready)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     try:
         deadline = time.monotonic() + 15
         while not ready.exists():
@@ -248,7 +256,7 @@ def test_local_put_killed_mid_write_leaves_old_content(tmp_path: Path) -> None:
         proc.wait(10)
     temps = [p for p in (root / "d").iterdir() if p.name != "k"]
     assert temps and all(p.name.startswith(".scarmon-tmp-") for p in temps)  # the crash left a temp file...
-    assert store.get("d/k") == b"old"                                        # ...the object is intact...
-    assert store.list() == ["d/k"] and store.list("d/") == ["d/k"]          # ...and the temp is not listed
+    assert store.get("d/k") == b"old"  # ...the object is intact...
+    assert store.list() == ["d/k"] and store.list("d/") == ["d/k"]  # ...and the temp is not listed
     store.put("d/k", b"after")  # the stale lock (the child died holding it) does not block
     assert store.get("d/k") == b"after"

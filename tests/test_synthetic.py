@@ -92,8 +92,15 @@ def test_two_tiles_in_two_utm_zones_must_be_mosaicked(catalog: tuple[dict, list[
 def _read(item: dict, key: str, grid, resampling: Resampling = Resampling.nearest) -> np.ndarray:
     with rasterio.open(item["assets"][key]["href"]) as ds:
         out = np.zeros(grid.shape, ds.dtypes[0])
-        reproject(rasterio.band(ds, 1), out, dst_transform=grid.transform, dst_crs=grid.crs,
-                  resampling=resampling, src_nodata=0, dst_nodata=0)
+        reproject(
+            rasterio.band(ds, 1),
+            out,
+            dst_transform=grid.transform,
+            dst_crs=grid.crs,
+            resampling=resampling,
+            src_nodata=0,
+            dst_nodata=0,
+        )
     return out
 
 
@@ -102,8 +109,9 @@ def test_baselines_follow_the_processing_baseline_not_the_date(catalog: tuple[di
     for it in items:
         d, b = date.fromisoformat(it["properties"]["datetime"][:10]), it["properties"]["s2:processing_baseline"]
         assert b in (("04.00", "05.09") if d >= synthetic.OFFSET_FROM else ("02.12", "05.00"))
-    reprocessed = {it["properties"]["datetime"][:10] for it in items
-                   if it["properties"]["s2:processing_baseline"] == "05.00"}
+    reprocessed = {
+        it["properties"]["datetime"][:10] for it in items if it["properties"]["s2:processing_baseline"] == "05.00"
+    }
     assert REPROCESSED.isoformat() in reprocessed
 
 
@@ -160,8 +168,10 @@ def test_truth_area_follows_the_scenarios() -> None:
     areas = {}
     for name in synthetic.SCENARIOS:
         site = synthetic.demo_site(name)
-        areas[name] = [synthetic.scar_area_m2(site, d, scenario=name)
-                       for d in ("2021-06-01", "2022-06-20", "2022-07-20", "2022-08-30", "2023-06-01")]
+        areas[name] = [
+            synthetic.scar_area_m2(site, d, scenario=name)
+            for d in ("2021-06-01", "2022-06-20", "2022-07-20", "2022-08-30", "2023-06-01")
+        ]
     cf = areas["creep-failure"]
     assert cf[1] / cf[0] == pytest.approx(1.5, rel=1e-3)
     assert cf[2] / cf[1] == pytest.approx(1.6, rel=1e-3)  # first failure
@@ -203,14 +213,20 @@ def test_demo_sites_are_valid_and_straddle_the_zone_boundary() -> None:
 
 def test_generation_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     site = synthetic.demo_site("outcrops-river")
-    runs = [synthetic.generate_catalog(tmp_path / name, site, scenario="outcrops-river", start="2022-07-01",
-                                       end="2022-07-01", seed=seed) for name, seed in (("a", 3), ("b", 3), ("c", 4))]
+    runs = [
+        synthetic.generate_catalog(
+            tmp_path / name, site, scenario="outcrops-river", start="2022-07-01", end="2022-07-01", seed=seed
+        )
+        for name, seed in (("a", 3), ("b", 3), ("c", 4))
+    ]
     docs = [json.loads(p.read_text().replace(str(p.parent), "ROOT")) for p in runs]
     assert docs[0] == docs[1] and docs[0]["features"]
     for ia, ib, ic in zip(*(d["features"] for d in docs), strict=True):
         for key in ("B04", "B08", "SCL"):
-            a, b, c = (_pixels(it["assets"][key]["href"].replace("ROOT", str(p.parent)))
-                       for it, p in zip((ia, ib, ic), runs, strict=True))
+            a, b, c = (
+                _pixels(it["assets"][key]["href"].replace("ROOT", str(p.parent)))
+                for it, p in zip((ia, ib, ic), runs, strict=True)
+            )
             assert np.array_equal(a, b)
             if key != "SCL":
                 assert a.shape != c.shape or not np.array_equal(a, c)
@@ -235,6 +251,7 @@ def test_two_year_generation_time(tmp_path: Path) -> None:
 
 # --- What SCL misses and what is seasonally bare (opt-in scenarios) --------------------------------------------------
 
+
 def _world(scenario: str) -> tuple[synthetic._World, synthetic._Tile]:
     world = synthetic._World(parse_site(synthetic.demo_site(scenario)), synthetic.get_scenario(scenario), 0)
     return world, synthetic._tiles(world)[0]
@@ -249,8 +266,9 @@ def _sky(world: synthetic._World, *, cloud: float = 0.0, snow: float = 0.0, part
     return synthetic._Weather("partly" if cloud else "clear", cloud, alpha, None, snow, False, None, missed)
 
 
-def _rendered_ndvi(world: synthetic._World, tile: synthetic._Tile, d: date, wx: synthetic._Weather
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rendered_ndvi(
+    world: synthetic._World, tile: synthetic._Tile, d: date, wx: synthetic._Weather
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(NDVI, red reflectance, SCL upsampled to 10 m) of one tile, straight from the renderer (no offset)."""
     red, nir, scl = synthetic._render(world, tile, d, wx, world.scar(d), False, np.random.default_rng(1))
     r, n = red.astype(np.float32) * 1e-4, nir.astype(np.float32) * 1e-4
@@ -265,7 +283,7 @@ def test_scl_misses_thin_cloud_edges_and_a_cloud_part_only_where_the_scenario_sa
     unflagged = (cloud > 0) & ~np.isin(scl, (8, 9, 10)) & (scl > 0)
     low = unflagged & (nd < 0.12) & (tile.scar_fraction(world.scar(d)) == 0)  # cloud over vegetation
     assert unflagged.sum() > 200 and low.sum() > 20  # SCL calls some cloud clear ground, some as low as bare soil...
-    assert np.median(red[low]) > 0.25                # ...but far brighter than soil (red ~0.17)
+    assert np.median(red[low]) > 0.25  # ...but far brighter than soil (red ~0.17)
     plain, _ = _world("creep-failure")
     _, _, scl0 = _rendered_ndvi(plain, synthetic._tiles(plain)[0], d, _sky(plain, cloud=0.1))
     cloud0 = synthetic._tiles(plain)[0].at_wx(_sky(plain, cloud=0.1).alpha)
@@ -293,12 +311,18 @@ def test_bare_rim_greens_up_in_summer_and_deciduous_forest_drops_its_leaves() ->
     rim, dec = f_rim > 0.99, (tile.f_dec if tile.f_dec is not None else f_rim * 0) > 0.99
     veg = (f_rim == 0) & (f_scar == 0) & ~dec & (tile.f_out == 0) & (tile.f_tshadow == 0) & tile.valid10
     assert rim.sum() > 100 and dec.sum() > 100
-    for d, rim_ndvi, dec_ndvi in ((date(2021, 8, 15), (0.38, 0.55), (0.75, 0.9)),
-                                  (date(2022, 1, 15), (0.05, 0.14), (0.08, 0.2))):
+    for d, rim_ndvi, dec_ndvi in (
+        (date(2021, 8, 15), (0.38, 0.55), (0.75, 0.9)),
+        (date(2022, 1, 15), (0.05, 0.14), (0.08, 0.2)),
+    ):
         nd, _, _ = _rendered_ndvi(world, tile, d, _sky(world))
         assert rim_ndvi[0] < np.median(nd[rim]) < rim_ndvi[1], d
         assert dec_ndvi[0] < np.median(nd[dec]) < dec_ndvi[1], d
         assert np.median(nd[veg]) > 0.3  # ordinary vegetation stays green enough
-    truth = synthetic.truth_mask(parse_site(synthetic.demo_site("bare-rim")), site_grid(
-        parse_site(synthetic.demo_site("bare-rim")).polygon, 10.0), "2022-01-15", scenario="bare-rim")
+    truth = synthetic.truth_mask(
+        parse_site(synthetic.demo_site("bare-rim")),
+        site_grid(parse_site(synthetic.demo_site("bare-rim")).polygon, 10.0),
+        "2022-01-15",
+        scenario="bare-rim",
+    )
     assert truth.sum() * 100 == pytest.approx(scar.area, rel=0.05)  # the rim is not part of the truth

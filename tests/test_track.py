@@ -9,21 +9,23 @@ import json
 import numpy as np
 import pytest
 
-from scarmon.store import keys
-from scarmon.ingest.discovery import open_catalog
-from scarmon.grid import SiteGrid
-from scarmon.ingest.pipeline import ingest
-from scarmon.store.sequence import load_manifest
-from scarmon.site import parse_site
-from scarmon.store.backends import open_store
 from scarmon.demo.synthetic import demo_site, generate_catalog, truth_mask
+from scarmon.grid import SiteGrid
+from scarmon.ingest.discovery import open_catalog
+from scarmon.ingest.pipeline import ingest
+from scarmon.site import parse_site
+from scarmon.store import keys
+from scarmon.store.backends import open_store
+from scarmon.store.sequence import load_manifest
 from scarmon.tracking.pipeline import read_mask, track_site
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     site = parse_site(demo_site("creep-failure"))
-    items = generate_catalog(tmp_path_factory.mktemp("cat"), site, scenario="creep-failure", start="2021-10-01", end="2022-03-10")
+    items = generate_catalog(
+        tmp_path_factory.mktemp("cat"), site, scenario="creep-failure", start="2021-10-01", end="2022-03-10"
+    )
     return site, items
 
 
@@ -33,11 +35,14 @@ def test_track_writes_masks_and_series(demo, tmp_path):
     ingest(site, open_catalog(str(items)), store)
     report = track_site(site, store)
     manifest, _ = load_manifest(store, site.id)
-    assert report.tracked == [f.scene_id for f in manifest.frames] and manifest.tracked_until == manifest.frames[-1].datetime
+    assert (
+        report.tracked == [f.scene_id for f in manifest.frames]
+        and manifest.tracked_until == manifest.frames[-1].datetime
+    )
     grid = SiteGrid.from_dict(manifest.grid)
     rows = list(csv.DictReader(io.StringIO(store.get(f"{site.id}/series.csv").decode())))
     assert [r["date"] for r in rows] == [f.date for f in manifest.frames]
-    for frame, row in zip(manifest.frames, rows):
+    for frame, row in zip(manifest.frames, rows, strict=True):
         key = keys.mask(site.id, frame)
         assert key.split("/")[-1].startswith(frame.date) and key.endswith(".tif")
         mask = read_mask(store, key)
@@ -73,7 +78,9 @@ def test_late_frame_retracks_from_there(demo, tmp_path):
     late = frames[-3]
     day = late.date.replace("-", "")
     partial = tmp_path / "partial.json"
-    partial.write_text(json.dumps({"type": "FeatureCollection", "features": [f for f in features if day not in f["id"]]}))
+    partial.write_text(
+        json.dumps({"type": "FeatureCollection", "features": [f for f in features if day not in f["id"]]})
+    )
     store = open_store(str(tmp_path / "s"))
     ingest(site, open_catalog(str(partial)), store)
     track_site(site, store)
@@ -85,14 +92,24 @@ def test_late_frame_retracks_from_there(demo, tmp_path):
 
 
 def test_prompts_and_boxes_map_to_frames_and_pixels():
-    from scarmon.store.sequence import FrameEntry
     from scarmon.site import BoxPrompt, Prompt
+    from scarmon.store.sequence import FrameEntry
     from scarmon.tracking.pipeline import prompts_by_frame
 
     grid = SiteGrid(32647, 2.0, 470300.0, 3440300.0, 1520, 1510)
-    frames = [FrameEntry(date=d, scene_id=f"S2A_{d.replace('-', '')}_R033", datetime=f"{d}T04:00:00Z", item_ids=("x",),
-                         processing_baseline="05.00", coverage=1.0, clear_fraction=1.0, objects={"ndvi": "a", "video": "b"})
-              for d in ("2021-01-05", "2021-02-04", "2021-03-06")]
+    frames = [
+        FrameEntry(
+            date=d,
+            scene_id=f"S2A_{d.replace('-', '')}_R033",
+            datetime=f"{d}T04:00:00Z",
+            item_ids=("x",),
+            processing_baseline="05.00",
+            coverage=1.0,
+            clear_fraction=1.0,
+            objects={"ndvi": "a", "video": "b"},
+        )
+        for d in ("2021-01-05", "2021-02-04", "2021-03-06")
+    ]
     lon, lat = grid.pixel_to_lonlat(100, 200)
     point = Prompt(lon=lon, lat=lat, label=1, date=dt.date(2021, 2, 1))
     w, n = grid.pixel_to_lonlat(10, 20)
@@ -100,7 +117,7 @@ def test_prompts_and_boxes_map_to_frames_and_pixels():
     box = BoxPrompt(box=(w, s, e, n), date=dt.date(2021, 3, 1))
     got = prompts_by_frame([point], frames, grid, boxes=[box], to_first=False)
     assert list(got) == [1, 2]
-    (c, r, label), = got[1]
+    ((c, r, label),) = got[1]
     assert (round(c - 0.5), round(r - 0.5), label) == (100, 200, 1)
     (c0, r0, l0), (c1, r1, l1) = got[2]
     assert (l0, l1) == (2, 3)
@@ -117,8 +134,12 @@ def test_prompts_dated_after_the_first_frame_start_there_and_track_back(demo, tm
     ingest(site, open_catalog(str(items)), store)
     frames = load_manifest(store, site.id)[0].frames
     late = dt.date.fromisoformat(frames[3].date)
-    moved = parse_site({**demo_site("creep-failure"), "prompts": [
-        {**p, "date": late.isoformat()} for p in demo_site("creep-failure")["prompts"]]})
+    moved = parse_site(
+        {
+            **demo_site("creep-failure"),
+            "prompts": [{**p, "date": late.isoformat()} for p in demo_site("creep-failure")["prompts"]],
+        }
+    )
     report = track_site(moved, store)
     assert report.warnings == [] and "WARNING" not in report.summary()
     grid = SiteGrid.from_dict(load_manifest(store, site.id)[0].grid)
@@ -148,7 +169,10 @@ def test_prompts_dated_after_the_first_frame_start_there_and_track_back(demo, tm
 def test_confidence_flags_carry_the_trackers_reason():
     from scarmon.tracking.features import confidence_flags
 
-    flags = confidence_flags([100.0, 130.0, 131.0], [1.0, 1.0, 1.0],
-                             tracker=["", "held new area of 30% of the scar: next to cloud or snow", ""])
+    flags = confidence_flags(
+        [100.0, 130.0, 131.0],
+        [1.0, 1.0, 1.0],
+        tracker=["", "held new area of 30% of the scar: next to cloud or snow", ""],
+    )
     assert flags[0] == (False, "") and flags[2] == (False, "")
     assert flags[1] == (True, "held new area of 30% of the scar: next to cloud or snow")

@@ -99,8 +99,11 @@ def differences(site, store, ref) -> list[str]:
     from scarmon.tracking.sam2_engine import compare_resume
 
     frames = load_manifest(store, site.id)[0].frames
-    out = [f"mask of frame {i}" for i, f in enumerate(frames)
-           if not np.array_equal(read_mask(store, keys.mask(site.id, f)), ref.masks[i])]
+    out = [
+        f"mask of frame {i}"
+        for i, f in enumerate(frames)
+        if not np.array_equal(read_mask(store, keys.mask(site.id, f)), ref.masks[i])
+    ]
     return out + compare_resume(store.get(keys.tracker_state(site.id, "sam2", frames[-1])), ref.resume)
 
 
@@ -146,7 +149,7 @@ def test_resume_after_new_frames_equals_one_call_and_a_corrupted_state_fails(dem
     for d in (tmp_path / "inc", bad_dir):
         ingest(site, open_catalog(str(items)), open_store(str(d)))
     second = track_site(site, inc, tracker=tracker)
-    assert second.tracked == [f.scene_id for f in frames[n - 2:]]
+    assert second.tracked == [f.scene_id for f in frames[n - 2 :]]
     assert differences(site, inc, ref) == []
     # self-check: the same resume from a state missing its oldest pointer frame must be caught
     bad = open_store(str(bad_dir))
@@ -222,8 +225,9 @@ def test_prompt_after_first_frame_tracks_backward_then_resumes(demo, tracker, tm
     ingest(site, open_catalog(str(items)), store, end=dt.date(2022, 1, 20))
     manifest, _ = load_manifest(store, site.id)
     late = manifest.frames[2].date
-    moved = site.model_copy(update={"prompts": tuple(p.model_copy(update={"date": dt.date.fromisoformat(late)})
-                                                    for p in site.prompts)})
+    moved = site.model_copy(
+        update={"prompts": tuple(p.model_copy(update={"date": dt.date.fromisoformat(late)}) for p in site.prompts)}
+    )
     report = track_site(moved, store, tracker=tracker)
     assert report.tracked == [f.scene_id for f in manifest.frames]  # frames 0-1 tracked backward from frame 2
     assert differences(moved, store, reference(moved, store, tracker)) == []
@@ -245,6 +249,7 @@ def test_bad_checkpoint_is_a_clear_cli_error(demo, tmp_path, monkeypatch):
     junk = tmp_path / "weights.pt"
     junk.write_bytes(b"not a checkpoint")
     monkeypatch.setenv("SCARMON_SAM2_IMAGE_SIZE", str(SIZE))
-    r = CliRunner().invoke(main, ["track", "--site", str(root / "site.yaml"), "--store", str(store),
-                                  "--sam2-checkpoint", str(junk)])
+    r = CliRunner().invoke(
+        main, ["track", "--site", str(root / "site.yaml"), "--store", str(store), "--sam2-checkpoint", str(junk)]
+    )
     assert r.exit_code == 1 and "weights.pt" in r.output and "Traceback" not in r.output

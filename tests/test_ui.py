@@ -10,14 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from scarmon.store import keys
-from scarmon.tracking.corrections import list_corrections
 from scarmon.grid import SiteGrid
 from scarmon.products.publish import publish_site
+from scarmon.store import keys
 from scarmon.store.sequence import load_manifest
+from scarmon.tracking.corrections import list_corrections
 from scarmon.ui.server import make_server
-from tests.test_products_support import (browser, copy_store, make_site, screenshot_dir,  # noqa: F401
-                                         tracked_store_dir, write_site_file)
+from tests.test_products_support import (
+    copy_store,
+    make_site,
+    screenshot_dir,  # noqa: F401
+    write_site_file,
+)
 
 SITE = "test-slide"
 
@@ -83,7 +87,7 @@ def test_click_and_submit_stores_corrections_and_retracks(ui, page) -> None:
 
     corr = list_corrections(store, SITE)
     assert [c["label"] for c in corr] == [1, 0, 0] and {c["date"] for c in corr} == {date}
-    for c, (fx, fy) in zip(corr, [(0.40, 0.45), (0.80, 0.20), (0.15, 0.85)]):
+    for c, (fx, fy) in zip(corr, [(0.40, 0.45), (0.80, 0.20), (0.15, 0.85)], strict=True):
         col, row = grid.lonlat_to_pixel(c["lon"], c["lat"])
         assert abs(col - fx * grid.width) < 1.5 and abs(row - fy * grid.height) < 1.5  # the clicked pixel
     manifest, _ = load_manifest(store, SITE)
@@ -97,8 +101,11 @@ def test_click_and_submit_stores_corrections_and_retracks(ui, page) -> None:
 def test_requests_without_the_token_or_from_another_host_are_refused(ui) -> None:
     server, _ = ui
     base = f"http://127.0.0.1:{server.port}"
-    for url, headers in ((base + "/", {}), (base + "/api/frames?token=wrong", {}),
-                         (base + f"/api/frames?token={server.token}", {"Host": f"evil.example:{server.port}"})):
+    for url, headers in (
+        (base + "/", {}),
+        (base + "/api/frames?token=wrong", {}),
+        (base + f"/api/frames?token={server.token}", {"Host": f"evil.example:{server.port}"}),
+    ):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
         assert e.value.code == 403
@@ -112,15 +119,20 @@ def test_bad_submissions_are_answered_plainly(ui) -> None:
     server, store = ui
 
     def post(doc):
-        req = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/corrections", data=json.dumps(doc).encode(),
-                                     headers={"Content-Type": "application/json", "X-Scarmon-Token": server.token})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/api/corrections",
+            data=json.dumps(doc).encode(),
+            headers={"Content-Type": "application/json", "X-Scarmon-Token": server.token},
+        )
         try:
             return urllib.request.urlopen(req, timeout=30).status, None
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())["error"]
 
-    assert post({"date": "2021-06-06", "points": [{"col": 5, "row": 5, "label": 1}]}) == \
-        (400, post({"date": "2021-06-06", "points": [{"col": 5, "row": 5, "label": 1}]})[1])
+    assert post({"date": "2021-06-06", "points": [{"col": 5, "row": 5, "label": 1}]}) == (
+        400,
+        post({"date": "2021-06-06", "points": [{"col": 5, "row": 5, "label": 1}]})[1],
+    )
     code, err = post({"date": "2021-06-06", "points": [{"col": 5, "row": 5, "label": 1}]})
     assert code == 400 and "no frame on 2021-06-06" in err
     code, err = post({"date": "2021-06-05", "points": []})

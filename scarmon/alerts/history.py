@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
-from scarmon.store import keys
-from scarmon.store.documents import update_document
 from scarmon.alerts.rules import AlertEvent, AlertState
+from scarmon.store import keys
 from scarmon.store.backends import Conflict, KeyMissing, Store
+from scarmon.store.documents import update_document
 
 CHANNELS = ("email", "webhook")
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def load_state(store: Store, site_id: str) -> AlertState:
@@ -36,7 +37,9 @@ def load_state(store: Store, site_id: str) -> AlertState:
 
 
 def save_state(store: Store, site_id: str, state: AlertState) -> None:
-    store.put(keys.alert_state(site_id), json.dumps(state.to_dict(), indent=1).encode(), content_type="application/json")
+    store.put(
+        keys.alert_state(site_id), json.dumps(state.to_dict(), indent=1).encode(), content_type="application/json"
+    )
 
 
 def read_history(store: Store, site_id: str) -> list[dict[str, Any]]:
@@ -47,8 +50,9 @@ def read_history(store: Store, site_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def append_history(store: Store, site_id: str, events: Iterable[AlertEvent], *, extra: dict[str, Any] | None = None
-                   ) -> int:
+def append_history(
+    store: Store, site_id: str, events: Iterable[AlertEvent], *, extra: dict[str, Any] | None = None
+) -> int:
     """Append events not yet in alerts.jsonl (by id) with a conditional write; returns how many were added.
     Lines that are not JSON objects are kept as they are (the history is append-only) and refused nowhere."""
     events = list(events)
@@ -66,8 +70,15 @@ def append_history(store: Store, site_id: str, events: Iterable[AlertEvent], *, 
         return (data if not data or data.endswith(b"\n") else data + b"\n") + lines.encode()
 
     if events:
-        update_document(store, keys.alert_history(site_id), change, parse=bytes, dump=bytes, what="alert history",
-                        content_type="application/x-ndjson")
+        update_document(
+            store,
+            keys.alert_history(site_id),
+            change,
+            parse=bytes,
+            dump=bytes,
+            what="alert history",
+            content_type="application/x-ndjson",
+        )
     return added
 
 
@@ -82,15 +93,16 @@ def _line_id(line: str) -> str | None:
 @dataclass
 class OutboxEntry:
     event: AlertEvent
-    channels: dict[str, dict[str, Any]] = field(default_factory=dict)   # channel -> {status, attempts, ...}
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel -> {status, attempts, ...}
     created_at: str = ""
 
     def pending(self) -> list[str]:
         return [c for c, st in self.channels.items() if st.get("status") != "sent"]
 
     def to_json(self) -> bytes:
-        return json.dumps({"event": self.event.to_dict(), "channels": self.channels, "created_at": self.created_at},
-                          indent=1).encode()
+        return json.dumps(
+            {"event": self.event.to_dict(), "channels": self.channels, "created_at": self.created_at}, indent=1
+        ).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> OutboxEntry:
@@ -105,7 +117,9 @@ def enqueue(store: Store, site_id: str, event: AlertEvent, channels: Iterable[st
         return False
     entry = OutboxEntry(event, {c: {"status": "pending", "attempts": 0} for c in channels}, _now())
     try:
-        store.put_if(keys.outbox_entry(site_id, event.id), entry.to_json(), expected_tag=None, content_type="application/json")
+        store.put_if(
+            keys.outbox_entry(site_id, event.id), entry.to_json(), expected_tag=None, content_type="application/json"
+        )
         return True
     except Conflict:
         return False
@@ -148,9 +162,17 @@ def mark(entry: OutboxEntry, channel: str, *, ok: bool, error: str = "") -> None
         st["last_error"] = error[:500]
 
 
-def record(store: Store, site_id: str, state: AlertState, events: list[AlertEvent], *,
-           notify_on: Iterable[str], channels: Iterable[str], suppress: bool = False,
-           note: str = "backfill") -> list[AlertEvent]:
+def record(
+    store: Store,
+    site_id: str,
+    state: AlertState,
+    events: list[AlertEvent],
+    *,
+    notify_on: Iterable[str],
+    channels: Iterable[str],
+    suppress: bool = False,
+    note: str = "backfill",
+) -> list[AlertEvent]:
     """Persist one alert step's result: queue the events to notify, append all to the history, save the state.
     With `suppress` (backfill) nothing is queued and history rows say so. Returns the events queued."""
     queued = []

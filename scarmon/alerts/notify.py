@@ -80,20 +80,26 @@ class SmtpSettings:
     timeout: float = defaults.SMTP_TIMEOUT_S
 
     def __repr__(self) -> str:  # never print the password
-        return (f"SmtpSettings(host={self.host!r}, port={self.port}, user={self.user!r}, password="
-                f"{'***' if self.password else None}, starttls={self.starttls}, ssl={self.ssl})")
+        return (
+            f"SmtpSettings(host={self.host!r}, port={self.port}, user={self.user!r}, password="
+            f"{'***' if self.password else None}, starttls={self.starttls}, ssl={self.ssl})"
+        )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SmtpSettings | None:
         env = dict(os.environ if env is None else env)
         if not env.get("SCARMON_SMTP_HOST"):
             return None
-        return cls(host=env["SCARMON_SMTP_HOST"], port=int(env.get("SCARMON_SMTP_PORT") or defaults.SMTP_PORT),
-                   user=env.get("SCARMON_SMTP_USER") or None,
-                   password=_secret(env, "SCARMON_SMTP_PASSWORD", "SCARMON_SMTP_PASSWORD_BLOCK"),
-                   starttls=_env_bool("SCARMON_SMTP_STARTTLS", env), ssl=_env_bool("SCARMON_SMTP_SSL", env),
-                   cafile=env.get("SCARMON_SMTP_CAFILE") or None,
-                   sender=env.get("SCARMON_SMTP_FROM") or f"scarmon@{socket.gethostname()}")
+        return cls(
+            host=env["SCARMON_SMTP_HOST"],
+            port=int(env.get("SCARMON_SMTP_PORT") or defaults.SMTP_PORT),
+            user=env.get("SCARMON_SMTP_USER") or None,
+            password=_secret(env, "SCARMON_SMTP_PASSWORD", "SCARMON_SMTP_PASSWORD_BLOCK"),
+            starttls=_env_bool("SCARMON_SMTP_STARTTLS", env),
+            ssl=_env_bool("SCARMON_SMTP_SSL", env),
+            cafile=env.get("SCARMON_SMTP_CAFILE") or None,
+            sender=env.get("SCARMON_SMTP_FROM") or f"scarmon@{socket.gethostname()}",
+        )
 
     def context(self) -> _ssl.SSLContext:
         return _ssl.create_default_context(cafile=self.cafile)
@@ -114,8 +120,9 @@ class WebhookSettings:
         env = dict(os.environ if env is None else env)
         if not env.get("SCARMON_WEBHOOK_URL"):
             return None
-        return cls(url=env["SCARMON_WEBHOOK_URL"],
-                   token=_secret(env, "SCARMON_WEBHOOK_TOKEN", "SCARMON_WEBHOOK_TOKEN_BLOCK"))
+        return cls(
+            url=env["SCARMON_WEBHOOK_URL"], token=_secret(env, "SCARMON_WEBHOOK_TOKEN", "SCARMON_WEBHOOK_TOKEN_BLOCK")
+        )
 
 
 def dashboard_link(site_id: str, env: Mapping[str, str] | None = None, *, date: str | None = None) -> str | None:
@@ -151,8 +158,8 @@ def fmt_lonlat(lon: float, lat: float) -> str:
 
 # --- Where, and the picture: before vs now -------------------------------------------------------------------------
 
-BEFORE_RGB = (0, 200, 255)   # cyan outline, black halo: visible on any grey
-NOW_RGB = (255, 40, 40)      # red outline, black halo
+BEFORE_RGB = (0, 200, 255)  # cyan outline, black halo: visible on any grey
+NOW_RGB = (255, 40, 40)  # red outline, black halo
 NODATA_RGB, HATCH_RGB = (214, 220, 228), (92, 104, 122)  # not observed: light blue-grey, dark diagonal hatching
 COMPASS = ("north", "north-east", "east", "south-east", "south", "south-west", "west", "north-west")
 
@@ -162,20 +169,22 @@ class AlertContext:
     """Where an alert is and what the picture shows, read from the site's stored frames and masks."""
 
     image: bytes | None = None
-    scar_lonlat: tuple[float, float] | None = None      # centre of the scar on the alert's frame
+    scar_lonlat: tuple[float, float] | None = None  # centre of the scar on the alert's frame
     before_date: str | None = None
     now_date: str | None = None
-    new_ground_m2: float | None = None                   # outside the 'before' outline, inside 'now'
-    growth_lonlat: tuple[float, float] | None = None     # centre of that new ground
-    growth_direction: str | None = None                  # side of the scar it lies on (compass)
+    new_ground_m2: float | None = None  # outside the 'before' outline, inside 'now'
+    growth_lonlat: tuple[float, float] | None = None  # centre of that new ground
+    growth_direction: str | None = None  # side of the scar it lies on (compass)
     not_observed_pct: tuple[float, float] | None = None  # share of the pictured area not observed, before / now
 
     def where_it_grew(self) -> str | None:
         if not self.new_ground_m2 or self.growth_lonlat is None:
             return None
         side = f" on the {self.growth_direction} side of the scar" if self.growth_direction else ""
-        return (f"{self.new_ground_m2:,.0f} m² of new ground since {self.before_date}{side}, centred at "
-                f"{fmt_lonlat(*self.growth_lonlat)}")
+        return (
+            f"{self.new_ground_m2:,.0f} m² of new ground since {self.before_date}{side}, centred at "
+            f"{fmt_lonlat(*self.growth_lonlat)}"
+        )
 
 
 def alert_context(store: Store, site_id: str, event: AlertEvent, *, panel_px: int = 360) -> AlertContext:
@@ -198,8 +207,10 @@ def alert_context(store: Store, site_id: str, event: AlertEvent, *, panel_px: in
         pair = (before, now)
         masks = [read_mask(store, keys.mask(site_id, f)).astype(bool) for f in pair]
         grays = [decode_png(store.get(f.objects["video"])) for f in pair]
-        valid = [np.isfinite(decode_ndvi(store.get(f.objects["ndvi"]))) if "ndvi" in f.objects
-                 else np.ones(g.shape, bool) for f, g in zip(pair, grays, strict=True)]
+        valid = [
+            np.isfinite(decode_ndvi(store.get(f.objects["ndvi"]))) if "ndvi" in f.objects else np.ones(g.shape, bool)
+            for f, g in zip(pair, grays, strict=True)
+        ]
     except (KeyMissing, StopIteration, KeyError, OSError, ValueError) as exc:
         log.info("no boundary image for %s %s: %s", site_id, event.id, exc)
         return AlertContext()
@@ -228,9 +239,16 @@ def alert_context(store: Store, site_id: str, event: AlertEvent, *, panel_px: in
         image, nodata = _render_pair(grays, masks, valid, [f.date for f in pair], grid.resolution, panel_px)
     except Exception as exc:  # noqa: BLE001 - as above: the e-mail goes out without its picture
         log.warning("cannot draw the boundary image for %s %s: %s: %s", site_id, event.id, type(exc).__name__, exc)
-    return AlertContext(image=image, scar_lonlat=scar, before_date=before.date, now_date=now.date,
-                        new_ground_m2=new_m2, growth_lonlat=growth, growth_direction=direction,
-                        not_observed_pct=nodata)
+    return AlertContext(
+        image=image,
+        scar_lonlat=scar,
+        before_date=before.date,
+        now_date=now.date,
+        new_ground_m2=new_m2,
+        growth_lonlat=growth,
+        growth_direction=direction,
+        not_observed_pct=nodata,
+    )
 
 
 def boundary_image(store: Store, site_id: str, event: AlertEvent, *, panel_px: int = 360) -> bytes | None:
@@ -247,8 +265,14 @@ def _font(size: int) -> Any:
     return ImageFont.load_default(size=size)
 
 
-def _render_pair(grays: list[np.ndarray], masks: list[np.ndarray], valid: list[np.ndarray], dates: list[str],
-                 resolution: float, panel_px: int) -> tuple[bytes, tuple[float, float]]:
+def _render_pair(
+    grays: list[np.ndarray],
+    masks: list[np.ndarray],
+    valid: list[np.ndarray],
+    dates: list[str],
+    resolution: float,
+    panel_px: int,
+) -> tuple[bytes, tuple[float, float]]:
     from PIL import Image, ImageDraw
     from scipy import ndimage
 
@@ -331,16 +355,18 @@ def _render_pair(grays: list[np.ndarray], masks: list[np.ndarray], valid: list[n
 
 # --- E-mail ------------------------------------------------------------------------------------------------------------
 
+
 def explain_baseline(kind: str) -> str:
     """What the baseline of an alert is, in plain words."""
     k = (kind or "").strip()
     if k == "acknowledged":
-        return ("the area the scar had when the previous alert ended (growth already reported is not counted "
-                "again)")
+        return "the area the scar had when the previous alert ended (growth already reported is not counted again)"
     m = re.match(r"same season (\d{4})", k)
     if m:
-        return (f"the area in the same season of {m.group(1)} (vegetation hides or shows part of a scar with the "
-                "seasons, so the scar is compared with the same time of year)")
+        return (
+            f"the area in the same season of {m.group(1)} (vegetation hides or shows part of a scar with the "
+            "seasons, so the scar is compared with the same time of year)"
+        )
     m = re.match(r"rolling (\d+) d(?:, season ±(\d+) %)?", k)
     if m:
         text = f"the typical area over the previous {m.group(1)} days"
@@ -367,21 +393,28 @@ def plain_summary(e: AlertEvent, site_name: str, ctx: AlertContext | None = None
     size = f"On {e.date} the scar covered {e.area_m2:,.0f} m² ({e.area_m2 / 1e4:,.2f} ha)"
     if e.baseline_m2 is not None and e.change_m2 is not None:
         pct = f" ({e.change_pct:+.0f} %)" if e.change_pct is not None else ""
-        size += (f", {e.change_m2:+,.0f} m²{pct} compared with {e.baseline_m2:,.0f} m², "
-                 f"{explain_baseline(e.baseline_kind)}")
+        size += (
+            f", {e.change_m2:+,.0f} m²{pct} compared with {e.baseline_m2:,.0f} m², {explain_baseline(e.baseline_kind)}"
+        )
     out.append(size + ".")
     if ctx is not None and ctx.where_it_grew():
         out.append(f"Where it grew: {ctx.where_it_grew()}.")
-    out.append(f"First detected on {e.first_date}; the alert is now {e.state}." +
-               (f" Rule: {e.reason}." if e.reason else ""))
+    out.append(
+        f"First detected on {e.first_date}; the alert is now {e.state}." + (f" Rule: {e.reason}." if e.reason else "")
+    )
     if e.low_confidence:
         out.append("Note: the image of this date is of low confidence (clouds or an odd jump); look before acting.")
     return out
 
 
 def _numbers(e: AlertEvent, ctx: AlertContext | None = None, map_url: str | None = None) -> list[tuple[str, str]]:
-    rows = [("Level", e.level.upper()), ("State", e.state), ("Event", e.event), ("Frame date", e.date),
-            ("Scene", e.scene_id)]
+    rows = [
+        ("Level", e.level.upper()),
+        ("State", e.state),
+        ("Event", e.event),
+        ("Frame date", e.date),
+        ("Scene", e.scene_id),
+    ]
     if ctx is not None and ctx.scar_lonlat is not None:
         rows.append(("Scar centre", fmt_lonlat(*ctx.scar_lonlat)))
     if map_url:
@@ -401,9 +434,17 @@ def _numbers(e: AlertEvent, ctx: AlertContext | None = None, map_url: str | None
 LEVEL_HTML = {"watch": "#b07d00", "warning": "#d04a1f", "alarm": "#b0003a"}
 
 
-def build_email(event: AlertEvent, *, site_name: str, sender: str, to: list[str], image: bytes | None = None,
-                dashboard: str | None = None, context: AlertContext | None = None,
-                env: Mapping[str, str] | None = None) -> EmailMessage:
+def build_email(
+    event: AlertEvent,
+    *,
+    site_name: str,
+    sender: str,
+    to: list[str],
+    image: bytes | None = None,
+    dashboard: str | None = None,
+    context: AlertContext | None = None,
+    env: Mapping[str, str] | None = None,
+) -> EmailMessage:
     """A multipart message that stands alone: plain text, and HTML (inline styles only, as mail clients want) with
     the before/now picture inline (cid); where the scar is (coordinates and a map link), what changed against which
     baseline and why, where it grew, and a link to the site's dashboard page."""
@@ -412,8 +453,10 @@ def build_email(event: AlertEvent, *, site_name: str, sender: str, to: list[str]
     link = map_link(*where, env) if where is not None else None
     msg = EmailMessage()
     near = f" at {fmt_lonlat(*where)}" if where is not None else ""
-    msg["Subject"] = (f"[scarmon] {event.level.upper()} {event.event}: {site_name} scar "
-                      f"{event.change_pct or 0:+.0f} % ({event.date}){near}")
+    msg["Subject"] = (
+        f"[scarmon] {event.level.upper()} {event.event}: {site_name} scar "
+        f"{event.change_pct or 0:+.0f} % ({event.date}){near}"
+    )
     msg["From"] = sender
     msg["To"] = ", ".join(to)
     msg["Date"] = formatdate(localtime=False)
@@ -426,33 +469,47 @@ def build_email(event: AlertEvent, *, site_name: str, sender: str, to: list[str]
         text += [f"Where: {fmt_lonlat(*where)}", f"Map: {link}", ""]
     text += [f"{k:15s} {v}" for k, v in rows]
     if image:
-        text += ["", "Picture (attached): the scar outline before (cyan) and now (red); hatched grey was not "
-                     "observed that day (clouds)."]
+        text += [
+            "",
+            "Picture (attached): the scar outline before (cyan) and now (red); hatched grey was not "
+            "observed that day (clouds).",
+        ]
     if dashboard:
         text += ["", f"Dashboard: {dashboard}"]
     msg.set_content("\n".join(text) + "\n")
     cid = make_msgid(domain="scarmon")
     color = LEVEL_HTML.get(event.level, "#555555")
     td = "padding:2px 10px 2px 0;vertical-align:top;font-family:Arial,sans-serif;font-size:14px"
-    table = "".join(f"<tr><th align='left' style='{td};color:#555'>{html.escape(k)}</th><td style='{td}'>"
-                    + (f"<a href='{html.escape(v)}'>{html.escape(v)}</a>" if k == "Map" else html.escape(v))
-                    + "</td></tr>" for k, v in rows)
-    body = [f"<h2 style='font-family:Arial,sans-serif'><span style='background:{color};color:#ffffff;"
-            f"padding:2px 8px;border-radius:4px'>{html.escape(event.level.upper())}</span> "
-            f"{html.escape(site_name)}</h2>"]
+    table = "".join(
+        f"<tr><th align='left' style='{td};color:#555'>{html.escape(k)}</th><td style='{td}'>"
+        + (f"<a href='{html.escape(v)}'>{html.escape(v)}</a>" if k == "Map" else html.escape(v))
+        + "</td></tr>"
+        for k, v in rows
+    )
+    body = [
+        f"<h2 style='font-family:Arial,sans-serif'><span style='background:{color};color:#ffffff;"
+        f"padding:2px 8px;border-radius:4px'>{html.escape(event.level.upper())}</span> "
+        f"{html.escape(site_name)}</h2>"
+    ]
     body += [f"<p style='font-family:Arial,sans-serif;font-size:15px'>{html.escape(s)}</p>" for s in summary]
     if where is not None and link:
-        body.append(f"<p style='font-family:Arial,sans-serif;font-size:15px'><b>Where:</b> "
-                    f"{html.escape(fmt_lonlat(*where))} · <a href='{html.escape(link)}'>open on a map</a></p>")
+        body.append(
+            f"<p style='font-family:Arial,sans-serif;font-size:15px'><b>Where:</b> "
+            f"{html.escape(fmt_lonlat(*where))} · <a href='{html.escape(link)}'>open on a map</a></p>"
+        )
     if image:
-        body.append("<p style='font-family:Arial,sans-serif;font-size:14px'>The scar outline "
-                    "<b style='color:#0090c0'>before (cyan)</b> and <b style='color:#e02020'>now (red)</b>; "
-                    "hatched grey was not observed that day (clouds):<br>"
-                    f"<img src='cid:{cid[1:-1]}' alt='scar outline before and now'></p>")
+        body.append(
+            "<p style='font-family:Arial,sans-serif;font-size:14px'>The scar outline "
+            "<b style='color:#0090c0'>before (cyan)</b> and <b style='color:#e02020'>now (red)</b>; "
+            "hatched grey was not observed that day (clouds):<br>"
+            f"<img src='cid:{cid[1:-1]}' alt='scar outline before and now'></p>"
+        )
     body.append(f"<table style='border-collapse:collapse'>{table}</table>")
     if dashboard:
-        body.append(f"<p style='font-family:Arial,sans-serif;font-size:15px'><a href='{html.escape(dashboard)}'>"
-                    "Open the site on the dashboard</a> (all dates, the area chart, downloads)</p>")
+        body.append(
+            f"<p style='font-family:Arial,sans-serif;font-size:15px'><a href='{html.escape(dashboard)}'>"
+            "Open the site on the dashboard</a> (all dates, the area chart, downloads)</p>"
+        )
     msg.add_alternative("<html><body>" + "".join(body) + "</body></html>", subtype="html")
     if image:
         html_part = next(p for p in msg.iter_parts() if p.get_content_type() == "text/html")
@@ -465,8 +522,9 @@ def send_email(msg: EmailMessage, settings: SmtpSettings) -> None:
     """Send over SMTP (plain, STARTTLS or implicit TLS; AUTH when a user is set). Errors never carry the password."""
     try:
         if settings.ssl:
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout,
-                                                  context=settings.context())
+            conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=settings.timeout, context=settings.context()
+            )
         else:
             conn = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
         with conn:
@@ -478,20 +536,33 @@ def send_email(msg: EmailMessage, settings: SmtpSettings) -> None:
                 conn.login(settings.user, settings.password or "")
             conn.send_message(msg)
     except (smtplib.SMTPException, OSError) as exc:
-        raise RuntimeError(_scrub(f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {exc}",
-                                  settings.password)) from None
+        raise RuntimeError(
+            _scrub(f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {exc}", settings.password)
+        ) from None
 
 
 # --- Webhook -----------------------------------------------------------------------------------------------------------
 
-def webhook_payload(event: AlertEvent, *, site_name: str, dashboard: str | None, context: AlertContext | None = None,
-                    env: Mapping[str, str] | None = None) -> dict[str, Any]:
+
+def webhook_payload(
+    event: AlertEvent,
+    *,
+    site_name: str,
+    dashboard: str | None,
+    context: AlertContext | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     where = context.scar_lonlat if context is not None else None
-    return {"type": "scarmon.alert", "site_name": site_name, "dashboard": dashboard,
-            "scar_lon": None if where is None else round(where[0], 7),
-            "scar_lat": None if where is None else round(where[1], 7),
-            "map": None if where is None else map_link(*where, env),
-            "summary": " ".join(plain_summary(event, site_name, context)), **event.to_dict()}
+    return {
+        "type": "scarmon.alert",
+        "site_name": site_name,
+        "dashboard": dashboard,
+        "scar_lon": None if where is None else round(where[0], 7),
+        "scar_lat": None if where is None else round(where[1], 7),
+        "map": None if where is None else map_link(*where, env),
+        "summary": " ".join(plain_summary(event, site_name, context)),
+        **event.to_dict(),
+    }
 
 
 def post_webhook(payload: dict[str, Any], settings: WebhookSettings) -> None:
@@ -500,8 +571,13 @@ def post_webhook(payload: dict[str, Any], settings: WebhookSettings) -> None:
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
-    retry = Retry(total=settings.retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
-                  allowed_methods=frozenset({"POST"}), raise_on_status=False)
+    retry = Retry(
+        total=settings.retries,
+        backoff_factor=0.5,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"POST"}),
+        raise_on_status=False,
+    )
     headers = {"Content-Type": "application/json", "Idempotency-Key": str(payload.get("id", ""))}
     if settings.token:
         headers["Authorization"] = f"Bearer {settings.token}"
@@ -518,10 +594,11 @@ def post_webhook(payload: dict[str, Any], settings: WebhookSettings) -> None:
 
 # --- Delivering a site's outbox ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class DeliveryReport:
     site_id: str
-    sent: list[str] = field(default_factory=list)          # "event_id/channel"
+    sent: list[str] = field(default_factory=list)  # "event_id/channel"
     failed: list[tuple[str, str]] = field(default_factory=list)
     pending: int = 0
 
@@ -530,27 +607,57 @@ class DeliveryReport:
         return s + "".join(f"\n  failed {k}: {why} (kept in the outbox, retried next run)" for k, why in self.failed)
 
 
-def deliver(store: Store, site_id: str, *, recipients: list[str], site_name: str | None = None,
-            smtp: SmtpSettings | None = None, webhook: WebhookSettings | None = None,
-            dashboard: str | None = None, env: dict[str, str] | None = None,
-            send: Callable[[EmailMessage, SmtpSettings], None] = send_email,
-            post: Callable[[dict[str, Any], WebhookSettings], None] = post_webhook) -> DeliveryReport:
+def deliver(
+    store: Store,
+    site_id: str,
+    *,
+    recipients: list[str],
+    site_name: str | None = None,
+    smtp: SmtpSettings | None = None,
+    webhook: WebhookSettings | None = None,
+    dashboard: str | None = None,
+    env: dict[str, str] | None = None,
+    send: Callable[[EmailMessage, SmtpSettings], None] = send_email,
+    post: Callable[[dict[str, Any], WebhookSettings], None] = post_webhook,
+) -> DeliveryReport:
     """Try every pending channel of every outbox entry once; record success or the error; never raises for a
     delivery failure (the entry stays for the next run)."""
     smtp = smtp or SmtpSettings.from_env(env)
     webhook = webhook or WebhookSettings.from_env(env)
     report = DeliveryReport(site_id)
     for entry in outbox(store, site_id):
-        _deliver_entry(store, site_id, entry, report, recipients, site_name or site_id, smtp, webhook,
-                       dashboard or dashboard_link(site_id, env, date=entry.event.date), send, post, env)
+        _deliver_entry(
+            store,
+            site_id,
+            entry,
+            report,
+            recipients,
+            site_name or site_id,
+            smtp,
+            webhook,
+            dashboard or dashboard_link(site_id, env, date=entry.event.date),
+            send,
+            post,
+            env,
+        )
     report.pending = len(outbox(store, site_id))
     return report
 
 
-def _deliver_entry(store: Store, site_id: str, entry: OutboxEntry, report: DeliveryReport, recipients: list[str],
-                   site_name: str, smtp: SmtpSettings | None, webhook: WebhookSettings | None, dashboard: str | None,
-                   send: Callable[[EmailMessage, SmtpSettings], None],
-                   post: Callable[[dict[str, Any], WebhookSettings], None], env: Mapping[str, str] | None) -> None:
+def _deliver_entry(
+    store: Store,
+    site_id: str,
+    entry: OutboxEntry,
+    report: DeliveryReport,
+    recipients: list[str],
+    site_name: str,
+    smtp: SmtpSettings | None,
+    webhook: WebhookSettings | None,
+    dashboard: str | None,
+    send: Callable[[EmailMessage, SmtpSettings], None],
+    post: Callable[[dict[str, Any], WebhookSettings], None],
+    env: Mapping[str, str] | None,
+) -> None:
     e = entry.event
     ctx: AlertContext | None = None
     for channel in entry.pending():
@@ -561,8 +668,9 @@ def _deliver_entry(store: Store, site_id: str, entry: OutboxEntry, report: Deliv
                 if not recipients:
                     raise NotConfigured("no e-mail recipients in the site file (recipients.email)")
                 ctx = ctx or alert_context(store, site_id, e)
-                msg = build_email(e, site_name=site_name, sender=smtp.sender, to=recipients, context=ctx,
-                                  dashboard=dashboard, env=env)
+                msg = build_email(
+                    e, site_name=site_name, sender=smtp.sender, to=recipients, context=ctx, dashboard=dashboard, env=env
+                )
                 send(msg, smtp)
             elif channel == "webhook":
                 if webhook is None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -14,7 +15,9 @@ def write_demo_site(out: Path, scenario: str) -> Path:
 
     path = out / "site.yaml"
     site = demo_site(scenario)
-    path.write_text("# Synthetic demo site written by `scarmon demo`.\n" + yaml.safe_dump(_plain(site), sort_keys=False))
+    path.write_text(
+        "# Synthetic demo site written by `scarmon demo`.\n" + yaml.safe_dump(_plain(site), sort_keys=False)
+    )
     return path
 
 
@@ -29,11 +32,11 @@ def _plain(value: Any) -> Any:
 
 def run_demo(out: Path, *, scenario: str, start: str, end: str, echo: Callable[[str], object]) -> None:
     """Generate the catalog, then ingest and track the whole history at once through the stage runner."""
+    from scarmon.demo.synthetic import generate_catalog
     from scarmon.ingest.discovery import open_catalog
     from scarmon.service.runner import run_stages
     from scarmon.site import load_site
     from scarmon.store.backends import open_store
-    from scarmon.demo.synthetic import generate_catalog
 
     out.mkdir(parents=True, exist_ok=True)
     site_path = write_demo_site(out, scenario)
@@ -47,8 +50,10 @@ def run_demo(out: Path, *, scenario: str, start: str, end: str, echo: Callable[[
     for line in report.lines:
         echo(line)
     series = out / "store" / site.id / "series.csv"
-    echo(f"ingested and tracked in {time.monotonic() - t0:.0f} s; store: {out / 'store'}; masks: "
-         f"{out / 'store' / site.id / 'masks'}; area series: {series}")
+    echo(
+        f"ingested and tracked in {time.monotonic() - t0:.0f} s; store: {out / 'store'}; masks: "
+        f"{out / 'store' / site.id / 'masks'}; area series: {series}"
+    )
     _echo_series(series, echo)
 
 

@@ -52,29 +52,52 @@ SWATH_SLANT_DEG = 12.0
 RELATIVE_ORBIT = 33
 NOISE = 0.005
 SUPERSAMPLE = 2
-COG_PROFILE = {"driver": "COG", "blocksize": 256, "compress": "deflate", "level": 1, "nodata": 0,
-               "overviews": "NONE"}
+COG_PROFILE = {"driver": "COG", "blocksize": 256, "compress": "deflate", "level": 1, "nodata": 0, "overviews": "NONE"}
 """Overviews are left out: the rasters are ~350 px (one overview level), readers take full resolution, and they
 would add ~20 % to disk size and ~40 % to write time. Deflate level 1: noisy DN compress no better at level 6.
 Writing dominates the run time and holds the GIL (threads do not help; processes would need fork or a __main__
 guard in every caller), so generation is a plain loop: ~40 ms per item."""
 SCL_CLOUDS = (8, 9, 10)
 SCL_PERCENTAGES = {  # PC property -> SCL classes, as % of the tile's valid (SCL != 0) pixels
-    "s2:saturated_defective_pixel_percentage": (1,), "s2:dark_features_percentage": (2,),
-    "s2:cloud_shadow_percentage": (3,), "s2:vegetation_percentage": (4,), "s2:not_vegetated_percentage": (5,),
-    "s2:water_percentage": (6,), "s2:unclassified_percentage": (7,), "s2:medium_proba_clouds_percentage": (8,),
-    "s2:high_proba_clouds_percentage": (9,), "s2:thin_cirrus_percentage": (10,), "s2:snow_ice_percentage": (11,),
+    "s2:saturated_defective_pixel_percentage": (1,),
+    "s2:dark_features_percentage": (2,),
+    "s2:cloud_shadow_percentage": (3,),
+    "s2:vegetation_percentage": (4,),
+    "s2:not_vegetated_percentage": (5,),
+    "s2:water_percentage": (6,),
+    "s2:unclassified_percentage": (7,),
+    "s2:medium_proba_clouds_percentage": (8,),
+    "s2:high_proba_clouds_percentage": (9,),
+    "s2:thin_cirrus_percentage": (10,),
+    "s2:snow_ice_percentage": (11,),
 }
 BAND_INFO = {
-    "B04": ("Band 4 - Red - 10m", {"name": "B04", "common_name": "red", "description": "Band 4 - Red",
-                                   "center_wavelength": 0.665, "full_width_half_max": 0.038}),
-    "B08": ("Band 8 - NIR - 10m", {"name": "B08", "common_name": "nir", "description": "Band 8 - NIR",
-                                   "center_wavelength": 0.842, "full_width_half_max": 0.145}),
+    "B04": (
+        "Band 4 - Red - 10m",
+        {
+            "name": "B04",
+            "common_name": "red",
+            "description": "Band 4 - Red",
+            "center_wavelength": 0.665,
+            "full_width_half_max": 0.038,
+        },
+    ),
+    "B08": (
+        "Band 8 - NIR - 10m",
+        {
+            "name": "B08",
+            "common_name": "nir",
+            "description": "Band 8 - NIR",
+            "center_wavelength": 0.842,
+            "full_width_half_max": 0.145,
+        },
+    ),
 }
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
 # --- Scenarios ---------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -146,68 +169,128 @@ class Scenario:
     ~0.13 when dormant (stems, litter, steep shaded ground). Not scar."""
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario(
-        "creep-failure",
-        "Baige-like: the scar creeps +50 % in area over a year, then fails twice three weeks apart "
-        "(2022-07-09 and 2022-07-30, x2.5 in all), then stays stable.",
-        growth=(("2021-06-01", 1.0), ("2022-06-15", 1.5), ("2022-07-08", 1.5), ("2022-07-09", 2.4),
-                ("2022-07-29", 2.4), ("2022-07-30", 3.75)),
-        events=(("2022-07-09", "failure 1"), ("2022-07-30", "failure 2")),
-        head_m=(150.0, 420.0), downslope_deg=250.0, length_m=330.0, width_m=230.0),
-    Scenario(
-        "active-creep",
-        "Sela-like: a small scar grows +300 % within six weeks of a flood on 2022-07-19, then contracts "
-        "slightly as its margins revegetate.",
-        growth=(("2021-06-01", 1.0), ("2022-07-18", 1.0), ("2022-07-19", 1.6), ("2022-08-01", 2.6),
-                ("2022-08-15", 3.5), ("2022-08-30", 4.0), ("2023-05-31", 3.6)),
-        events=(("2022-07-19", "flood trigger"),),
-        head_m=(0.0, 250.0), downslope_deg=200.0, length_m=160.0, width_m=110.0),
-    Scenario(
-        "stable-seasonal",
-        "Control: a constant scar under strong vegetation seasonality and many cloud shadows; any area trend is "
-        "a false alarm.",
-        growth=(("2021-06-01", 1.0),),
-        head_m=(-100.0, 300.0), downslope_deg=180.0, length_m=400.0, width_m=220.0,
-        veg_summer=(0.035, 0.33), veg_winter=(0.10, 0.16), veg_texture=0.15,
-        p_cloudy=0.30, p_partly=0.30, p_speckle=0.25, p_missed_shadow=0.06),
-    Scenario(
-        "outcrops-river",
-        "A scar growing x2 over two years beside stable bare-rock outcrops (NDVI 0.05-0.10, not connected to the "
-        "scar) and a river (NDVI < 0) crossing the AOI.",
-        growth=(("2021-06-01", 1.0), ("2022-06-01", 1.3), ("2022-09-01", 1.8), ("2023-06-01", 2.0)),
-        head_m=(-350.0, 350.0), downslope_deg=135.0, length_m=260.0, width_m=170.0,
-        outcrops=((-560.0, 60.0, 70.0, 45.0, 20.0, 0.05), (-250.0, -450.0, 60.0, 40.0, -30.0, 0.08),
-                  (650.0, 500.0, 90.0, 60.0, 60.0, 0.10), (-700.0, -700.0, 50.0, 35.0, 0.0, 0.07)),
-        river=tuple((330.0 + 60.0 * math.sin(y / 280.0), y) for y in np.arange(-2600.0, 2601.0, 100.0)),
-        vegetation_prompts_m=((-650.0, 650.0),)),
-    # The scenarios below switch on what SCL misses and what is seasonally bare; the four above keep their scenes.
-    Scenario(
-        "cloud-edges",
-        "A scar creeping +40 % in a year, then failing (x1.5 on 2022-08-11), under frequent partly cloudy skies whose "
-        "thin edges SCL does not flag and of which it sometimes misses a whole part.",
-        growth=(("2021-06-01", 1.0), ("2022-05-01", 1.4), ("2022-08-10", 1.4), ("2022-08-11", 2.1)),
-        events=(("2022-08-11", "failure"),),
-        head_m=(200.0, 250.0), downslope_deg=160.0, length_m=300.0, width_m=200.0,
-        p_cloudy=0.30, p_partly=0.35, p_speckle=0.2, cloud_flag_min=0.35, p_missed_cloud_part=0.5,
-        vegetation_prompts_m=((-650.0, -650.0),)),
-    Scenario(
-        "snow-fringe",
-        "A stable scar on a slope that the winter snow line crosses; SCL flags only the snow cover above 60 %, so a "
-        "~90 m fringe of partial snow below the snow line reads as low-NDVI ground.",
-        growth=(("2021-06-01", 1.0), ("2022-06-01", 1.0), ("2022-07-01", 1.3)),
-        events=(("2022-06-15", "spring reactivation"),),
-        head_m=(-150.0, 820.0), downslope_deg=180.0, length_m=400.0, width_m=220.0,
-        p_snow=0.8, snow_flag_min=0.6, vegetation_prompts_m=((650.0, -650.0),)),
-    Scenario(
-        "bare-rim",
-        "A stable clearing ringed by a 30 m seasonally bare rim (half bare ground, annual herbs) and next to deciduous "
-        "forest that drops its leaves: neither is scar, both are as low as the scar in winter.",
-        growth=(("2021-06-01", 1.0),),
-        head_m=(-50.0, 250.0), downslope_deg=200.0, length_m=380.0, width_m=240.0,
-        rim_m=30.0, deciduous=((230.0, 30.0, 200.0, 140.0, 70.0), (-330.0, -10.0, 150.0, 120.0, 20.0)),
-        vegetation_prompts_m=((600.0, -650.0),)),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "creep-failure",
+            "Baige-like: the scar creeps +50 % in area over a year, then fails twice three weeks apart "
+            "(2022-07-09 and 2022-07-30, x2.5 in all), then stays stable.",
+            growth=(
+                ("2021-06-01", 1.0),
+                ("2022-06-15", 1.5),
+                ("2022-07-08", 1.5),
+                ("2022-07-09", 2.4),
+                ("2022-07-29", 2.4),
+                ("2022-07-30", 3.75),
+            ),
+            events=(("2022-07-09", "failure 1"), ("2022-07-30", "failure 2")),
+            head_m=(150.0, 420.0),
+            downslope_deg=250.0,
+            length_m=330.0,
+            width_m=230.0,
+        ),
+        Scenario(
+            "active-creep",
+            "Sela-like: a small scar grows +300 % within six weeks of a flood on 2022-07-19, then contracts "
+            "slightly as its margins revegetate.",
+            growth=(
+                ("2021-06-01", 1.0),
+                ("2022-07-18", 1.0),
+                ("2022-07-19", 1.6),
+                ("2022-08-01", 2.6),
+                ("2022-08-15", 3.5),
+                ("2022-08-30", 4.0),
+                ("2023-05-31", 3.6),
+            ),
+            events=(("2022-07-19", "flood trigger"),),
+            head_m=(0.0, 250.0),
+            downslope_deg=200.0,
+            length_m=160.0,
+            width_m=110.0,
+        ),
+        Scenario(
+            "stable-seasonal",
+            "Control: a constant scar under strong vegetation seasonality and many cloud shadows; any area trend is "
+            "a false alarm.",
+            growth=(("2021-06-01", 1.0),),
+            head_m=(-100.0, 300.0),
+            downslope_deg=180.0,
+            length_m=400.0,
+            width_m=220.0,
+            veg_summer=(0.035, 0.33),
+            veg_winter=(0.10, 0.16),
+            veg_texture=0.15,
+            p_cloudy=0.30,
+            p_partly=0.30,
+            p_speckle=0.25,
+            p_missed_shadow=0.06,
+        ),
+        Scenario(
+            "outcrops-river",
+            "A scar growing x2 over two years beside stable bare-rock outcrops (NDVI 0.05-0.10, not connected to the "
+            "scar) and a river (NDVI < 0) crossing the AOI.",
+            growth=(("2021-06-01", 1.0), ("2022-06-01", 1.3), ("2022-09-01", 1.8), ("2023-06-01", 2.0)),
+            head_m=(-350.0, 350.0),
+            downslope_deg=135.0,
+            length_m=260.0,
+            width_m=170.0,
+            outcrops=(
+                (-560.0, 60.0, 70.0, 45.0, 20.0, 0.05),
+                (-250.0, -450.0, 60.0, 40.0, -30.0, 0.08),
+                (650.0, 500.0, 90.0, 60.0, 60.0, 0.10),
+                (-700.0, -700.0, 50.0, 35.0, 0.0, 0.07),
+            ),
+            river=tuple((330.0 + 60.0 * math.sin(y / 280.0), y) for y in np.arange(-2600.0, 2601.0, 100.0)),
+            vegetation_prompts_m=((-650.0, 650.0),),
+        ),
+        # The scenarios below switch on what SCL misses and what is seasonally bare; the four above keep their scenes.
+        Scenario(
+            "cloud-edges",
+            "A scar creeping +40 % in a year, then failing (x1.5 on 2022-08-11), under frequent partly cloudy skies whose "
+            "thin edges SCL does not flag and of which it sometimes misses a whole part.",
+            growth=(("2021-06-01", 1.0), ("2022-05-01", 1.4), ("2022-08-10", 1.4), ("2022-08-11", 2.1)),
+            events=(("2022-08-11", "failure"),),
+            head_m=(200.0, 250.0),
+            downslope_deg=160.0,
+            length_m=300.0,
+            width_m=200.0,
+            p_cloudy=0.30,
+            p_partly=0.35,
+            p_speckle=0.2,
+            cloud_flag_min=0.35,
+            p_missed_cloud_part=0.5,
+            vegetation_prompts_m=((-650.0, -650.0),),
+        ),
+        Scenario(
+            "snow-fringe",
+            "A stable scar on a slope that the winter snow line crosses; SCL flags only the snow cover above 60 %, so a "
+            "~90 m fringe of partial snow below the snow line reads as low-NDVI ground.",
+            growth=(("2021-06-01", 1.0), ("2022-06-01", 1.0), ("2022-07-01", 1.3)),
+            events=(("2022-06-15", "spring reactivation"),),
+            head_m=(-150.0, 820.0),
+            downslope_deg=180.0,
+            length_m=400.0,
+            width_m=220.0,
+            p_snow=0.8,
+            snow_flag_min=0.6,
+            vegetation_prompts_m=((650.0, -650.0),),
+        ),
+        Scenario(
+            "bare-rim",
+            "A stable clearing ringed by a 30 m seasonally bare rim (half bare ground, annual herbs) and next to deciduous "
+            "forest that drops its leaves: neither is scar, both are as low as the scar in winter.",
+            growth=(("2021-06-01", 1.0),),
+            head_m=(-50.0, 250.0),
+            downslope_deg=200.0,
+            length_m=380.0,
+            width_m=240.0,
+            rim_m=30.0,
+            deciduous=((230.0, 30.0, 200.0, 140.0, 70.0), (-330.0, -10.0, 150.0, 120.0, 20.0)),
+            vegetation_prompts_m=((600.0, -650.0),),
+        ),
+    )
+}
 
 
 def get_scenario(name: str) -> Scenario:
@@ -219,6 +302,7 @@ def get_scenario(name: str) -> Scenario:
 
 
 # --- The true scar ---------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Frame:
@@ -400,6 +484,7 @@ def _negative_points(scn: Scenario, fr: _Frame) -> list[tuple[float, float]]:
 
 # --- The static world ------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Raster:
     """A north-up grid in the site CRS on which smooth random fields live; sampled bilinearly at pixel centres."""
@@ -443,8 +528,9 @@ class _Bilinear:
         return np.asarray((top + self.fr * (bottom - top)).astype(np.float32, copy=False))
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scales: tuple[tuple[float, float], ...]
-                  ) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int], scales: tuple[tuple[float, float], ...]
+) -> np.ndarray:
     """Zero-mean unit-std random field: a weighted sum of Gaussian-filtered white noise at several scales (pixels)."""
     out = np.zeros(shape, np.float32)
     for sigma, weight in scales:
@@ -479,9 +565,15 @@ class _World:
         on both (cloud and snow fractions are set over the AOI)."""
         self.tex = _Raster.around(self.aoi.bounds, 2 * TILE_MARGIN_M + 500, 10.0)
         shape = (self.tex.height, self.tex.width)
-        self.fields = {k: _smooth_field(rng, shape, sc) for k, sc in (
-            ("veg", ((1.0, 1.0), (6.0, 1.0))), ("veg2", ((1.0, 1.0), (4.0, 0.5))),
-            ("bare", ((0.7, 1.0), (3.0, 0.6))), ("elev", ((25.0, 1.0), (8.0, 0.4))))}
+        self.fields = {
+            k: _smooth_field(rng, shape, sc)
+            for k, sc in (
+                ("veg", ((1.0, 1.0), (6.0, 1.0))),
+                ("veg2", ((1.0, 1.0), (4.0, 0.5))),
+                ("bare", ((0.7, 1.0), (3.0, 0.6))),
+                ("elev", ((25.0, 1.0), (8.0, 0.4))),
+            )
+        }
         self.fields["elev"] = self._elevation()
         self.tex_aoi = shapely.contains_xy(self.aoi, *self.tex.centres())
         self.wx = _Raster.around(self.aoi.bounds, 2 * TILE_MARGIN_M + 1000, 40.0)
@@ -490,15 +582,21 @@ class _World:
     def _features(self) -> None:
         """Outcrops, river and terrain-shadow polygons in the site CRS."""
         cx, cy, scn = self.fr.cx, self.fr.cy, self.scn
-        self.outcrops = [(_blob(cx + x, cy + y, a, b, ang, i), ndvi)
-                         for i, (x, y, a, b, ang, ndvi) in enumerate(scn.outcrops)]
-        self.river = (LineString([(cx + x, cy + y) for x, y in scn.river]).buffer(scn.river_width_m / 2)
-                      if scn.river else None)
+        self.outcrops = [
+            (_blob(cx + x, cy + y, a, b, ang, i), ndvi) for i, (x, y, a, b, ang, ndvi) in enumerate(scn.outcrops)
+        ]
+        self.river = (
+            LineString([(cx + x, cy + y) for x, y in scn.river]).buffer(scn.river_width_m / 2) if scn.river else None
+        )
         x, y, a, b, ang = scn.terrain_shadow
         self.terrain_shadow = _blob(cx + x, cy + y, a, b, ang, 0.7)
-        self.deciduous = (shapely.union_all([_blob(cx + x, cy + y, a, b, ang, 1.3 + i)
-                                             for i, (x, y, a, b, ang) in enumerate(scn.deciduous)])
-                          if scn.deciduous else None)
+        self.deciduous = (
+            shapely.union_all(
+                [_blob(cx + x, cy + y, a, b, ang, 1.3 + i) for i, (x, y, a, b, ang) in enumerate(scn.deciduous)]
+            )
+            if scn.deciduous
+            else None
+        )
 
     def unflagged(self, wx: _Weather) -> tuple[float, float]:
         """(cloud, partial snow) shares of the AOI that SCL leaves unflagged on a date (on the weather and texture
@@ -705,17 +803,18 @@ def _block(a: np.ndarray, how: str) -> np.ndarray:
 
 # --- Weather -------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Weather:
     """What the sky (and the ground cover) did on one date, plus the catalog accidents of that date."""
 
-    state: str                  # clear | speckle | partly | cloudy
-    cloud_fraction: float       # target share of the AOI under cloud
-    alpha: np.ndarray | None    # cloud opacity on the weather raster
-    cirrus: np.ndarray | None   # thin cirrus opacity on the weather raster
-    snow_fraction: float        # share of the AOI under snow
-    missed_shadow: bool         # SCL labels this date's cloud shadows as the ground below
-    missing_tile: int | None    # index of the tile not delivered (orbit edge)
+    state: str  # clear | speckle | partly | cloudy
+    cloud_fraction: float  # target share of the AOI under cloud
+    alpha: np.ndarray | None  # cloud opacity on the weather raster
+    cirrus: np.ndarray | None  # thin cirrus opacity on the weather raster
+    snow_fraction: float  # share of the AOI under snow
+    missed_shadow: bool  # SCL labels this date's cloud shadows as the ground below
+    missing_tile: int | None  # index of the tile not delivered (orbit edge)
     missed_part: np.ndarray | None = None  # where SCL misses the cloud on the weather raster (1 = missed)
 
 
@@ -776,8 +875,9 @@ def _missed_part(world: _World, alpha: np.ndarray, r: np.random.Generator) -> tu
     return np.maximum(alpha, bump), (bump > 0).astype(np.float32)
 
 
-def _opacity(world: _World, rng: np.random.Generator, aoi_fraction: float,
-             scales: tuple[tuple[float, float], ...], soft: float) -> np.ndarray:
+def _opacity(
+    world: _World, rng: np.random.Generator, aoi_fraction: float, scales: tuple[tuple[float, float], ...], soft: float
+) -> np.ndarray:
     """A 0..1 opacity field on the weather raster that is > 0 on exactly `aoi_fraction` of the AOI, with soft edges."""
     f = _smooth_field(rng, (world.wx.height, world.wx.width), scales)
     thr = np.quantile(f[world.wx_aoi], 1 - aoi_fraction) if aoi_fraction < 1 else f[world.wx_aoi].min() - 0.05
@@ -797,8 +897,9 @@ RIM_HERBS = (0.05, 0.6)
 """Green share of the bare rim when dormant and at peak green (NDVI ~0.10 and ~0.48)."""
 
 
-def _surface(world: _World, tile: _Tile, d: date, f_scar: np.ndarray, f_rim: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _surface(
+    world: _World, tile: _Tile, d: date, f_scar: np.ndarray, f_rim: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Cloud-free surface reflectance (red, nir): vegetation, scar, outcrops, water, terrain shadow."""
     scn, p = world.scn, _phenology(d)
     (sr, sn), (wr, wn) = scn.veg_summer, scn.veg_winter
@@ -822,12 +923,14 @@ def _surface(world: _World, tile: _Tile, d: date, f_scar: np.ndarray, f_rim: np.
     return red * dark, nir * dark
 
 
-def _atmosphere(world: _World, tile: _Tile, wx: _Weather, red: np.ndarray, nir: np.ndarray
-                ) -> tuple[np.ndarray, ...]:
+def _atmosphere(world: _World, tile: _Tile, wx: _Weather, red: np.ndarray, nir: np.ndarray) -> tuple[np.ndarray, ...]:
     """Snow, cloud shadow, cloud and cirrus on top of the surface; returns (red, nir, snow, shadow, cloud, cirrus)."""
     zero = np.zeros_like(red)
-    snow = (np.clip((tile.elev - _snow_threshold(world, wx.snow_fraction)) / 0.15, 0, 1).astype(np.float32)
-            if wx.snow_fraction > 0 else zero)
+    snow = (
+        np.clip((tile.elev - _snow_threshold(world, wx.snow_fraction)) / 0.15, 0, 1).astype(np.float32)
+        if wx.snow_fraction > 0
+        else zero
+    )
     red, nir = red + snow * (0.70 - red), nir + snow * (0.65 - nir)
     cloud = shadow = cirrus = zero
     if wx.alpha is not None:
@@ -841,8 +944,18 @@ def _atmosphere(world: _World, tile: _Tile, wx: _Weather, red: np.ndarray, nir: 
     return red, nir, snow, shadow, cloud, cirrus
 
 
-def _scl(tile: _Tile, wx: _Weather, f_scar: np.ndarray, snow: np.ndarray, shadow: np.ndarray, cloud: np.ndarray,
-         cirrus: np.ndarray, *, snow_flag_min: float = 0.0, cloud_flag_min: float = 0.0) -> np.ndarray:
+def _scl(
+    tile: _Tile,
+    wx: _Weather,
+    f_scar: np.ndarray,
+    snow: np.ndarray,
+    shadow: np.ndarray,
+    cloud: np.ndarray,
+    cirrus: np.ndarray,
+    *,
+    snow_flag_min: float = 0.0,
+    cloud_flag_min: float = 0.0,
+) -> np.ndarray:
     """20 m scene classification. Cloud-like classes are conservative (any affected 10 m pixel flags the 20 m one),
     except on `missed_shadow` dates, where shadows keep the class of the ground below, as real SCL sometimes does, and
     where the scenario leaves thin cloud (< cloud_flag_min), a missed cloud part or partial snow (<= snow_flag_min)
@@ -876,8 +989,9 @@ def _to_dn(refl: np.ndarray, valid: np.ndarray, offset: bool) -> np.ndarray:
     return out
 
 
-def _render(world: _World, tile: _Tile, d: date, wx: _Weather, scar: Polygon, offset: bool,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render(
+    world: _World, tile: _Tile, d: date, wx: _Weather, scar: Polygon, offset: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(B04 DN, B08 DN, SCL) of one tile on one date."""
     f_scar = tile.scar_fraction(scar)
     f_rim = tile.scar_fraction(scar.buffer(world.scn.rim_m)) - f_scar if world.scn.rim_m > 0 else None
@@ -886,18 +1000,40 @@ def _render(world: _World, tile: _Tile, d: date, wx: _Weather, scar: Polygon, of
     shape = red.shape
     red = red + NOISE * rng.standard_normal(shape, dtype=np.float32)
     nir = nir + NOISE * rng.standard_normal(shape, dtype=np.float32)
-    return (_to_dn(red, tile.valid10, offset), _to_dn(nir, tile.valid10, offset),
-            _scl(tile, wx, f_scar, snow, shadow, cloud, cirrus, snow_flag_min=world.scn.snow_flag_min,
-                 cloud_flag_min=world.scn.cloud_flag_min))
+    return (
+        _to_dn(red, tile.valid10, offset),
+        _to_dn(nir, tile.valid10, offset),
+        _scl(
+            tile,
+            wx,
+            f_scar,
+            snow,
+            shadow,
+            cloud,
+            cirrus,
+            snow_flag_min=world.scn.snow_flag_min,
+            cloud_flag_min=world.scn.cloud_flag_min,
+        ),
+    )
 
 
 def _write_cog(path: Path, arr: np.ndarray, transform: Affine, epsg: int) -> None:
-    with rasterio.open(path, "w", width=arr.shape[1], height=arr.shape[0], count=1, dtype=arr.dtype,
-                       crs=f"EPSG:{epsg}", transform=transform, **COG_PROFILE) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        width=arr.shape[1],
+        height=arr.shape[0],
+        count=1,
+        dtype=arr.dtype,
+        crs=f"EPSG:{epsg}",
+        transform=transform,
+        **COG_PROFILE,
+    ) as ds:
         ds.write(arr, 1)
 
 
 # --- STAC items ----------------------------------------------------------------------------------------------------
+
 
 def _baseline(d: date, k: int, seed: int) -> tuple[str, bool]:
     """(processing baseline, reprocessed). Exactly 1 in 10 pre-2022-01-25 acquisitions (k + seed = 7 mod 10) is
@@ -944,40 +1080,65 @@ def _ids(d: date, k: int, tile: _Tile, tile_index: int, reprocessed: bool) -> tu
     return item_id, acq, gen, sat, orbit
 
 
-def _item(d: date, k: int, tile: _Tile, tile_index: int, baseline: str, reprocessed: bool, scl: np.ndarray,
-          item_dir: Path, lat: float) -> dict[str, Any]:
+def _item(
+    d: date,
+    k: int,
+    tile: _Tile,
+    tile_index: int,
+    baseline: str,
+    reprocessed: bool,
+    scl: np.ndarray,
+    item_dir: Path,
+    lat: float,
+) -> dict[str, Any]:
     item_id, acq, gen, sat, orbit = _ids(d, k, tile, tile_index, reprocessed)
     geom = tile.footprint
     return {
-        "type": "Feature", "stac_version": "1.0.0",
-        "stac_extensions": ["https://stac-extensions.github.io/eo/v1.0.0/schema.json",
-                            "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
-                            "https://stac-extensions.github.io/projection/v1.0.0/schema.json"],
-        "id": item_id, "collection": "sentinel-2-l2a",
-        "geometry": json.loads(json.dumps(mapping(geom))), "bbox": [round(v, 8) for v in geom.bounds],
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
+            "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
+            "https://stac-extensions.github.io/projection/v1.0.0/schema.json",
+        ],
+        "id": item_id,
+        "collection": "sentinel-2-l2a",
+        "geometry": json.loads(json.dumps(mapping(geom))),
+        "bbox": [round(v, 8) for v in geom.bounds],
         "properties": {**_properties(d, tile, baseline, acq, gen, sat, orbit, lat), **_percentages(scl)},
-        "links": [], "assets": _assets(tile, item_dir),
+        "links": [],
+        "assets": _assets(tile, item_dir),
     }
 
 
-def _properties(d: date, tile: _Tile, baseline: str, acq: datetime, gen: datetime, sat: str, orbit: int,
-                lat: float) -> dict[str, Any]:
+def _properties(
+    d: date, tile: _Tile, baseline: str, acq: datetime, gen: datetime, sat: str, orbit: int, lat: float
+) -> dict[str, Any]:
     """The Planetary Computer item properties that do not depend on the pixels."""
     stamp, gstamp = f"{acq:%Y%m%dT%H%M%S}", f"{gen:%Y%m%dT%H%M%S}"
     zen, azi = _sun(d, lat)
     doy = d.timetuple().tm_yday
     return {
-        "datetime": acq.strftime("%Y-%m-%dT%H:%M:%S.024000Z"), "platform": f"Sentinel-2{sat}",
-        "proj:epsg": tile.epsg, "instruments": ["msi"], "s2:mgrs_tile": tile.mgrs, "constellation": "Sentinel 2",
+        "datetime": acq.strftime("%Y-%m-%dT%H:%M:%S.024000Z"),
+        "platform": f"Sentinel-2{sat}",
+        "proj:epsg": tile.epsg,
+        "instruments": ["msi"],
+        "s2:mgrs_tile": tile.mgrs,
+        "constellation": "Sentinel 2",
         "s2:granule_id": f"S2{sat}_OPER_MSI_L2A_TL_ESRI_{gstamp}_A{orbit:06d}_T{tile.mgrs}_N{baseline}",
         "s2:datatake_id": f"GS2{sat}_{stamp}_{orbit:06d}_N{baseline}",
         "s2:product_uri": f"S2{sat}_MSIL2A_{stamp}_N{baseline.replace('.', '')}_R{RELATIVE_ORBIT:03d}"
-                          f"_T{tile.mgrs}_{gstamp}.SAFE",
+        f"_T{tile.mgrs}_{gstamp}.SAFE",
         "s2:datastrip_id": f"S2{sat}_OPER_MSI_L2A_DS_ESRI_{gstamp}_S{stamp}_N{baseline}",
-        "s2:product_type": "S2MSI2A", "sat:orbit_state": "descending", "s2:datatake_type": "INS-NOBS",
-        "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"), "sat:relative_orbit": RELATIVE_ORBIT,
-        "s2:mean_solar_zenith": round(zen, 6), "s2:mean_solar_azimuth": round(azi, 6),
-        "s2:processing_baseline": baseline, "s2:degraded_msi_data_percentage": 0.0,
+        "s2:product_type": "S2MSI2A",
+        "sat:orbit_state": "descending",
+        "s2:datatake_type": "INS-NOBS",
+        "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+        "sat:relative_orbit": RELATIVE_ORBIT,
+        "s2:mean_solar_zenith": round(zen, 6),
+        "s2:mean_solar_azimuth": round(azi, 6),
+        "s2:processing_baseline": baseline,
+        "s2:degraded_msi_data_percentage": 0.0,
         "s2:reflectance_conversion_factor": round(1 + 0.0334 * math.cos(2 * math.pi * (doy - 3) / 365.25), 9),
     }
 
@@ -985,10 +1146,15 @@ def _properties(d: date, tile: _Tile, baseline: str, acq: datetime, gen: datetim
 def _assets(tile: _Tile, item_dir: Path) -> dict[str, Any]:
     out = {}
     for key, res in (("B04", 10.0), ("B08", 10.0), ("SCL", 20.0)):
-        a = {"href": str(item_dir / f"{key}.tif"), "proj:bbox": list(tile.bbox),
-             "proj:shape": [round(tile.height * 10 / res), round(tile.width * 10 / res)],
-             "proj:transform": [res, 0.0, tile.x0, 0.0, -res, tile.y0], "gsd": res, "type": COG_TYPE,
-             "roles": ["data"]}
+        a = {
+            "href": str(item_dir / f"{key}.tif"),
+            "proj:bbox": list(tile.bbox),
+            "proj:shape": [round(tile.height * 10 / res), round(tile.width * 10 / res)],
+            "proj:transform": [res, 0.0, tile.x0, 0.0, -res, tile.y0],
+            "gsd": res,
+            "type": COG_TYPE,
+            "roles": ["data"],
+        }
         if key in BAND_INFO:
             a["title"], band = BAND_INFO[key]
             a["eo:bands"] = [band]
@@ -1003,13 +1169,19 @@ def _collection(items: list[dict[str, Any]]) -> dict[str, Any]:
     bounds = np.array([it["bbox"] for it in items]) if items else np.array([[-180, -90, 180, 90]])
     times = [it["properties"]["datetime"] for it in items] or [None]
     return {
-        "type": "Collection", "stac_version": "1.0.0", "id": "sentinel-2-l2a", "title": "Sentinel-2 Level-2A",
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": "sentinel-2-l2a",
+        "title": "Sentinel-2 Level-2A",
         "description": "Synthetic Sentinel-2 L2A scenes generated by scarmon.demo.synthetic (Planetary Computer layout: "
-                       "no raster:bands; DN carry +1000 from processing baseline 04.00 on).",
-        "license": "proprietary", "keywords": ["Sentinel", "Copernicus", "Synthetic", "Reflectance"],
+        "no raster:bands; DN carry +1000 from processing baseline 04.00 on).",
+        "license": "proprietary",
+        "keywords": ["Sentinel", "Copernicus", "Synthetic", "Reflectance"],
         "providers": [{"name": "scarmon.demo.synthetic", "roles": ["producer", "processor", "host"]}],
-        "extent": {"spatial": {"bbox": [[*bounds[:, :2].min(axis=0).tolist(), *bounds[:, 2:].max(axis=0).tolist()]]},
-                   "temporal": {"interval": [[times[0], times[-1]]]}},
+        "extent": {
+            "spatial": {"bbox": [[*bounds[:, :2].min(axis=0).tolist(), *bounds[:, 2:].max(axis=0).tolist()]]},
+            "temporal": {"interval": [[times[0], times[-1]]]},
+        },
         "summaries": {"gsd": [10, 20], "eo:bands": [b for _, b in BAND_INFO.values()]},
         "stac_extensions": ["https://stac-extensions.github.io/eo/v1.0.0/schema.json"],
         "links": [],
@@ -1018,9 +1190,17 @@ def _collection(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- The catalog ---------------------------------------------------------------------------------------------------
 
-def generate_catalog(out_dir: str | Path, site: Site | dict[str, Any], *, scenario: str = "creep-failure",
-                     start: str | date = "2021-06-01", end: str | date = "2023-06-01", seed: int = 0,
-                     revisit_days: int = 5) -> Path:
+
+def generate_catalog(
+    out_dir: str | Path,
+    site: Site | dict[str, Any],
+    *,
+    scenario: str = "creep-failure",
+    start: str | date = "2021-06-01",
+    end: str | date = "2023-06-01",
+    seed: int = 0,
+    revisit_days: int = 5,
+) -> Path:
     """Write out_dir/collection.json, out_dir/items.json (ItemCollection sorted by datetime, absolute local hrefs),
     COGs under out_dir/data/<item-id>/{B04,B08,SCL}.tif and out_dir/truth.json; return the items.json path.
 
@@ -1040,8 +1220,9 @@ def generate_catalog(out_dir: str | Path, site: Site | dict[str, Any], *, scenar
     return _dump(out / "items.json", {"type": "FeatureCollection", "features": items})
 
 
-def _acquisition(world: _World, tiles: list[_Tile], d: date, k: int, clear: bool, out: Path
-                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _acquisition(
+    world: _World, tiles: list[_Tile], d: date, k: int, clear: bool, out: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Render and write the tiles of one acquisition; return its items and its truth record."""
     rngs = _rngs(world, d)
     wx = _draw_weather(world, d, rngs, clear)
@@ -1061,27 +1242,55 @@ def _acquisition(world: _World, tiles: list[_Tile], d: date, k: int, clear: bool
     return items, _record(world, tiles, d, wx, scar, baseline, reprocessed, items)
 
 
-def _record(world: _World, tiles: list[_Tile], d: date, wx: _Weather, scar: Polygon, baseline: str,
-            reprocessed: bool, items: list[dict[str, Any]]) -> dict[str, Any]:
+def _record(
+    world: _World,
+    tiles: list[_Tile],
+    d: date,
+    wx: _Weather,
+    scar: Polygon,
+    baseline: str,
+    reprocessed: bool,
+    items: list[dict[str, Any]],
+) -> dict[str, Any]:
     """What truth.json says about one acquisition (for benchmarks and for debugging a tracker)."""
     unflagged = world.unflagged(wx)
-    return {"date": d.isoformat(), "scar_area_m2": round(scar.area, 3), "growth": growth_factor(world.scn, d),
-            "sky": wx.state, "aoi_cloud_fraction": round(wx.cloud_fraction, 4), "cirrus": wx.cirrus is not None,
-            "snow_fraction": round(wx.snow_fraction, 4), "missed_shadow": wx.missed_shadow,
-            "unflagged_cloud_fraction": round(unflagged[0], 4), "unflagged_snow_fraction": round(unflagged[1], 4),
-            "missing_tile": None if wx.missing_tile is None else tiles[wx.missing_tile].mgrs,
-            "processing_baseline": baseline, "reprocessed": reprocessed, "items": [it["id"] for it in items]}
+    return {
+        "date": d.isoformat(),
+        "scar_area_m2": round(scar.area, 3),
+        "growth": growth_factor(world.scn, d),
+        "sky": wx.state,
+        "aoi_cloud_fraction": round(wx.cloud_fraction, 4),
+        "cirrus": wx.cirrus is not None,
+        "snow_fraction": round(wx.snow_fraction, 4),
+        "missed_shadow": wx.missed_shadow,
+        "unflagged_cloud_fraction": round(unflagged[0], 4),
+        "unflagged_snow_fraction": round(unflagged[1], 4),
+        "missing_tile": None if wx.missing_tile is None else tiles[wx.missing_tile].mgrs,
+        "processing_baseline": baseline,
+        "reprocessed": reprocessed,
+        "items": [it["id"] for it in items],
+    }
 
 
 def _truth_doc(world: _World, tiles: list[_Tile], records: list[dict[str, Any]]) -> dict[str, Any]:
     scn = world.scn
-    return {"scenario": scn.name, "description": scn.description, "seed": world.seed, "site_id": world.site.id,
-            "epsg": world.fr.epsg, "tiles": [{"mgrs": t.mgrs, "epsg": t.epsg, "covers": "east" if t.east else "west"}
-                                             for t in tiles],
-            "events": [list(e) for e in scn.events], "growth": [list(g) for g in scn.growth],
-            "not_scar": {"rim_m": scn.rim_m, "deciduous": [list(b) for b in scn.deciduous],
-                         "cloud_flag_min": scn.cloud_flag_min, "snow_flag_min": scn.snow_flag_min},
-            "acquisitions": records}
+    return {
+        "scenario": scn.name,
+        "description": scn.description,
+        "seed": world.seed,
+        "site_id": world.site.id,
+        "epsg": world.fr.epsg,
+        "tiles": [{"mgrs": t.mgrs, "epsg": t.epsg, "covers": "east" if t.east else "west"} for t in tiles],
+        "events": [list(e) for e in scn.events],
+        "growth": [list(g) for g in scn.growth],
+        "not_scar": {
+            "rim_m": scn.rim_m,
+            "deciduous": [list(b) for b in scn.deciduous],
+            "cloud_flag_min": scn.cloud_flag_min,
+            "snow_flag_min": scn.snow_flag_min,
+        },
+        "acquisitions": records,
+    }
 
 
 def _dump(path: Path, doc: dict[str, Any]) -> Path:

@@ -57,8 +57,9 @@ def tick_dates(start: str, end: str, every_days: int) -> list[dt.date]:
 DASHBOARD = "http://127.0.0.1:8000/dashboard/index.html"
 
 
-def run_tick_demo(out: Path, *, scenario: str, start: str, end: str, every_days: int = 30,
-                  echo: Callable[[str], object] = print) -> None:
+def run_tick_demo(
+    out: Path, *, scenario: str, start: str, end: str, every_days: int = 30, echo: Callable[[str], object] = print
+) -> None:
     from aiosmtpd.controller import Controller
 
     from scarmon.demo.quick import write_demo_site
@@ -72,7 +73,9 @@ def run_tick_demo(out: Path, *, scenario: str, start: str, end: str, every_days:
     site_path = write_demo_site(out, scenario)
     doc = yaml.safe_load(site_path.read_text())
     doc["recipients"] = {"email": ["duty-officer@example.org"]}
-    site_path.write_text("# Synthetic demo site written by `scarmon demo --ticks`.\n" + yaml.safe_dump(doc, sort_keys=False))
+    site_path.write_text(
+        "# Synthetic demo site written by `scarmon demo --ticks`.\n" + yaml.safe_dump(doc, sort_keys=False)
+    )
     items = out / "catalog" / "items.json"
     t0 = time.monotonic()
     if not items.exists():
@@ -81,22 +84,36 @@ def run_tick_demo(out: Path, *, scenario: str, start: str, end: str, every_days:
     sink = _Sink(out / "mail")
     ctl = Controller(sink, hostname="127.0.0.1", port=_free_port())
     ctl.start()
-    os.environ.update({"SCARMON_SMTP_HOST": "127.0.0.1", "SCARMON_SMTP_PORT": str(ctl.port),
-                       "SCARMON_SMTP_FROM": "scarmon-demo@localhost",
-                       "SCARMON_DASHBOARD_URL": DASHBOARD + "#site={site}"})
+    os.environ.update(
+        {
+            "SCARMON_SMTP_HOST": "127.0.0.1",
+            "SCARMON_SMTP_PORT": str(ctl.port),
+            "SCARMON_SMTP_FROM": "scarmon-demo@localhost",
+            "SCARMON_DASHBOARD_URL": DASHBOARD + "#site={site}",
+        }
+    )
     try:
         from scarmon.service.flows import monitor_site
 
         dates = tick_dates(start, end, every_days)
-        echo(f"replaying {len(dates)} scheduled ticks (every {every_days} days) through the monitor_site flow; "
-             f"alerts go to the SMTP sink on 127.0.0.1:{ctl.port}")
+        echo(
+            f"replaying {len(dates)} scheduled ticks (every {every_days} days) through the monitor_site flow; "
+            f"alerts go to the SMTP sink on 127.0.0.1:{ctl.port}"
+        )
         t0 = time.monotonic()
         for d in dates:
             r = _tick(monitor_site, site_path, out, items, d)
-            ev = "; ".join(f"{e['date']} {e['event']} {e['level']} ({e['change_pct']:+.0f} % over {e['baseline_m2']:,.0f} m²)"
-                           for e in r["events"]) or "-"
-            echo(f"tick {d}: +{r['appended']} frame(s), alert state {r['alert_state']}/{r['alert_level']}, "
-                 f"mailed {len(r['sent'])}; events: {ev}")
+            ev = (
+                "; ".join(
+                    f"{e['date']} {e['event']} {e['level']} ({e['change_pct']:+.0f} % over {e['baseline_m2']:,.0f} m²)"
+                    for e in r["events"]
+                )
+                or "-"
+            )
+            echo(
+                f"tick {d}: +{r['appended']} frame(s), alert state {r['alert_state']}/{r['alert_level']}, "
+                f"mailed {len(r['sent'])}; events: {ev}"
+            )
         echo(f"{len(dates)} ticks in {time.monotonic() - t0:.0f} s; a re-run of the last tick:")
         r = _tick(monitor_site, site_path, out, items, dates[-1])
         echo(f"  +{r['appended']} frame(s), {len(r['events'])} event(s), {len(r['sent'])} mail(s) (idempotent)")
@@ -105,8 +122,12 @@ def run_tick_demo(out: Path, *, scenario: str, start: str, end: str, every_days:
     echo(f"{len(sink.subjects)} alert e-mail(s) received by the sink, saved in {out / 'mail'}:")
     for s in sink.subjects:
         echo(f"  {s}")
-    echo(f"alert history: {out / 'store' / doc['id'] / 'alerts.jsonl'}  (also: scarmon alerts --site {site_path} "
-         f"--store {out / 'store'})")
-    echo(f"dashboard: serve the store folder, then open the page (any static HTTP server works):\n"
-         f"  python -m http.server --bind 127.0.0.1 --directory {out / 'store'} 8000\n"
-         f"  {DASHBOARD}#site={doc['id']}")
+    echo(
+        f"alert history: {out / 'store' / doc['id'] / 'alerts.jsonl'}  (also: scarmon alerts --site {site_path} "
+        f"--store {out / 'store'})"
+    )
+    echo(
+        f"dashboard: serve the store folder, then open the page (any static HTTP server works):\n"
+        f"  python -m http.server --bind 127.0.0.1 --directory {out / 'store'} 8000\n"
+        f"  {DASHBOARD}#site={doc['id']}"
+    )

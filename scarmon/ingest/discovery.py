@@ -64,8 +64,14 @@ def _collection_for(url: str) -> str:
 
 def _retry() -> Retry:
     # POST searches must be retried too (urllib3 skips POST by default).
-    return Retry(total=defaults.HTTP_RETRIES, backoff_factor=defaults.HTTP_BACKOFF_S, status_forcelist=RETRY_STATUS,
-                 allowed_methods=None, raise_on_status=False, respect_retry_after_header=True)
+    return Retry(
+        total=defaults.HTTP_RETRIES,
+        backoff_factor=defaults.HTTP_BACKOFF_S,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=None,
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
 
 
 class StacApiCatalog:
@@ -84,15 +90,20 @@ class StacApiCatalog:
             try:
                 self._client = Client.open(self.source, stac_io=io, timeout=defaults.HTTP_TIMEOUT_S)
             except Exception as exc:
-                raise transient(CatalogError(
-                    f"cannot open the STAC API at {self.source}: {_reason(exc)}. Check the URL and your network, or "
-                    "pass --catalog with another STAC API or a static JSON."), _network(exc)) from exc
+                raise transient(
+                    CatalogError(
+                        f"cannot open the STAC API at {self.source}: {_reason(exc)}. Check the URL and your network, or "
+                        "pass --catalog with another STAC API or a static JSON."
+                    ),
+                    _network(exc),
+                ) from exc
         return self._client
 
     def search(self, *, aoi: Polygon, start: dt.datetime, end: dt.datetime, max_cloud: float) -> list[dict[str, Any]]:
         client = self._open()
-        kwargs: dict[str, Any] = dict(collections=[self.collection], intersects=mapping(aoi),
-                                      datetime=(start, end), limit=defaults.PAGE_SIZE)
+        kwargs: dict[str, Any] = dict(
+            collections=[self.collection], intersects=mapping(aoi), datetime=(start, end), limit=defaults.PAGE_SIZE
+        )
         if client.conforms_to("QUERY"):
             kwargs["query"] = {"eo:cloud_cover": {"lte": max_cloud}}
         items: list[dict[str, Any]] = []
@@ -102,14 +113,20 @@ class StacApiCatalog:
                 pages += 1
                 features = page.get("features", []) if isinstance(page, dict) else None
                 if not isinstance(features, list):
-                    raise CatalogError(f"page {pages} of the search is not an ItemCollection ('features' is "
-                                       f"{type(features).__name__}, not a list)")
+                    raise CatalogError(
+                        f"page {pages} of the search is not an ItemCollection ('features' is "
+                        f"{type(features).__name__}, not a list)"
+                    )
                 items.extend(features)
         except Exception as exc:
-            raise transient(CatalogError(
-                f"searching {self.source} (collection {self.collection}) failed after {pages} page(s) and "
-                f"{defaults.HTTP_RETRIES} retries: {_reason(exc)}. Nothing was stored; the next run will search "
-                "again."), _network(exc)) from exc
+            raise transient(
+                CatalogError(
+                    f"searching {self.source} (collection {self.collection}) failed after {pages} page(s) and "
+                    f"{defaults.HTTP_RETRIES} retries: {_reason(exc)}. Nothing was stored; the next run will search "
+                    "again."
+                ),
+                _network(exc),
+            ) from exc
         log.info("%s: %d items in %d page(s)", self.source, len(items), pages)
         return _filter(items, aoi, start, end, max_cloud, self.collection, self.malformed)
 
@@ -130,8 +147,10 @@ class StaticCatalog:
         if kind == "FeatureCollection":
             features = doc.get("features", [])
             if not isinstance(features, list):
-                raise CatalogError(f"{self.source}: 'features' is {type(features).__name__}, not a list of items; "
-                                   "fix the file or pass --catalog with another source")
+                raise CatalogError(
+                    f"{self.source}: 'features' is {type(features).__name__}, not a list of items; "
+                    "fix the file or pass --catalog with another source"
+                )
             return [_absolute_hrefs(f, self.source) for f in features]
         if kind == "Feature":
             return [_absolute_hrefs(doc, self.source)]
@@ -151,8 +170,15 @@ class StaticCatalog:
                 yield from self._walk(_read_json(href), href)
 
 
-def _filter(items: list[Any], aoi: Polygon, start: dt.datetime, end: dt.datetime, max_cloud: float,
-            collection: str | None, malformed: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def _filter(
+    items: list[Any],
+    aoi: Polygon,
+    start: dt.datetime,
+    end: dt.datetime,
+    max_cloud: float,
+    collection: str | None,
+    malformed: list[tuple[str, str]],
+) -> list[dict[str, Any]]:
     """Filter locally too: static catalogs have no server, and APIs without `query` skip the cloud prefilter.
 
     A malformed item is left out and recorded in `malformed` (one bad item never stops a run)."""
@@ -198,8 +224,9 @@ def _read_json(source: str) -> dict[str, Any]:
             path = Path(source.removeprefix("file://"))
             doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, requests.RequestException) as exc:
-        raise transient(CatalogError(f"cannot read the static catalog {source}: {_reason(exc)}"),
-                        _network(exc)) from exc
+        raise transient(
+            CatalogError(f"cannot read the static catalog {source}: {_reason(exc)}"), _network(exc)
+        ) from exc
     if not isinstance(doc, dict):
         raise CatalogError(f"{source}: the document is a JSON {type(doc).__name__}, not a STAC object")
     return doc

@@ -31,18 +31,27 @@ def encode_ndvi(ndvi: np.ndarray, grid: SiteGrid) -> bytes:
     return encode_cog(data, grid, nodata=NDVI_NODATA, scale=NDVI_SCALE, description="NDVI")
 
 
-COG_OPTIONS = {"compress": "DEFLATE", "level": COG_DEFLATE_LEVEL, "predictor": 2, "blocksize": 256,
-               "overviews": "NONE"}
+COG_OPTIONS = {"compress": "DEFLATE", "level": COG_DEFLATE_LEVEL, "predictor": 2, "blocksize": 256, "overviews": "NONE"}
 """No overviews: a site frame is 1-3 k pixels a side, read whole by the tracker and products; building them made
 the COG driver go through a temporary GTiff and tripled the encoding time."""
 
 
-def encode_cog(data: np.ndarray, grid: SiteGrid, *, nodata: float | None, scale: float = 1.0,
-               description: str | None = None) -> bytes:
+def encode_cog(
+    data: np.ndarray, grid: SiteGrid, *, nodata: float | None, scale: float = 1.0, description: str | None = None
+) -> bytes:
     """A single-band tiled COG of `data` on the grid (no overviews, see COG_OPTIONS)."""
     with MemoryFile() as out:
-        with out.open(driver="COG", width=grid.width, height=grid.height, count=1, dtype=data.dtype.name,
-                      crs=grid.crs, transform=grid.transform, nodata=nodata, **COG_OPTIONS) as dst:
+        with out.open(
+            driver="COG",
+            width=grid.width,
+            height=grid.height,
+            count=1,
+            dtype=data.dtype.name,
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=nodata,
+            **COG_OPTIONS,
+        ) as dst:
             dst.write(data, 1)
             dst.scales = (scale,)
             if description:

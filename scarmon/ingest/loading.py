@@ -44,7 +44,7 @@ class SceneRejected(Exception):
 @dataclass(frozen=True)
 class Frame:
     scene: Scene
-    ndvi: np.ndarray          # float32 on the site grid; NaN where not clear
+    ndvi: np.ndarray  # float32 on the site grid; NaN where not clear
     screening: Screening
 
     @property
@@ -158,8 +158,17 @@ def warp_to_grid(win: Window2D, grid: SiteGrid, *, resampling: Resampling, nodat
         if resampling == Resampling.bilinear and np.isnan(nodata):
             return bilinear_to_grid(win, grid)
     dst = np.full((*win.data.shape[:-2], *grid.shape), nodata, dtype=win.data.dtype)
-    reproject(win.data, dst, src_transform=win.transform, src_crs=win.crs, src_nodata=nodata,
-              dst_transform=grid.transform, dst_crs=grid.crs, dst_nodata=nodata, resampling=resampling)
+    reproject(
+        win.data,
+        dst,
+        src_transform=win.transform,
+        src_crs=win.crs,
+        src_nodata=nodata,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        dst_nodata=nodata,
+        resampling=resampling,
+    )
     return dst
 
 
@@ -213,8 +222,9 @@ def read_scl(scene: Scene, grid: SiteGrid, reader: Reader) -> tuple[np.ndarray, 
     return scl, covering
 
 
-def screen_scene(scene: Scene, aoi: Polygon, grid: SiteGrid, reader: Reader, *, min_coverage: float,
-                 max_cloud_fraction: float) -> Screened:
+def screen_scene(
+    scene: Scene, aoi: Polygon, grid: SiteGrid, reader: Reader, *, min_coverage: float, max_cloud_fraction: float
+) -> Screened:
     scl, covering = read_scl(scene, grid, reader)
     sgrid = grid.at_resolution(defaults.SCREEN_RESOLUTION_M)
     result = screen(scl, sgrid.mask(aoi), min_coverage=min_coverage, max_cloud_fraction=max_cloud_fraction)
@@ -224,8 +234,13 @@ def screen_scene(scene: Scene, aoi: Polygon, grid: SiteGrid, reader: Reader, *, 
 # --- Loading ----------------------------------------------------------------------------------------------------------
 
 
-def load_ndvi(scene: Scene, items: list[dict[str, Any]] | tuple[dict[str, Any], ...], scl: np.ndarray,
-              grid: SiteGrid, reader: Reader) -> np.ndarray:
+def load_ndvi(
+    scene: Scene,
+    items: list[dict[str, Any]] | tuple[dict[str, Any], ...],
+    scl: np.ndarray,
+    grid: SiteGrid,
+    reader: Reader,
+) -> np.ndarray:
     """NDVI on the site grid: per-item radiometry, bilinear 10 m → grid resolution, mosaic, clear pixels only.
 
     The first item is read over the whole grid; each later one only over the bounding box of the clear pixels
@@ -261,8 +276,13 @@ def item_bands(item: dict[str, Any], grid: SiteGrid, reader: Reader) -> np.ndarr
             return None
         scale, offset = reflectance_scaling(item, key)
         if offset_contradicted(win.data, scale, offset):
-            log.warning("item %s %s: the DN contradict the declared offset %g (more than 5 %% of them would be "
-                        "negative reflectance); check the catalog's offset metadata", item["id"], key, offset)
+            log.warning(
+                "item %s %s: the DN contradict the declared offset %g (more than 5 %% of them would be "
+                "negative reflectance); check the catalog's offset metadata",
+                item["id"],
+                key,
+                offset,
+            )
         wins.append(Window2D(to_reflectance(win.data, scale, offset), win.transform, win.crs))
     red, nir = wins
     if red.data.shape == nir.data.shape and red.transform == nir.transform:
@@ -283,8 +303,9 @@ def clear_on_grid(scl: np.ndarray, grid: SiteGrid) -> np.ndarray:
     return np.asarray(warp_to_grid(win, grid, resampling=Resampling.nearest, nodata=0) == 2)
 
 
-def load_scene(scene: Scene, aoi: Polygon, grid: SiteGrid, reader: Reader, *, min_coverage: float,
-               max_cloud_fraction: float) -> tuple[Screening, Frame | None]:
+def load_scene(
+    scene: Scene, aoi: Polygon, grid: SiteGrid, reader: Reader, *, min_coverage: float, max_cloud_fraction: float
+) -> tuple[Screening, Frame | None]:
     """Screen a scene over the AOI; read B04/B08 only when it passes."""
     s = screen_scene(scene, aoi, grid, reader, min_coverage=min_coverage, max_cloud_fraction=max_cloud_fraction)
     if not s.screening.accepted:

@@ -42,26 +42,30 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestReport:
     site_id: str
-    found: int = 0                                   # scenes in the search window
-    already_present: int = 0                         # frames or rejections stored before
+    found: int = 0  # scenes in the search window
+    already_present: int = 0  # frames or rejections stored before
     appended: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)       # (scene id, reason), final
-    pending: list[tuple[str, str]] = field(default_factory=list)        # (scene id, reason), looked at again later
-    skipped: list[tuple[str, str]] = field(default_factory=list)        # read failures / malformed items
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (scene id, reason), final
+    pending: list[tuple[str, str]] = field(default_factory=list)  # (scene id, reason), looked at again later
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # read failures / malformed items
     reprocessed: list[str] = field(default_factory=list)  # frames whose acquisition the catalog now lists reprocessed
     dirty_from: str | None = None
-    deep: bool = False                                # the search covered the site's whole history
+    deep: bool = False  # the search covered the site's whole history
 
     def summary(self) -> str:
         deep = " (deep re-scan of the whole history)" if self.deep else ""
-        lines = [f"site {self.site_id}: {self.found} scene(s) found, {len(self.appended)} appended, "
-                 f"{len(self.rejected)} rejected, {len(self.pending)} pending, {self.already_present} already "
-                 f"present, {len(self.skipped)} skipped{deep}"]
+        lines = [
+            f"site {self.site_id}: {self.found} scene(s) found, {len(self.appended)} appended, "
+            f"{len(self.rejected)} rejected, {len(self.pending)} pending, {self.already_present} already "
+            f"present, {len(self.skipped)} skipped{deep}"
+        ]
         lines += [f"  rejected {sid}: {why}" for sid, why in self.rejected]
         lines += [f"  pending  {sid}: {why} (looked at again on later runs)" for sid, why in self.pending]
         lines += [f"  skipped  {sid}: {why}" for sid, why in self.skipped]
-        lines += [f"  reprocessed {sid}: the catalog lists a newer processing than the stored frame's (kept as is)"
-                  for sid in self.reprocessed]
+        lines += [
+            f"  reprocessed {sid}: the catalog lists a newer processing than the stored frame's (kept as is)"
+            for sid in self.reprocessed
+        ]
         if self.dirty_from:
             lines.append(f"  an earlier scene arrived late: tracking must re-run from {self.dirty_from}")
         return "\n".join(lines)
@@ -77,8 +81,9 @@ def deep_rescan_due(site_id: str, today: dt.date, period_days: int = defaults.DE
     return today.toordinal() % period_days == zlib.crc32(site_id.encode()) % period_days
 
 
-def search_window(site: Site, manifest: Manifest, start: dt.date | None, end: dt.date | None, *,
-                  deep: bool = False) -> tuple[dt.datetime, dt.datetime]:
+def search_window(
+    site: Site, manifest: Manifest, start: dt.date | None, end: dt.date | None, *, deep: bool = False
+) -> tuple[dt.datetime, dt.datetime]:
     """[start, end] of the catalog search.
 
     1. An explicit --start wins; 2. a deep re-scan, or an empty sequence, searches from the site's start; 3. else
@@ -126,10 +131,10 @@ def identify(scenes: Iterable[Scene], manifest: Manifest) -> list[Scene]:
 
 @dataclass(frozen=True)
 class Plan:
-    read: list[Scene]                                # scenes to screen (and load)
-    known: int                                       # decided before: skipped without reading
-    unchanged: list[tuple[Scene, Rejection]]         # pending, same items as last time: nothing to read
-    reprocessed: list[str]                           # stored frames the catalog now lists on another baseline
+    read: list[Scene]  # scenes to screen (and load)
+    known: int  # decided before: skipped without reading
+    unchanged: list[tuple[Scene, Rejection]]  # pending, same items as last time: nothing to read
+    reprocessed: list[str]  # stored frames the catalog now lists on another baseline
 
 
 def plan(scenes: list[Scene], manifest: Manifest) -> Plan:
@@ -142,8 +147,11 @@ def plan(scenes: list[Scene], manifest: Manifest) -> Plan:
         if s.id in known:
             n_known += 1
             f = frames.get(s.id)
-            if f is not None and None not in (f.processing_baseline, s.processing_baseline) \
-                    and f.processing_baseline != s.processing_baseline:
+            if (
+                f is not None
+                and None not in (f.processing_baseline, s.processing_baseline)
+                and f.processing_baseline != s.processing_baseline
+            ):
                 reprocessed.append(s.id)  # another processing baseline (item ids differ between catalogs anyway)
         elif (p := pending.get(s.id)) is not None and p.item_ids and p.item_ids == s.item_ids:
             unchanged.append((s, p))
@@ -157,24 +165,46 @@ def plan(scenes: list[Scene], manifest: Manifest) -> Plan:
 
 def frame_objects(site_id: str, frame: Frame, grid: SiteGrid) -> dict[str, bytes]:
     base = f"{site_id}/frames/{frame.scene.date}_{frame.scene.id}"
-    return {f"{base}.tif": encode_ndvi(frame.ndvi, grid),
-            f"{base}.png": encode_png(video_frame(frame.ndvi, frame.valid))}
+    return {
+        f"{base}.tif": encode_ndvi(frame.ndvi, grid),
+        f"{base}.png": encode_png(video_frame(frame.ndvi, frame.valid)),
+    }
 
 
 def frame_entry(frame: Frame, keys: list[str]) -> FrameEntry:
     s = frame.scene
-    return FrameEntry(date=s.date, scene_id=s.id, datetime=s.datetime, item_ids=s.item_ids,
-                      processing_baseline=s.processing_baseline, coverage=round(frame.screening.coverage, 4),
-                      clear_fraction=round(frame.screening.clear_fraction, 4),
-                      objects={"ndvi": keys[0], "video": keys[1]})
+    return FrameEntry(
+        date=s.date,
+        scene_id=s.id,
+        datetime=s.datetime,
+        item_ids=s.item_ids,
+        processing_baseline=s.processing_baseline,
+        coverage=round(frame.screening.coverage, 4),
+        clear_fraction=round(frame.screening.clear_fraction, 4),
+        objects={"ndvi": keys[0], "video": keys[1]},
+    )
 
 
-def rejection(scene: Scene, reason: str, screening: Screening | None, *, retry: bool = False, attempts: int = 0,
-              item_ids: tuple[str, ...] = ()) -> Rejection:
-    return Rejection(date=scene.date, scene_id=scene.id, datetime=scene.datetime, reason=reason,
-                     coverage=round(screening.coverage, 4) if screening else None,
-                     clear_fraction=round(screening.clear_fraction, 4) if screening else None, retry=retry,
-                     attempts=attempts, item_ids=item_ids)
+def rejection(
+    scene: Scene,
+    reason: str,
+    screening: Screening | None,
+    *,
+    retry: bool = False,
+    attempts: int = 0,
+    item_ids: tuple[str, ...] = (),
+) -> Rejection:
+    return Rejection(
+        date=scene.date,
+        scene_id=scene.id,
+        datetime=scene.datetime,
+        reason=reason,
+        coverage=round(screening.coverage, 4) if screening else None,
+        clear_fraction=round(screening.clear_fraction, 4) if screening else None,
+        retry=retry,
+        attempts=attempts,
+        item_ids=item_ids,
+    )
 
 
 @dataclass(frozen=True)
@@ -202,26 +232,33 @@ def process(scene: Scene, ctx: Context) -> Outcome:
     site = ctx.site
     retry_ok = may_retry(scene.datetime, ctx.newest)
     try:
-        screening, frame = load_scene(scene, site.polygon, ctx.grid, ctx.reader, min_coverage=site.min_coverage,
-                                      max_cloud_fraction=site.max_cloud_fraction)
+        screening, frame = load_scene(
+            scene,
+            site.polygon,
+            ctx.grid,
+            ctx.reader,
+            min_coverage=site.min_coverage,
+            max_cloud_fraction=site.max_cloud_fraction,
+        )
     except SceneRejected as exc:
         retry = exc.retry and retry_ok
-        return Outcome(scene, rejection=rejection(scene, _final(str(exc), exc.retry and not retry), None,
-                                                  retry=retry))
+        return Outcome(scene, rejection=rejection(scene, _final(str(exc), exc.retry and not retry), None, retry=retry))
     except ReadError as exc:  # pending, not final: later runs read it again, a bounded number of times
         log.warning("scene %s unreadable: %s", scene.id, exc)
         prev = ctx.pending.get(scene.id)
         attempts = (prev.attempts if prev else 0) + 1
         retry = attempts < defaults.RETRY_MAX_ATTEMPTS
         reason = f"unreadable: {exc}" + ("" if retry else f" (gave up after {attempts} runs)")
-        return Outcome(scene, rejection=rejection(scene, reason, None, retry=retry, attempts=attempts),
-                       unreadable=str(exc))
+        return Outcome(
+            scene, rejection=rejection(scene, reason, None, retry=retry, attempts=attempts), unreadable=str(exc)
+        )
     if frame is None:
         partial = screening.coverage < site.min_coverage
         retry = partial and retry_ok
         reason = _final(screening.reason or "rejected", partial and not retry)
-        return Outcome(scene, rejection=rejection(scene, reason, screening, retry=retry,
-                                                  item_ids=scene.item_ids if retry else ()))
+        return Outcome(
+            scene, rejection=rejection(scene, reason, screening, retry=retry, item_ids=scene.item_ids if retry else ())
+        )
     data = frame_objects(site.id, frame, ctx.grid)
     return Outcome(scene, frame=frame_entry(frame, list(data)), data=data)
 
@@ -233,10 +270,19 @@ def _final(reason: str, gave_up: bool) -> str:
 # --- The run ---------------------------------------------------------------------------------------------------------
 
 
-def ingest(site: Site, catalog: Catalog, store: Store, *, start: dt.date | None = None, end: dt.date | None = None,
-           reader: Reader | None = None, progress: Callable[[int], object] | None = None,
-           on_scenes: Callable[[int], object] | None = None, concurrency: int | None = None,
-           deep: bool | None = None) -> IngestReport:
+def ingest(
+    site: Site,
+    catalog: Catalog,
+    store: Store,
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    reader: Reader | None = None,
+    progress: Callable[[int], object] | None = None,
+    on_scenes: Callable[[int], object] | None = None,
+    concurrency: int | None = None,
+    deep: bool | None = None,
+) -> IngestReport:
     """Append every new cloud-free scene of a site to its stored sequence.
 
     `concurrency`: scenes in flight (default `SCARMON_READ_CONCURRENCY` or `defaults.READ_CONCURRENCY`).
@@ -318,8 +364,9 @@ def _commit(batch: list[Outcome], site: Site, grid: SiteGrid, store: Store, repo
         report.dirty_from = min(filter(None, [report.dirty_from, merged.dirty_from]))
 
 
-def _settle_unchanged(unchanged: list[tuple[Scene, Rejection]], ctx: Context, store: Store,
-                      report: IngestReport) -> None:
+def _settle_unchanged(
+    unchanged: list[tuple[Scene, Rejection]], ctx: Context, store: Store, report: IngestReport
+) -> None:
     """Pending scenes whose items did not change: nothing to read; made final once too old to wait for."""
     final = []
     for scene, pending in unchanged:

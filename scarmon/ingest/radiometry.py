@@ -49,7 +49,7 @@ def _earth_search_legacy(item: Mapping[str, Any]) -> bool:
 
 
 def processing_baseline(item: Mapping[str, Any]) -> str | None:
-    """"MM.mm" from `s2:processing_baseline` (string or number), `sentinel:processing_baseline`, or the product
+    """ "MM.mm" from `s2:processing_baseline` (string or number), `sentinel:processing_baseline`, or the product
     name's N-field (`..._N0509_...`, Earth Search v0's `sentinel:product_id`); None when nothing says it."""
     props = item.get("properties") or {}
     for key in ("s2:processing_baseline", "sentinel:processing_baseline"):
@@ -117,8 +117,9 @@ def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
     return out
 
 
-def video_frame(ndvi_arr: np.ndarray, valid: np.ndarray | None = None,
-                ndvi_range: tuple[float, float] = defaults.VIDEO_NDVI_RANGE) -> np.ndarray:
+def video_frame(
+    ndvi_arr: np.ndarray, valid: np.ndarray | None = None, ndvi_range: tuple[float, float] = defaults.VIDEO_NDVI_RANGE
+) -> np.ndarray:
     """8-bit gray frame with a fixed NDVI mapping, so a gray level means the same NDVI in every frame."""
     lo, hi = ndvi_range
     scaled = (np.nan_to_num(ndvi_arr, nan=lo) - lo) / (hi - lo)

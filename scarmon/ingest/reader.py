@@ -30,9 +30,9 @@ MARGIN_PX = 2
 """Source pixels read beyond the grid bounds: bilinear needs one neighbour; one more absorbs reprojection curvature."""
 
 GDAL_ENV = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",   # never list a remote folder to find sidecars
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # never list a remote folder to find sidecars
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
-    "GDAL_HTTP_MAX_RETRY": "5",                    # 429/5xx from blob storage are routine
+    "GDAL_HTTP_MAX_RETRY": "5",  # 429/5xx from blob storage are routine
     "GDAL_HTTP_RETRY_DELAY": "2",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "VSI_CACHE": "FALSE",
@@ -104,8 +104,9 @@ class RasterioReader:
         with self._lock:
             spent = self._sign_failed_s
         if spent > self.give_up_s:
-            raise ReadError(f"cannot sign {href}: signing failed for {spent:.0f} s in this run; gave up until the "
-                            "next run")
+            raise ReadError(
+                f"cannot sign {href}: signing failed for {spent:.0f} s in this run; gave up until the next run"
+            )
         t0 = time.monotonic()
         wait = max(self.give_up_s - spent, 0.0) + SIGN_GRACE_S
         future = _sign_pool().submit(self.sign, href)

@@ -33,8 +33,8 @@ _SCENE_ID = re.compile(r"^(S2[A-D]_\d{8})(?:_R(\d{3}))?$")
 
 @dataclass(frozen=True)
 class Scene:
-    id: str                       # stable across runs and catalogs: platform, date, relative orbit
-    datetime: str                 # ISO, UTC, earliest item
+    id: str  # stable across runs and catalogs: platform, date, relative orbit
+    datetime: str  # ISO, UTC, earliest item
     items: tuple[dict[str, Any], ...]
 
     @property
@@ -54,9 +54,14 @@ class Scene:
 def asset_key(item: Mapping[str, Any], band: str) -> str | None:
     """The item's asset key for a band ('red', 'nir', 'scl'), or None when the item lacks it (or has no href)."""
     assets = item.get("assets") or {}
-    return next((k for k in ASSET_KEYS[band]
-                 if isinstance(assets.get(k), dict) and isinstance(assets[k].get("href"), str) and assets[k]["href"]),
-                None)
+    return next(
+        (
+            k
+            for k in ASSET_KEYS[band]
+            if isinstance(assets.get(k), dict) and isinstance(assets[k].get("href"), str) and assets[k]["href"]
+        ),
+        None,
+    )
 
 
 def missing_bands(item: Mapping[str, Any]) -> list[str]:
@@ -196,5 +201,10 @@ def _generation(item: Mapping[str, Any]) -> tuple[str, str, int, str, str]:
         sequence = 0
     if sequence == 0 and (m := re.search(r"_(\d+)_L2A$", str(item["id"]))):
         sequence = int(m.group(1))
-    return (str(props.get("s2:generation_time") or ""), processing_baseline(item) or "", sequence,
-            str(props.get("updated") or ""), str(item["id"]))
+    return (
+        str(props.get("s2:generation_time") or ""),
+        processing_baseline(item) or "",
+        sequence,
+        str(props.get("updated") or ""),
+        str(item["id"]),
+    )

@@ -11,10 +11,10 @@ from scarmon import defaults
 
 @dataclass(frozen=True)
 class Screening:
-    coverage: float        # share of AOI pixels with data
+    coverage: float  # share of AOI pixels with data
     clear_fraction: float  # share of the covered AOI pixels that are not shadow/cloud/cirrus/snow
     accepted: bool
-    reason: str | None     # why rejected, for people and for the manifest
+    reason: str | None  # why rejected, for people and for the manifest
 
 
 def clear_pixels(scl: np.ndarray) -> np.ndarray:
@@ -34,6 +34,10 @@ def screen(scl: np.ndarray, aoi: np.ndarray, *, min_coverage: float, max_cloud_f
     if coverage < min_coverage:
         return Screening(coverage, clear, False, f"coverage {coverage:.2f} < min_coverage {min_coverage:.2f}")
     if clear < 1 - max_cloud_fraction:
-        return Screening(coverage, clear, False, f"clear fraction {clear:.2f} < {1 - max_cloud_fraction:.2f} "
-                                                 f"(max_cloud_fraction {max_cloud_fraction:.2f})")
+        return Screening(
+            coverage,
+            clear,
+            False,
+            f"clear fraction {clear:.2f} < {1 - max_cloud_fraction:.2f} (max_cloud_fraction {max_cloud_fraction:.2f})",
+        )
     return Screening(coverage, clear, True, None)

@@ -64,23 +64,32 @@ FORMAT = "scarmon.products/1"
 PRODUCTS_VERSION = "9"  # bump to force every product to be rebuilt (a change of drawing code, say)
 QUICKLOOK_MAX_PX = 1024
 MAP_MAX_PX = 1024
-COORD_DECIMALS = 7      # GeoJSON coordinates: 7 decimals of a degree is ~1 cm
+COORD_DECIMALS = 7  # GeoJSON coordinates: 7 decimals of a degree is ~1 cm
 RECENT_ALERT_DAYS = 120  # an alert that ended up to this many days before the newest frame is 'recent'
 MASK_NODATA = 255
 MASK_COLORS = {0: (235, 235, 235, 255), 1: (220, 0, 0, 255), MASK_NODATA: (0, 0, 0, 0)}
-MASK_VALUES: tuple[dict[str, Any], ...] = ({"value": 0, "name": "not-scar", "description": "observed, not scar"},
-               {"value": 1, "name": "scar", "description": "scar (bare ground tracked as the landslide)"},
-               {"value": MASK_NODATA, "name": "not-observed",
-                "description": "no data: not observed on this date (cloud, shadow, snow) or outside the AOI"})
+MASK_VALUES: tuple[dict[str, Any], ...] = (
+    {"value": 0, "name": "not-scar", "description": "observed, not scar"},
+    {"value": 1, "name": "scar", "description": "scar (bare ground tracked as the landslide)"},
+    {
+        "value": MASK_NODATA,
+        "name": "not-observed",
+        "description": "no data: not observed on this date (cloud, shadow, snow) or outside the AOI",
+    },
+)
 NDVI_RANGE = (-0.2, 0.9)  # fixed colour mapping, the same for every frame (never per-frame min-max)
 LEVELS = ("none", "watch", "warning", "alarm")
 LEVEL_COLORS = {"watch": "#e6a700", "warning": "#e4572e", "alarm": "#b0003a"}
-DASHBOARD_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-                   "style.css": "text/css; charset=utf-8",
-                   "vendor/leaflet/leaflet.js": "text/javascript; charset=utf-8",
-                   "vendor/leaflet/leaflet.css": "text/css; charset=utf-8",
-                   "vendor/leaflet/images/layers.png": "image/png", "vendor/leaflet/images/layers-2x.png": "image/png",
-                   "vendor/leaflet/LICENSE": "text/plain; charset=utf-8"}
+DASHBOARD_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "vendor/leaflet/leaflet.js": "text/javascript; charset=utf-8",
+    "vendor/leaflet/leaflet.css": "text/css; charset=utf-8",
+    "vendor/leaflet/images/layers.png": "image/png",
+    "vendor/leaflet/images/layers-2x.png": "image/png",
+    "vendor/leaflet/LICENSE": "text/plain; charset=utf-8",
+}
 FINAL_STATES = {"finished", "reset", "cleared", "closed", "none", "resolved"}
 
 
@@ -103,7 +112,7 @@ def _rel(site_id: str, key: str) -> str:
     prefix = f"{site_id}/"
     if not key.startswith(prefix):
         raise ProductsError(f"{key!r} is not under {prefix!r}")
-    return key[len(prefix):]
+    return key[len(prefix) :]
 
 
 def _tag(*parts: Any) -> str:
@@ -116,6 +125,7 @@ def _tag(*parts: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # alerts (scarmon.alerts writes them; absence means "no alerts")
+
 
 def read_alerts(store: Store, site_id: str) -> list[dict[str, Any]]:
     """Alert events from `{site}/alerts.jsonl`, oldest first; malformed lines are skipped with a warning."""
@@ -162,8 +172,9 @@ def current_alert_level(store: Store, site_id: str, events: list[dict[str, Any]]
 CONFIRMED_EVENTS = {"confirmed", "escalating", "escalated", "finished"}
 
 
-def recent_alert(events: list[dict[str, Any]], reference_date: str | None,
-                 days: int = RECENT_ALERT_DAYS) -> dict[str, Any] | None:
+def recent_alert(
+    events: list[dict[str, Any]], reference_date: str | None, days: int = RECENT_ALERT_DAYS
+) -> dict[str, Any] | None:
     """The highest confirmed alert whose last event lies within `days` before `reference_date` (the newest frame),
     so that a finished ALARM still shows as 'recent alarm' instead of a plain green 'none'. Provisional alerts that
     were reset never count. None when there is none."""
@@ -186,9 +197,13 @@ def recent_alert(events: list[dict[str, Any]], reference_date: str | None,
         level = str(ev.get("level") or "watch")
         rank = LEVELS.index(level) if level in LEVELS else 0
         if best is None or rank >= LEVELS.index(best["level"]):
-            best = {"level": level if level in LEVELS else "watch", "date": str(ev["date"])[:10],
-                    "event": str(ev.get("event", "")), "state": str(ev.get("state", "")),
-                    "first_date": str(ev.get("first_date") or ev["date"])[:10]}
+            best = {
+                "level": level if level in LEVELS else "watch",
+                "date": str(ev["date"])[:10],
+                "event": str(ev.get("event", "")),
+                "state": str(ev.get("state", "")),
+                "first_date": str(ev.get("first_date") or ev["date"])[:10],
+            }
     if best is not None:  # the latest event of the alert tells whether it is over
         last = [ev for ev in events if str(ev.get("date", ""))[:10] >= best["date"]]
         if last:
@@ -199,6 +214,7 @@ def recent_alert(events: list[dict[str, Any]], reference_date: str | None,
 
 # ---------------------------------------------------------------------------------------------------------------
 # geometry
+
 
 def mask_to_pixel_polygon(mask: np.ndarray) -> BaseGeometry:
     """The mask as a shapely (Multi)Polygon in pixel corner coordinates (x = column, y = row), exact pixel edges."""
@@ -252,14 +268,17 @@ def site_location(site: Site) -> dict[str, Any]:
     """Where a site is, for maps and people: AOI centroid [lon, lat], bbox [w, s, e, n] and the AOI itself."""
     poly = site.polygon
     c = poly.centroid
-    return {"center": [round(c.x, 6), round(c.y, 6)], "bbox": [round(v, 6) for v in poly.bounds],
-            "aoi": {"type": "Polygon", "coordinates": round_coords([list(map(list, poly.exterior.coords))])}}
+    return {
+        "center": [round(c.x, 6), round(c.y, 6)],
+        "bbox": [round(v, 6) for v in poly.bounds],
+        "aoi": {"type": "Polygon", "coordinates": round_coords([list(map(list, poly.exterior.coords))])},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # quicklook, map image, published mask
 
-_RAMP = 252          # palette entries 0..251: the NDVI ramp
+_RAMP = 252  # palette entries 0..251: the NDVI ramp
 _NODATA_IDX, _EDGE_IDX = 252, 253
 _HATCH_IDX, _OUTSIDE_IDX = 253, 254  # map images: hatch lines over no-data, transparent outside the frame
 
@@ -282,8 +301,9 @@ def _palette(*, map_image: bool = False) -> list[int]:
 
 def _ndvi_index(ndvi: np.ndarray) -> np.ndarray:
     lo, hi = NDVI_RANGE
-    idx: np.ndarray = np.clip((np.nan_to_num(ndvi, nan=lo) - lo) / (hi - lo) * (_RAMP - 1), 0,
-                              _RAMP - 1).round().astype(np.uint8)
+    idx: np.ndarray = (
+        np.clip((np.nan_to_num(ndvi, nan=lo) - lo) / (hi - lo) * (_RAMP - 1), 0, _RAMP - 1).round().astype(np.uint8)
+    )
     idx[~np.isfinite(ndvi)] = _NODATA_IDX
     return idx
 
@@ -325,11 +345,21 @@ def mercator_frame(grid: SiteGrid) -> MercatorFrame:
     if max(width, height) > MAP_MAX_PX:
         f = max(width, height) / MAP_MAX_PX
         transform, width, height = calculate_default_transform(
-            grid.crs, "EPSG:3857", grid.width, grid.height, w, s, e, n, resolution=abs(transform.a) * f)
+            grid.crs, "EPSG:3857", grid.width, grid.height, w, s, e, n, resolution=abs(transform.a) * f
+        )
     src = np.arange(grid.width * grid.height, dtype=np.int32).reshape(grid.shape)
     dst = np.full((height, width), -1, np.int32)
-    reproject(src, dst, src_transform=grid.transform, src_crs=grid.crs, dst_transform=transform,
-              dst_crs="EPSG:3857", resampling=Resampling.nearest, src_nodata=-1, dst_nodata=-1)
+    reproject(
+        src,
+        dst,
+        src_transform=grid.transform,
+        src_crs=grid.crs,
+        dst_transform=transform,
+        dst_crs="EPSG:3857",
+        resampling=Resampling.nearest,
+        src_nodata=-1,
+        dst_nodata=-1,
+    )
     x0, y1 = transform.c, transform.f
     x1, y0 = x0 + transform.a * width, y1 + transform.e * height
     to_ll = Transformer.from_crs(3857, 4326, always_xy=True)
@@ -357,8 +387,9 @@ def render_map_image(ndvi: np.ndarray, grid: SiteGrid) -> bytes:
     return buf.getvalue()
 
 
-def encode_product_mask(mask: np.ndarray, ndvi: np.ndarray, aoi: np.ndarray, grid: SiteGrid,
-                        tags: Mapping[str, str]) -> bytes:
+def encode_product_mask(
+    mask: np.ndarray, ndvi: np.ndarray, aoi: np.ndarray, grid: SiteGrid, tags: Mapping[str, str]
+) -> bytes:
     """The published mask COG: 0 not scar, 1 scar, MASK_NODATA where the date saw nothing (NDVI nodata) or outside
     the AOI; nodata set, a colour table and dataset tags, so GIS tools show it without styling."""
     from rasterio.io import MemoryFile
@@ -366,9 +397,20 @@ def encode_product_mask(mask: np.ndarray, ndvi: np.ndarray, aoi: np.ndarray, gri
     data = np.where(mask, 1, 0).astype(np.uint8)
     data[~np.isfinite(ndvi) | ~aoi] = MASK_NODATA
     with MemoryFile() as mem:
-        with mem.open(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8", crs=grid.crs,
-                      transform=grid.transform, nodata=MASK_NODATA, tiled=True, blockxsize=256, blockysize=256,
-                      compress="DEFLATE") as tmp:
+        with mem.open(
+            driver="GTiff",
+            width=grid.width,
+            height=grid.height,
+            count=1,
+            dtype="uint8",
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=MASK_NODATA,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            compress="DEFLATE",
+        ) as tmp:
             tmp.write(data, 1)
             tmp.write_colormap(1, MASK_COLORS)
             tmp.update_tags(**tags)
@@ -395,6 +437,7 @@ def _tracker_name(store: Store, site_id: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # polygons
 
+
 def _round(v: Any, ndigits: int) -> Any:
     """Numbers as people read them (no 16-digit floats in the outlines' attributes); anything else unchanged."""
     return round(v, ndigits) if isinstance(v, float) and math.isfinite(v) else v
@@ -404,10 +447,15 @@ def _frame_feature_props(site_id: str, frame: FrameEntry, row: Mapping[str, Any]
     row = row or {}
     low = bool(row.get("low_confidence"))
     return {
-        "site": site_id, "date": frame.date, "datetime": frame.datetime, "scene_id": frame.scene_id,
-        "area_m2": _round(row.get("area_m2"), 1), "change_pct": _round(row.get("change_pct"), 2),
+        "site": site_id,
+        "date": frame.date,
+        "datetime": frame.datetime,
+        "scene_id": frame.scene_id,
+        "area_m2": _round(row.get("area_m2"), 1),
+        "change_pct": _round(row.get("change_pct"), 2),
         "same_season_change_pct": _round(row.get("same_season_change_pct"), 2),
-        "clear_fraction": _round(frame.clear_fraction, 4), "confidence": "low" if low else "normal",
+        "clear_fraction": _round(frame.clear_fraction, 4),
+        "confidence": "low" if low else "normal",
         "low_confidence_reason": row.get("low_confidence_reason") or "",
         "source_items": ",".join(frame.item_ids),
     }
@@ -462,8 +510,10 @@ def read_polygons(store: Store, site_id: str) -> dict[str, Any]:
         return {}
     return {str(sid): geom for sid, geom in zip(gdf["scene_id"], gdf.geometry, strict=True)}
 
+
 # ---------------------------------------------------------------------------------------------------------------
 # plots (matplotlib, Agg)
+
 
 def _season(date: str) -> tuple[str, int]:
     """('summer-autumn', year) for Jun-Nov; ('winter-spring', year of its December) for Dec-May."""
@@ -527,8 +577,16 @@ def plot_area_series(title: str, rows: list[dict[str, Any]], alerts: list[dict[s
     bad = [k for k, flag in enumerate(low) if flag]
     ax.plot([dates[k] for k in ok], [area[k] for k in ok], "o", color="#1f4e79", ms=4, zorder=3, label="frame")
     if bad:
-        ax.plot([dates[k] for k in bad], [area[k] for k in bad], "o", mfc="white", mec="#1f4e79", ms=5, zorder=3,
-                label="low confidence")
+        ax.plot(
+            [dates[k] for k in bad],
+            [area[k] for k in bad],
+            "o",
+            mfc="white",
+            mec="#1f4e79",
+            ms=5,
+            zorder=3,
+            label="low confidence",
+        )
     seen: set[str] = set()
     for ev in alerts:
         level = str(ev.get("level", "watch"))
@@ -539,8 +597,14 @@ def plot_area_series(title: str, rows: list[dict[str, Any]], alerts: list[dict[s
         state = str(ev.get("state", ""))
         style = "-" if state == "confirmed" else "--" if state not in FINAL_STATES else ":"
         label = f"alert {level} ({state})"
-        ax.axvline(d, color=LEVEL_COLORS.get(level, "#888888"), ls=style, lw=1.3, zorder=1,
-                   label=None if label in seen else label)
+        ax.axvline(
+            d,
+            color=LEVEL_COLORS.get(level, "#888888"),
+            ls=style,
+            lw=1.3,
+            zorder=1,
+            label=None if label in seen else label,
+        )
         seen.add(label)
     ax.set_ylabel(f"scar area ({unit})")
     _thousands(ax)
@@ -567,8 +631,10 @@ def plot_seasonal_panels(title: str, rows: list[dict[str, Any]]) -> bytes:
         day = (dt.date.fromisoformat(r["date"]) - _season_start(s, y)).days
         groups.setdefault((s, y), []).append((day, (r["area_m2"] or 0) / div, bool(r.get("low_confidence"))))
     cmap = plt.get_cmap("viridis")
-    months_of = {"summer-autumn": ("Jun", "Jul", "Aug", "Sep", "Oct", "Nov"),
-                 "winter-spring": ("Dec", "Jan", "Feb", "Mar", "Apr", "May")}
+    months_of = {
+        "summer-autumn": ("Jun", "Jul", "Aug", "Sep", "Oct", "Nov"),
+        "winter-spring": ("Dec", "Jan", "Feb", "Mar", "Apr", "May"),
+    }
     for ax, season in ((axes[0], "summer-autumn"), (axes[1], "winter-spring")):
         months = months_of[season]
         years = sorted(y for s, y in groups if s == season)
@@ -579,8 +645,10 @@ def plot_seasonal_panels(title: str, rows: list[dict[str, Any]]) -> bytes:
             ax.plot([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], "o", color=color, ms=4)
             ax.plot([p[0] for p in pts if p[2]], [p[1] for p in pts if p[2]], "o", mfc="white", mec=color, ms=5)
         start = _season_start(season, 2001)
-        ticks = [(dt.date(start.year + (start.month + i - 1) // 12, (start.month + i - 1) % 12 + 1, 1) - start).days
-                 for i in range(7)]
+        ticks = [
+            (dt.date(start.year + (start.month + i - 1) // 12, (start.month + i - 1) % 12 + 1, 1) - start).days
+            for i in range(7)
+        ]
         ax.set_xticks(ticks, [*months, ""])
         ax.set_xlim(0, ticks[-1])
         ax.set_title(f"{season.replace('-', '–')} ({months[0]}–{months[-1]})")
@@ -595,8 +663,9 @@ def plot_seasonal_panels(title: str, rows: list[dict[str, Any]]) -> bytes:
     return _fig_png(fig)
 
 
-def plot_same_season_boundaries(title: str, grid: SiteGrid, rows: list[dict[str, Any]], pixel_geoms: dict[str, Any],
-                                background: np.ndarray | None) -> bytes:
+def plot_same_season_boundaries(
+    title: str, grid: SiteGrid, rows: list[dict[str, Any]], pixel_geoms: dict[str, Any], background: np.ndarray | None
+) -> bytes:
     """Paper Figs. 9 and 15: for each season, the boundary of the last confident frame of each year, overlaid."""
     plt = _plt()
     from matplotlib.lines import Line2D
@@ -641,13 +710,16 @@ def plot_same_season_boundaries(title: str, grid: SiteGrid, rows: list[dict[str,
             ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.8)
         else:
             ax.text(0.5, 0.5, "no frames in this season", transform=ax.transAxes, ha="center", color="#666")
-    fig.suptitle(f"{title}: scar boundary in the same season of each year\n(last confident frame of each season; "
-                 f"background: latest NDVI; {grid.resolution:g} m pixels)")
+    fig.suptitle(
+        f"{title}: scar boundary in the same season of each year\n(last confident frame of each season; "
+        f"background: latest NDVI; {grid.resolution:g} m pixels)"
+    )
     return _fig_png(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # the run
+
 
 @dataclass
 class PublishReport:
@@ -665,12 +737,16 @@ class PublishReport:
 
     def summary(self) -> str:
         if not self.index_changed:
-            return (f"site {self.site_id}: products up to date ({self.frames_total} frames, revision "
-                    f"{self.index_revision}); dashboard: {self.dashboard_url}")
-        return (f"site {self.site_id}: published {len(self.frames_updated)} new/changed frame(s) of "
-                f"{self.frames_total}, {len(self.plots_updated)} plot(s), {self.stac_items_written} STAC item(s); "
-                f"{self.objects_written} object(s) written, products revision {self.index_revision}; "
-                f"dashboard: {self.dashboard_url}")
+            return (
+                f"site {self.site_id}: products up to date ({self.frames_total} frames, revision "
+                f"{self.index_revision}); dashboard: {self.dashboard_url}"
+            )
+        return (
+            f"site {self.site_id}: published {len(self.frames_updated)} new/changed frame(s) of "
+            f"{self.frames_total}, {len(self.plots_updated)} plot(s), {self.stac_items_written} STAC item(s); "
+            f"{self.objects_written} object(s) written, products revision {self.index_revision}; "
+            f"dashboard: {self.dashboard_url}"
+        )
 
 
 def load_index(store: Store, site_id: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -710,16 +786,19 @@ class _Writer:
         return True
 
 
-def publish_site(site: Site, store: Store, *, dashboard: bool = True, stac: bool = True,
-                 max_attempts: int = 3) -> PublishReport:
+def publish_site(
+    site: Site, store: Store, *, dashboard: bool = True, stac: bool = True, max_attempts: int = 3
+) -> PublishReport:
     """Write (or bring up to date) the products of a site; see the module docstring. Returns what it did."""
     for attempt in range(max_attempts):
         try:
             return _publish(site, store, dashboard=dashboard, stac=stac)
         except Conflict:
             if attempt + 1 == max_attempts:
-                raise ProductsError(f"site {site.id}: another publish run kept replacing "
-                                    f"{store.url(keys.products_index(site.id))}; run again") from None
+                raise ProductsError(
+                    f"site {site.id}: another publish run kept replacing "
+                    f"{store.url(keys.products_index(site.id))}; run again"
+                ) from None
             log.info("site %s: another publish run swapped the products index first; redoing", site.id)
     raise AssertionError("unreachable")
 
@@ -743,8 +822,12 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
     grid = SiteGrid.from_dict(manifest.grid) if manifest.grid else None
     tracked = [f for f in manifest.frames if f.scene_id in rows]  # frames the tracker has measured
     if len(tracked) < len(manifest.frames):
-        log.info("site %s: %d frame(s) not tracked yet; publishing the %d tracked ones", sid,
-                 len(manifest.frames) - len(tracked), len(tracked))
+        log.info(
+            "site %s: %d frame(s) not tracked yet; publishing the %d tracked ones",
+            sid,
+            len(manifest.frames) - len(tracked),
+            len(tracked),
+        )
     location = site_location(site)
     tracker = _tracker_name(store, sid)
     aoi_px: np.ndarray | None = None
@@ -787,38 +870,68 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
                 aoi_px = grid.mask(site.polygon)
             w.put(qkey, render_quicklook(ndvi, mask), "image/png")
             w.put(mapkey, render_map_image(ndvi, grid), "image/png")
-            tags = {"site": sid, "site_name": site.display_name, "date": frame.date, "datetime": frame.datetime,
-                    "scene_id": frame.scene_id, "source_items": ",".join(frame.item_ids), "tracker": tracker,
-                    "values": "0 not scar, 1 scar, 255 not observed or outside the AOI (nodata)",
-                    "producer": "scarmon"}
-            w.put(pmkey, encode_product_mask(mask.astype(bool), ndvi, aoi_px, grid, tags),
-                  "image/tiff; application=geotiff; profile=cloud-optimized")
+            tags = {
+                "site": sid,
+                "site_name": site.display_name,
+                "date": frame.date,
+                "datetime": frame.datetime,
+                "scene_id": frame.scene_id,
+                "source_items": ",".join(frame.item_ids),
+                "tracker": tracker,
+                "values": "0 not scar, 1 scar, 255 not observed or outside the AOI (nodata)",
+                "producer": "scarmon",
+            }
+            w.put(
+                pmkey,
+                encode_product_mask(mask.astype(bool), ndvi, aoi_px, grid, tags),
+                "image/tiff; application=geotiff; profile=cloud-optimized",
+            )
         if not (prev is not None and prev.get("row_tag") == row_tag):
             w.put(pkey, _geojson_bytes(_gdf([props], [grid_geom], grid), grid), "application/geo+json")
             report.frames_updated.append(frame.scene_id)
         grid_geoms[frame.scene_id] = grid_geom
         pixel_geoms[frame.scene_id] = pix_geom
-        frames_out.append({
-            "date": frame.date, "datetime": frame.datetime, "scene_id": frame.scene_id,
-            "item_ids": list(frame.item_ids), "area_m2": row.get("area_m2"), "change_pct": row.get("change_pct"),
-            "same_season_change_pct": row.get("same_season_change_pct"), "clear_fraction": frame.clear_fraction,
-            "low_confidence": bool(row.get("low_confidence")),
-            "low_confidence_reason": row.get("low_confidence_reason") or "",
-            "mask": _rel(sid, pmkey), "tracker_mask": _rel(sid, mkey), "quicklook": _rel(sid, qkey),
-            "map_image": _rel(sid, mapkey), "polygon": _rel(sid, pkey),
-            "ndvi": _rel(sid, frame.objects["ndvi"]) if "ndvi" in frame.objects else None,
-            "boundary_px": boundary_rings(pix_geom), "mask_tag": mask_tag, "row_tag": row_tag,
-        })
+        frames_out.append(
+            {
+                "date": frame.date,
+                "datetime": frame.datetime,
+                "scene_id": frame.scene_id,
+                "item_ids": list(frame.item_ids),
+                "area_m2": row.get("area_m2"),
+                "change_pct": row.get("change_pct"),
+                "same_season_change_pct": row.get("same_season_change_pct"),
+                "clear_fraction": frame.clear_fraction,
+                "low_confidence": bool(row.get("low_confidence")),
+                "low_confidence_reason": row.get("low_confidence_reason") or "",
+                "mask": _rel(sid, pmkey),
+                "tracker_mask": _rel(sid, mkey),
+                "quicklook": _rel(sid, qkey),
+                "map_image": _rel(sid, mapkey),
+                "polygon": _rel(sid, pkey),
+                "ndvi": _rel(sid, frame.objects["ndvi"]) if "ndvi" in frame.objects else None,
+                "boundary_px": boundary_rings(pix_geom),
+                "mask_tag": mask_tag,
+                "row_tag": row_tag,
+            }
+        )
 
     files: dict[str, str] = {}
     all_tag: str | None = None
     if frames_out and grid is not None:
-        files = {"series_csv": "series.csv", "series_json": "series.json",
-                 "polygons_geojson": "products/polygons.geojson", "polygons_parquet": "products/polygons.parquet"}
+        files = {
+            "series_csv": "series.csv",
+            "series_json": "series.json",
+            "polygons_geojson": "products/polygons.geojson",
+            "polygons_parquet": "products/polygons.parquet",
+        }
         all_tag = _tag([f["row_tag"] for f in frames_out])
         if not old or old.get("polygons_tag") != all_tag:
-            props_all = [_frame_feature_props(sid, manifest.frames[_frame_pos(manifest.frames, f["scene_id"])],
-                                              rows[f["scene_id"]]) for f in frames_out]
+            props_all = [
+                _frame_feature_props(
+                    sid, manifest.frames[_frame_pos(manifest.frames, f["scene_id"])], rows[f["scene_id"]]
+                )
+                for f in frames_out
+            ]
             gdf = _gdf(props_all, [grid_geoms[f["scene_id"]] for f in frames_out], grid)
             w.put(keys.products_prefix(sid) + "polygons.parquet", _parquet_bytes(gdf), "application/vnd.apache.parquet")
             w.put(keys.products_prefix(sid) + "polygons.geojson", _geojson_bytes(gdf, grid), "application/geo+json")
@@ -844,20 +957,33 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
             if latest_ndvi is None and frames_out:
                 latest = manifest.frames[_frame_pos(manifest.frames, frames_out[-1]["scene_id"])]
                 latest_ndvi = decode_ndvi(store.get(latest.objects["ndvi"]))
-            data = plot_same_season_boundaries(title, grid, plot_rows, pixel_geoms, latest_ndvi) if grid else \
-                plot_area_series(title, [], [])
+            data = (
+                plot_same_season_boundaries(title, grid, plot_rows, pixel_geoms, latest_ndvi)
+                if grid
+                else plot_area_series(title, [], [])
+            )
         w.put(key, data, "image/png")
         report.plots_updated.append(name)
     plots = {name: "products/" + rel for name, rel in PLOTS.items()}
 
     last_date = frames_out[-1]["date"] if frames_out else None
     index: dict[str, Any] = {
-        "format": FORMAT, "site_id": sid, "name": site.display_name,
-        "grid": manifest.grid, **location,
+        "format": FORMAT,
+        "site_id": sid,
+        "name": site.display_name,
+        "grid": manifest.grid,
+        **location,
         "map": {"crs": "EPSG:3857", "bounds": list(mercator_frame(grid).bounds)} if grid is not None else None,
-        "alert_level": level, "recent_alert": recent_alert(alerts, last_date), "alerts": alerts,
-        "last_frame_date": last_date, "frames": frames_out, "files": files, "plots": plots, "plot_tags": plot_tags,
-        "polygons_tag": all_tag, "untracked_frames": len(manifest.frames) - len(tracked),
+        "alert_level": level,
+        "recent_alert": recent_alert(alerts, last_date),
+        "alerts": alerts,
+        "last_frame_date": last_date,
+        "frames": frames_out,
+        "files": files,
+        "plots": plots,
+        "plot_tags": plot_tags,
+        "polygons_tag": all_tag,
+        "untracked_frames": len(manifest.frames) - len(tracked),
         "stac": {"collection": "stac/collection.json"} if stac else None,
     }
     if stac and grid is not None:
@@ -871,8 +997,12 @@ def _publish(site: Site, store: Store, *, dashboard: bool, stac: bool) -> Publis
         index["content_tag"] = content_tag
         index["revision"] = int((old or {}).get("revision", 0)) + 1
         index["published_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        store.put_if(keys.products_index(sid), (json.dumps(index, allow_nan=False, indent=None, separators=(",", ":"))
-                                                + "\n").encode(), expected_tag=old_tag, content_type="application/json")
+        store.put_if(
+            keys.products_index(sid),
+            (json.dumps(index, allow_nan=False, indent=None, separators=(",", ":")) + "\n").encode(),
+            expected_tag=old_tag,
+            content_type="application/json",
+        )
         w.count += 1
         report.index_revision = index["revision"]
         report.index_changed = True
@@ -890,6 +1020,7 @@ def _frame_pos(frames: tuple[FrameEntry, ...], scene_id: str) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------
 # store-wide: the dashboard files and the list of sites
+
 
 def dashboard_files() -> dict[str, bytes]:
     base = Path(__file__).resolve().parent / "dashboard"
@@ -909,15 +1040,19 @@ def dashboard_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if not url:
         return {"format": "scarmon.dashboard/1", "basemap": None}
     if not url.startswith(("https://", "http://")) or "{z}" not in url or "{x}" not in url or "{y}" not in url:
-        raise ProductsError(f"SCARMON_BASEMAP_URL={url!r} is not an XYZ tile URL: use an http(s) URL with {{z}}, {{x}} "
-                            "and {y}, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png, or unset it")
+        raise ProductsError(
+            f"SCARMON_BASEMAP_URL={url!r} is not an XYZ tile URL: use an http(s) URL with {{z}}, {{x}} "
+            "and {y}, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png, or unset it"
+        )
     attribution = env.get("SCARMON_BASEMAP_ATTRIBUTION") or (
-        "© OpenStreetMap contributors" if "openstreetmap" in url else "")
+        "© OpenStreetMap contributors" if "openstreetmap" in url else ""
+    )
     try:
         max_zoom = int(env.get("SCARMON_BASEMAP_MAX_ZOOM") or 19)
     except ValueError:
-        raise ProductsError("SCARMON_BASEMAP_MAX_ZOOM must be a whole number (the tile provider's highest zoom "
-                            "level, e.g. 19)") from None
+        raise ProductsError(
+            "SCARMON_BASEMAP_MAX_ZOOM must be a whole number (the tile provider's highest zoom level, e.g. 19)"
+        ) from None
     return {"format": "scarmon.dashboard/1", "basemap": {"url": url, "attribution": attribution, "max_zoom": max_zoom}}
 
 
@@ -926,8 +1061,9 @@ def publish_dashboard(store: Store, env: Mapping[str, str] | None = None) -> int
     w = _Writer(store)
     for name, data in dashboard_files().items():
         w.put_if_changed(keys.DASHBOARD_PREFIX + name, data, DASHBOARD_FILES[name])
-    w.put_if_changed(keys.DASHBOARD_CONFIG, (json.dumps(dashboard_config(env), indent=1) + "\n").encode(),
-                     "application/json")
+    w.put_if_changed(
+        keys.DASHBOARD_CONFIG, (json.dumps(dashboard_config(env), indent=1) + "\n").encode(), "application/json"
+    )
     return w.count
 
 
@@ -935,20 +1071,34 @@ def _site_entry(site_id: str, name: str, index: Mapping[str, Any] | None, error:
     idx: Mapping[str, Any] = index or {}
     frames = idx.get("frames", [])
     entry: dict[str, Any] = {
-        "id": site_id, "name": name, "index": f"{site_id}/products/index.json",
-        "status_doc": keys.status(site_id), "alert_level": idx.get("alert_level", "none"),
-        "recent_alert": idx.get("recent_alert"), "frames": len(frames),
-        "center": idx.get("center"), "bbox": idx.get("bbox"),
-        "first_date": frames[0]["date"] if frames else None, "last_date": frames[-1]["date"] if frames else None,
+        "id": site_id,
+        "name": name,
+        "index": f"{site_id}/products/index.json",
+        "status_doc": keys.status(site_id),
+        "alert_level": idx.get("alert_level", "none"),
+        "recent_alert": idx.get("recent_alert"),
+        "frames": len(frames),
+        "center": idx.get("center"),
+        "bbox": idx.get("bbox"),
+        "first_date": frames[0]["date"] if frames else None,
+        "last_date": frames[-1]["date"] if frames else None,
         "last_area_m2": frames[-1]["area_m2"] if frames else None,
-        "status": "error" if error else ("ok" if frames else "empty")}
+        "status": "error" if error else ("ok" if frames else "empty"),
+    }
     if error:
         entry["error"] = error
     return entry
 
 
-def update_sites_index(store: Store, site_id: str, name: str, index: Mapping[str, Any] | None, *,
-                       error: str | None = None, max_attempts: int = 10) -> int:
+def update_sites_index(
+    store: Store,
+    site_id: str,
+    name: str,
+    index: Mapping[str, Any] | None,
+    *,
+    error: str | None = None,
+    max_attempts: int = 10,
+) -> int:
     """Insert or replace this site's entry in `sites.json` (conditional put, so parallel sites do not clobber)."""
     entry = _site_entry(site_id, name, index, error)
     changed = 0
@@ -963,9 +1113,15 @@ def update_sites_index(store: Store, site_id: str, name: str, index: Mapping[str
         changed = int(old != entry)
         return {**doc, "sites": sorted([*sites, entry], key=lambda s: str(s.get("id")))} if changed else None
 
-    update_document(store, keys.SITES_INDEX, change, parse=_parse_sites_index,
-                    dump=lambda d: (json.dumps(d, indent=1) + "\n").encode(), what="dashboard site index",
-                    max_attempts=max_attempts)
+    update_document(
+        store,
+        keys.SITES_INDEX,
+        change,
+        parse=_parse_sites_index,
+        dump=lambda d: (json.dumps(d, indent=1) + "\n").encode(),
+        what="dashboard site index",
+        max_attempts=max_attempts,
+    )
     return changed
 
 
@@ -984,9 +1140,15 @@ def dashboard_url(store: Store, site_id: str | None = None) -> str:
 
 
 PUBLIC_PATTERNS = (
-    keys.DASHBOARD_PREFIX + "*", keys.SITES_INDEX, keys.ROOT_CATALOG,
-    keys.products_prefix("*") + "*", keys.stac_collection("*").rsplit("/", 1)[0] + "/*",
-    keys.series_csv("*"), keys.series_json("*"), keys.status("*"), keys.frames_prefix("*") + "*.tif",
+    keys.DASHBOARD_PREFIX + "*",
+    keys.SITES_INDEX,
+    keys.ROOT_CATALOG,
+    keys.products_prefix("*") + "*",
+    keys.stac_collection("*").rsplit("/", 1)[0] + "/*",
+    keys.series_csv("*"),
+    keys.series_json("*"),
+    keys.status("*"),
+    keys.frames_prefix("*") + "*.tif",
 )
 """What browsers may read anonymously: the dashboard, its site list, the STAC catalog, each site's products (masks,
 polygons, quicklooks, plots, map images, index), its area series, its status document and the NDVI frames the STAC
@@ -1003,9 +1165,20 @@ def s3_public_read_policy(store: Store) -> str | None:
         return None
     prefix = getattr(store, "prefix", "")
     prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Sid": "ScarmonProductsPublicRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-        "Resource": [f"arn:aws:s3:::{bucket}/{prefix}{p}" for p in PUBLIC_PATTERNS]}]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ScarmonProductsPublicRead",
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": [f"arn:aws:s3:::{bucket}/{prefix}{p}" for p in PUBLIC_PATTERNS],
+                }
+            ],
+        }
+    )
 
 
 def publish_failed(store: Store, site: Site, error: str) -> None:
@@ -1015,7 +1188,21 @@ def publish_failed(store: Store, site: Site, error: str) -> None:
 
 
 __all__ = [
-    "FORMAT", "PUBLIC_PATTERNS", "ProductsError", "PublishReport", "current_alert_level", "dashboard_config",
-    "dashboard_url", "load_index", "mask_to_pixel_polygon", "publish_dashboard", "publish_failed", "publish_site",
-    "read_alerts", "recent_alert", "s3_public_read_policy", "site_location", "update_sites_index",
+    "FORMAT",
+    "PUBLIC_PATTERNS",
+    "ProductsError",
+    "PublishReport",
+    "current_alert_level",
+    "dashboard_config",
+    "dashboard_url",
+    "load_index",
+    "mask_to_pixel_polygon",
+    "publish_dashboard",
+    "publish_failed",
+    "publish_site",
+    "read_alerts",
+    "recent_alert",
+    "s3_public_read_policy",
+    "site_location",
+    "update_sites_index",
 ]

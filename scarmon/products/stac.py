@@ -56,18 +56,27 @@ EXTENSIONS = {
 LICENSE_URL = "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice"
 CREDIT = "Contains modified Copernicus Sentinel data {years}, processed by scarmon"
 PROVIDERS: list[dict[str, Any]] = [
-    {"name": "European Union / ESA, Copernicus", "roles": ["licensor", "producer"],
-     "url": "https://sentinels.copernicus.eu/"},
+    {
+        "name": "European Union / ESA, Copernicus",
+        "roles": ["licensor", "producer"],
+        "url": "https://sentinels.copernicus.eu/",
+    },
     {"name": "scarmon", "roles": ["processor"], "description": "scar masks, outlines and areas from Sentinel-2 NDVI"},
 ]
 
 SOURCE_ITEM_URLS = (  # where public Sentinel-2 L2A items live, by the shape of their id
-    (re.compile(r"^S2[A-D]_MSIL2A_\d{8}T\d{6}_"),
-     "https://planetarycomputer.microsoft.com/api/stac/v1/collections/sentinel-2-l2a/items/{id}"),
-    (re.compile(r"^S2[A-D]_T\d{2}[A-Z]{3}_\d{8}T\d{6}_L2A$"),
-     "https://earth-search.aws.element84.com/v1/collections/sentinel-2-c1-l2a/items/{id}"),
-    (re.compile(r"^S2[A-D]_\d{1,2}[A-Z]{3}_\d{8}_\d+_L2A$"),
-     "https://earth-search.aws.element84.com/v1/collections/sentinel-2-l2a/items/{id}"),
+    (
+        re.compile(r"^S2[A-D]_MSIL2A_\d{8}T\d{6}_"),
+        "https://planetarycomputer.microsoft.com/api/stac/v1/collections/sentinel-2-l2a/items/{id}",
+    ),
+    (
+        re.compile(r"^S2[A-D]_T\d{2}[A-Z]{3}_\d{8}T\d{6}_L2A$"),
+        "https://earth-search.aws.element84.com/v1/collections/sentinel-2-c1-l2a/items/{id}",
+    ),
+    (
+        re.compile(r"^S2[A-D]_\d{1,2}[A-Z]{3}_\d{8}_\d+_L2A$"),
+        "https://earth-search.aws.element84.com/v1/collections/sentinel-2-l2a/items/{id}",
+    ),
 )
 
 
@@ -77,6 +86,7 @@ class StacError(ScarmonError):
 
 # ---------------------------------------------------------------------------------------------------------------
 # offline validation
+
 
 @lru_cache(maxsize=1)
 def _registry() -> Any:
@@ -99,8 +109,12 @@ def _registry() -> Any:
             pairs.append((contents["$id"].rstrip("#"), Resource.from_contents(contents, default_specification=DRAFT7)))
     for entry in base.joinpath("geojson").iterdir():
         if entry.name.endswith(".json"):
-            pairs.append((f"https://geojson.org/schema/{entry.name}",
-                          Resource.from_contents(json.loads(entry.read_text()), default_specification=DRAFT7)))
+            pairs.append(
+                (
+                    f"https://geojson.org/schema/{entry.name}",
+                    Resource.from_contents(json.loads(entry.read_text()), default_specification=DRAFT7),
+                )
+            )
     for path in sorted(base.joinpath("extensions").glob("*/*/schema.json")):
         contents = json.loads(path.read_text())
         pairs.append((contents["$id"].rstrip("#"), Resource.from_contents(contents, default_specification=DRAFT7)))
@@ -136,13 +150,16 @@ def validate(doc: Mapping[str, Any], *, where: str = "") -> None:
         try:
             reg.contents(str(ext))
         except Exception:  # noqa: BLE001 - referencing raises several kinds for an unknown URI
-            raise StacError(f"{where or doc.get('id')}: declares the extension {ext} whose schema is not vendored; "
-                            "vendor it under scarmon/products/data/stac-schemas/extensions first") from None
+            raise StacError(
+                f"{where or doc.get('id')}: declares the extension {ext} whose schema is not vendored; "
+                "vendor it under scarmon/products/data/stac-schemas/extensions first"
+            ) from None
         schemas.append(str(ext))
     errors = []
     for uri in schemas:
-        errors += sorted(Draft7Validator(reg.contents(uri), registry=reg).iter_errors(doc),
-                         key=lambda e: list(e.absolute_path))
+        errors += sorted(
+            Draft7Validator(reg.contents(uri), registry=reg).iter_errors(doc), key=lambda e: list(e.absolute_path)
+        )
     if errors:
         lines = [f"  at /{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10]]
         raise StacError(f"{where or doc.get('id')} is not valid STAC {STAC_VERSION} ({kind}):\n" + "\n".join(lines))
@@ -150,6 +167,7 @@ def validate(doc: Mapping[str, Any], *, where: str = "") -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # documents
+
 
 def _footprint(grid: SiteGrid) -> tuple[dict[str, Any], list[float]]:
     import numpy as np
@@ -174,10 +192,13 @@ def _clean_num(v: Any) -> Any:
 def _projection(grid: SiteGrid) -> dict[str, Any]:
     """The projection extension's fields of the site grid (every COG of a site lies on it)."""
     lon, lat = grid.pixel_to_lonlat((grid.width - 1) / 2, (grid.height - 1) / 2)
-    return {"proj:code": f"EPSG:{grid.epsg}", "proj:shape": [grid.height, grid.width],
-            "proj:transform": [float(v) for v in list(grid.transform)[:6]],
-            "proj:bbox": [float(v) for v in grid.bounds],
-            "proj:centroid": {"lat": round(float(lat), 7), "lon": round(float(lon), 7)}}
+    return {
+        "proj:code": f"EPSG:{grid.epsg}",
+        "proj:shape": [grid.height, grid.width],
+        "proj:transform": [float(v) for v in list(grid.transform)[:6]],
+        "proj:bbox": [float(v) for v in grid.bounds],
+        "proj:centroid": {"lat": round(float(lat), 7), "lon": round(float(lon), 7)},
+    }
 
 
 def file_fields(data: bytes) -> dict[str, Any]:
@@ -203,8 +224,9 @@ def _credit(years: list[int]) -> str:
     return CREDIT.format(years=span).replace("  ", " ")
 
 
-def build_item(site_id: str, frame: Mapping[str, Any], grid: SiteGrid,
-               files: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def build_item(
+    site_id: str, frame: Mapping[str, Any], grid: SiteGrid, files: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """The STAC item of one published frame (`frame` is an entry of the products index; `files` the file
     extension's fields per asset key, from `file_fields`)."""
     import pystac
@@ -218,7 +240,7 @@ def build_item(site_id: str, frame: Mapping[str, Any], grid: SiteGrid,
     props = {
         "title": f"{site_id} scar on {frame['date']}",
         "description": f"Scar mask, outline, quicklook and NDVI of scene {frame['scene_id']} (site {site_id}). "
-                       f"{credit}.",
+        f"{credit}.",
         "scarmon:site": site_id,
         "scarmon:scene_id": frame["scene_id"],
         "scarmon:source_items": list(frame["item_ids"]),
@@ -228,46 +250,109 @@ def build_item(site_id: str, frame: Mapping[str, Any], grid: SiteGrid,
         "scarmon:clear_fraction": frame.get("clear_fraction"),
         "scarmon:confidence": "low" if frame.get("low_confidence") else "normal",
         "scarmon:low_confidence_reason": frame.get("low_confidence_reason") or "",
-        "platform": frame["scene_id"].split("_")[0].lower().replace("s2a", "sentinel-2a")
-                    .replace("s2b", "sentinel-2b").replace("s2c", "sentinel-2c"),
+        "platform": frame["scene_id"]
+        .split("_")[0]
+        .lower()
+        .replace("s2a", "sentinel-2a")
+        .replace("s2b", "sentinel-2b")
+        .replace("s2c", "sentinel-2c"),
         "constellation": "sentinel-2",
         **_projection(grid),
     }
-    item = pystac.Item(id=f"{frame['date']}_{frame['scene_id']}", geometry=geometry, bbox=bbox,
-                       datetime=_dt(frame["datetime"]), properties=props, collection=site_id)
+    item = pystac.Item(
+        id=f"{frame['date']}_{frame['scene_id']}",
+        geometry=geometry,
+        bbox=bbox,
+        datetime=_dt(frame["datetime"]),
+        properties=props,
+        collection=site_id,
+    )
     up = "../../"
     res = grid.resolution
     classes = [{**c, "color_hint": "{:02X}{:02X}{:02X}".format(*MASK_COLORS[int(c["value"])][:3])} for c in MASK_VALUES]
-    mask_band = {"data_type": "uint8", "nodata": MASK_NODATA, "spatial_resolution": res, "sampling": "area",
-                 "classification:classes": classes}
-    item.add_asset("mask", pystac.Asset(up + frame["mask"], title="Scar mask: 0 not scar, 1 scar, 255 not observed "
-                                        "or outside the AOI (nodata); site grid", media_type=COG,
-                                        roles=["data"], extra_fields={
-                                            "raster:bands": [mask_band], "classification:classes": classes,
-                                            **files.get("mask", {})}))
-    item.add_asset("polygon", pystac.Asset(up + frame["polygon"], title="Scar outline (lon/lat)",
-                                           media_type=GEOJSON, roles=["data"], extra_fields=dict(files.get("polygon", {}))))
-    item.add_asset("quicklook", pystac.Asset(up + frame["quicklook"], title="NDVI with the scar boundary",
-                                             media_type=PNG, roles=["overview", "visual"],
-                                             extra_fields=dict(files.get("quicklook", {}))))
+    mask_band = {
+        "data_type": "uint8",
+        "nodata": MASK_NODATA,
+        "spatial_resolution": res,
+        "sampling": "area",
+        "classification:classes": classes,
+    }
+    item.add_asset(
+        "mask",
+        pystac.Asset(
+            up + frame["mask"],
+            title="Scar mask: 0 not scar, 1 scar, 255 not observed or outside the AOI (nodata); site grid",
+            media_type=COG,
+            roles=["data"],
+            extra_fields={"raster:bands": [mask_band], "classification:classes": classes, **files.get("mask", {})},
+        ),
+    )
+    item.add_asset(
+        "polygon",
+        pystac.Asset(
+            up + frame["polygon"],
+            title="Scar outline (lon/lat)",
+            media_type=GEOJSON,
+            roles=["data"],
+            extra_fields=dict(files.get("polygon", {})),
+        ),
+    )
+    item.add_asset(
+        "quicklook",
+        pystac.Asset(
+            up + frame["quicklook"],
+            title="NDVI with the scar boundary",
+            media_type=PNG,
+            roles=["overview", "visual"],
+            extra_fields=dict(files.get("quicklook", {})),
+        ),
+    )
     if frame.get("ndvi"):
-        item.add_asset("ndvi", pystac.Asset(up + frame["ndvi"], title="NDVI frame (int16 x 1e-4)", media_type=COG,
-                                            roles=["source"], extra_fields={"raster:bands": [{
-                                                "data_type": "int16", "nodata": NDVI_NODATA, "scale": NDVI_SCALE,
-                                                "offset": 0.0, "spatial_resolution": res, "sampling": "area",
-                                                "unit": "1"}], **files.get("ndvi", {})}))
-        item.add_link(pystac.Link("derived_from", up + frame["ndvi"], media_type=COG,
-                                  title="NDVI frame mosaicked from Sentinel-2 L2A items "
-                                        + ", ".join(frame["item_ids"])))
+        item.add_asset(
+            "ndvi",
+            pystac.Asset(
+                up + frame["ndvi"],
+                title="NDVI frame (int16 x 1e-4)",
+                media_type=COG,
+                roles=["source"],
+                extra_fields={
+                    "raster:bands": [
+                        {
+                            "data_type": "int16",
+                            "nodata": NDVI_NODATA,
+                            "scale": NDVI_SCALE,
+                            "offset": 0.0,
+                            "spatial_resolution": res,
+                            "sampling": "area",
+                            "unit": "1",
+                        }
+                    ],
+                    **files.get("ndvi", {}),
+                },
+            ),
+        )
+        item.add_link(
+            pystac.Link(
+                "derived_from",
+                up + frame["ndvi"],
+                media_type=COG,
+                title="NDVI frame mosaicked from Sentinel-2 L2A items " + ", ".join(frame["item_ids"]),
+            )
+        )
     for item_id in frame["item_ids"]:
         url = source_item_url(item_id)
         if url:
-            item.add_link(pystac.Link("derived_from", url, media_type=GEOJSON,
-                                      title=f"Sentinel-2 L2A item {item_id}"))
-    item.add_link(pystac.Link("license", LICENSE_URL, media_type="text/html",
-                              title="Legal notice on the use of Copernicus Sentinel data"))
-    for rel, href in (("collection", "../collection.json"), ("parent", "../collection.json"),
-                      ("root", "../../../" + keys.ROOT_CATALOG)):
+            item.add_link(pystac.Link("derived_from", url, media_type=GEOJSON, title=f"Sentinel-2 L2A item {item_id}"))
+    item.add_link(
+        pystac.Link(
+            "license", LICENSE_URL, media_type="text/html", title="Legal notice on the use of Copernicus Sentinel data"
+        )
+    )
+    for rel, href in (
+        ("collection", "../collection.json"),
+        ("parent", "../collection.json"),
+        ("root", "../../../" + keys.ROOT_CATALOG),
+    ):
         item.add_link(pystac.Link(rel, href, media_type=JSON))
     doc: dict[str, Any] = item.to_dict(include_self_link=False, transform_hrefs=False)
     doc["stac_extensions"] = sorted(EXTENSIONS.values())
@@ -284,31 +369,50 @@ def build_collection(site: Site, grid: SiteGrid, index: Mapping[str, Any]) -> di
     extent = pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([interval]))
     credit = _credit([t.year for t in times])
     coll = pystac.Collection(
-        id=site.id, title=f"scarmon products: {site.display_name}",
-        description=(f"Landslide scar of site {site.display_name} tracked in Sentinel-2 L2A NDVI: per-frame masks "
-                     "(COG), outlines, quicklooks; the area series, outlines of all frames and plots. "
-                     f"{credit}. Columns and fields: docs/products.md."),
-        extent=extent, license="other", keywords=["landslide", "sentinel-2", "ndvi", "scar", "copernicus"],
-        providers=[pystac.Provider(name=p["name"], roles=list(p["roles"]), url=p.get("url"),
-                                   description=p.get("description")) for p in PROVIDERS],
-        summaries=pystac.Summaries({"constellation": ["sentinel-2"], "proj:code": [f"EPSG:{grid.epsg}"],
-                                    "gsd": [grid.resolution]}),
+        id=site.id,
+        title=f"scarmon products: {site.display_name}",
+        description=(
+            f"Landslide scar of site {site.display_name} tracked in Sentinel-2 L2A NDVI: per-frame masks "
+            "(COG), outlines, quicklooks; the area series, outlines of all frames and plots. "
+            f"{credit}. Columns and fields: docs/products.md."
+        ),
+        extent=extent,
+        license="other",
+        keywords=["landslide", "sentinel-2", "ndvi", "scar", "copernicus"],
+        providers=[
+            pystac.Provider(name=p["name"], roles=list(p["roles"]), url=p.get("url"), description=p.get("description"))
+            for p in PROVIDERS
+        ],
+        summaries=pystac.Summaries(
+            {"constellation": ["sentinel-2"], "proj:code": [f"EPSG:{grid.epsg}"], "gsd": [grid.resolution]}
+        ),
     )
     up = "../"
     files = index.get("files", {})
-    typed = {"series_csv": ("text/csv", "Area series (CSV)"), "series_json": (JSON, "Area series (JSON)"),
-             "polygons_geojson": (GEOJSON, "Scar outlines of all frames (lon/lat)"),
-             "polygons_parquet": ("application/vnd.apache.parquet", "Scar outlines of all frames (GeoParquet, UTM)")}
+    typed = {
+        "series_csv": ("text/csv", "Area series (CSV)"),
+        "series_json": (JSON, "Area series (JSON)"),
+        "polygons_geojson": (GEOJSON, "Scar outlines of all frames (lon/lat)"),
+        "polygons_parquet": ("application/vnd.apache.parquet", "Scar outlines of all frames (GeoParquet, UTM)"),
+    }
     for name, rel in files.items():
         mt, title = typed.get(name, (None, name))
         coll.add_asset(name, pystac.Asset(up + rel, title=title, media_type=mt, roles=["data"]))
     for name, rel in index.get("plots", {}).items():
-        coll.add_asset(f"plot_{name}", pystac.Asset(up + rel, title=name.replace("_", " "),
-                                                   media_type=PNG, roles=["visual"]))
-    coll.add_asset("products_index", pystac.Asset(up + "products/index.json", title="Products index (dashboard)",
-                                                 media_type=JSON, roles=["metadata"]))
-    coll.add_link(pystac.Link("license", LICENSE_URL, media_type="text/html",
-                              title="Legal notice on the use of Copernicus Sentinel data"))
+        coll.add_asset(
+            f"plot_{name}", pystac.Asset(up + rel, title=name.replace("_", " "), media_type=PNG, roles=["visual"])
+        )
+    coll.add_asset(
+        "products_index",
+        pystac.Asset(
+            up + "products/index.json", title="Products index (dashboard)", media_type=JSON, roles=["metadata"]
+        ),
+    )
+    coll.add_link(
+        pystac.Link(
+            "license", LICENSE_URL, media_type="text/html", title="Legal notice on the use of Copernicus Sentinel data"
+        )
+    )
     for rel, href in (("root", "../../" + keys.ROOT_CATALOG), ("parent", "../../" + keys.ROOT_CATALOG)):
         coll.add_link(pystac.Link(rel, href, media_type=JSON))
     for f in frames:
@@ -338,13 +442,22 @@ def _asset_files(store: Store, site_id: str, frame: Mapping[str, Any]) -> dict[s
         try:
             out[name] = file_fields(store.get(f"{site_id}/{rel}"))
         except KeyMissing:
-            raise StacError(f"site {site_id}: asset {name} of {frame['scene_id']} is missing: "
-                            f"{store.url(f'{site_id}/{rel}')}; publish again") from None
+            raise StacError(
+                f"site {site_id}: asset {name} of {frame['scene_id']} is missing: "
+                f"{store.url(f'{site_id}/{rel}')}; publish again"
+            ) from None
     return out
 
 
-def write_stac(site: Site, store: Store, manifest: Manifest, index: Mapping[str, Any],
-               old_index: Mapping[str, Any] | None, *, writer: Writer) -> int:
+def write_stac(
+    site: Site,
+    store: Store,
+    manifest: Manifest,
+    index: Mapping[str, Any],
+    old_index: Mapping[str, Any] | None,
+    *,
+    writer: Writer,
+) -> int:
     """Write the items of changed frames, the collection and the root catalog entry; returns the items written."""
     if manifest.grid is None:
         raise StacError(f"site {site.id}: no grid in the sequence yet, nothing to describe")
@@ -375,8 +488,11 @@ def _add_to_root(store: Store, site_id: str, title: str, max_attempts: int = 10)
 
     def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
         if doc is None:
-            cat = pystac.Catalog(id=ROOT_CATALOG_ID, title="scarmon landslide scar products",
-                                 description="Products of every site monitored by scarmon, one collection per site.")
+            cat = pystac.Catalog(
+                id=ROOT_CATALOG_ID,
+                title="scarmon landslide scar products",
+                description="Products of every site monitored by scarmon, one collection per site.",
+            )
             cat.add_link(pystac.Link("root", "./" + keys.ROOT_CATALOG, media_type=JSON))
             doc = cat.to_dict(include_self_link=False, transform_hrefs=False)
         children = [ln for ln in doc.get("links", []) if ln.get("rel") == "child"]
@@ -387,8 +503,16 @@ def _add_to_root(store: Store, site_id: str, title: str, max_attempts: int = 10)
         validate(new, where=keys.ROOT_CATALOG)
         return new
 
-    update_document(store, keys.ROOT_CATALOG, change, parse=_parse_root, dump=_dumps, what="root STAC catalog",
-                    content_type=JSON, max_attempts=max_attempts)
+    update_document(
+        store,
+        keys.ROOT_CATALOG,
+        change,
+        parse=_parse_root,
+        dump=_dumps,
+        what="root STAC catalog",
+        content_type=JSON,
+        max_attempts=max_attempts,
+    )
 
 
 def _parse_root(data: bytes) -> dict[str, Any]:
@@ -421,5 +545,14 @@ def validate_store(store: Store, site_id: str | None = None) -> int:
     return n
 
 
-__all__ = ["EXTENSIONS", "StacError", "build_collection", "build_item", "file_fields", "source_item_url", "validate",
-           "validate_store", "write_stac"]
+__all__ = [
+    "EXTENSIONS",
+    "StacError",
+    "build_collection",
+    "build_item",
+    "file_fields",
+    "source_item_url",
+    "validate",
+    "validate_store",
+    "write_stac",
+]

@@ -49,8 +49,13 @@ def _transient_only(task_: Any, task_run: TaskRun, state: State[Any]) -> bool:
 def prefect_stage(name: str, fn: Callable[[], T]) -> T:
     """The runner hook that runs each stage as a Prefect task with the stage's retry policy."""
     policy = retry_policy(name)
-    stage_task = task(name=name, cache_policy=NONE, retries=policy.retries,
-                      retry_delay_seconds=list(policy.delays_s) or 0, retry_condition_fn=_transient_only)(fn)
+    stage_task = task(
+        name=name,
+        cache_policy=NONE,
+        retries=policy.retries,
+        retry_delay_seconds=list(policy.delays_s) or 0,
+        retry_condition_fn=_transient_only,
+    )(fn)
     result: T = stage_task()
     return result
 
@@ -63,9 +68,11 @@ def env_defaults(store: str | None, catalog: str | None, collection: str | None)
     """Flow parameters left unset come from the environment (a container or Kubernetes job sets them once):
     $SCARMON_STORE (default 'scarmon-store'), $SCARMON_CATALOG, $SCARMON_COLLECTION. The S3 endpoint comes from
     $SCARMON_S3_ENDPOINT_URL / $AWS_ENDPOINT_URL in the store itself."""
-    return (store or os.environ.get("SCARMON_STORE") or "scarmon-store",
-            catalog or os.environ.get("SCARMON_CATALOG") or None,
-            collection or os.environ.get("SCARMON_COLLECTION") or None)
+    return (
+        store or os.environ.get("SCARMON_STORE") or "scarmon-store",
+        catalog or os.environ.get("SCARMON_CATALOG") or None,
+        collection or os.environ.get("SCARMON_COLLECTION") or None,
+    )
 
 
 def _user_error(exc: ScarmonError) -> State[Any]:
@@ -84,13 +91,24 @@ def _busy(site_id: str, exc: SiteBusy) -> State[Any]:
     return Completed(name=BUSY, message=f"skipped, site busy: {exc}", data=report)
 
 
-def _tick(site_file: str, store: str | None, catalog: str | None, collection: str | None, s3_endpoint: str | None,
-          opts: TickOptions) -> dict[str, Any] | State[Any]:
+def _tick(
+    site_file: str,
+    store: str | None,
+    catalog: str | None,
+    collection: str | None,
+    s3_endpoint: str | None,
+    opts: TickOptions,
+) -> dict[str, Any] | State[Any]:
     store, catalog, collection = env_defaults(store, catalog, collection)
     try:
         site = load_site(site_file)
-        report = runner.tick(site, _open(store, s3_endpoint), open_catalog(catalog, collection=collection),
-                             opts=opts, run_stage=prefect_stage)
+        report = runner.tick(
+            site,
+            _open(store, s3_endpoint),
+            open_catalog(catalog, collection=collection),
+            opts=opts,
+            run_stage=prefect_stage,
+        )
     except SiteBusy as exc:
         return _busy(site.id, exc)
     except LeaseLost as exc:
@@ -103,16 +121,29 @@ def _tick(site_file: str, store: str | None, catalog: str | None, collection: st
 
 
 @flow(name="monitor-site", log_prints=True)
-def monitor_site(site_file: str, store: str | None = None, catalog: str | None = None,
-                 collection: str | None = None, s3_endpoint: str | None = None, end: dt.date | None = None,
-                 notify: bool = True) -> dict[str, Any] | State[Any]:
+def monitor_site(
+    site_file: str,
+    store: str | None = None,
+    catalog: str | None = None,
+    collection: str | None = None,
+    s3_endpoint: str | None = None,
+    end: dt.date | None = None,
+    notify: bool = True,
+) -> dict[str, Any] | State[Any]:
     """One monitoring tick of one site. `end` limits the search (replaying history); default: now."""
     return _tick(site_file, store, catalog, collection, s3_endpoint, TickOptions(end=end, notify=notify))
 
 
 @flow(name="backfill", log_prints=True)
-def backfill(site_file: str, start: dt.date, end: dt.date, store: str | None = None, catalog: str | None = None,
-             collection: str | None = None, s3_endpoint: str | None = None) -> dict[str, Any] | State[Any]:
+def backfill(
+    site_file: str,
+    start: dt.date,
+    end: dt.date,
+    store: str | None = None,
+    catalog: str | None = None,
+    collection: str | None = None,
+    s3_endpoint: str | None = None,
+) -> dict[str, Any] | State[Any]:
     """Ingest and track [start, end] for one site; rebuild the alert history from the whole series, recorded as
     backfill and not sent to anyone."""
     opts = TickOptions(start=start, end=end, notify=False, rebuild_alerts=True, history_note="backfill")
@@ -139,17 +170,31 @@ def site_files(sites_dir: str | Path) -> list[Path]:
 
 
 @flow(name="monitor-all", log_prints=True)
-def monitor_all(sites_dir: str | None = None, store: str | None = None, catalog: str | None = None,
-                collection: str | None = None, s3_endpoint: str | None = None, end: dt.date | None = None,
-                notify: bool = True) -> dict[str, Any] | State[Any]:
+def monitor_all(
+    sites_dir: str | None = None,
+    store: str | None = None,
+    catalog: str | None = None,
+    collection: str | None = None,
+    s3_endpoint: str | None = None,
+    end: dt.date | None = None,
+    notify: bool = True,
+) -> dict[str, Any] | State[Any]:
     """Every site file in `sites_dir` ($SCARMON_SITES, default 'sites'), in parallel on threads. Ends Failed (after
     all the others have finished) if any site failed; the message lists each failure and the state's data holds
     the summary of every site. Sites skipped as busy name the state 'Busy'."""
     return fan_out(sites_dir, store, catalog, collection, s3_endpoint, end, notify, thread_map)
 
 
-def fan_out(sites_dir: str | None, store: str | None, catalog: str | None, collection: str | None,
-            s3_endpoint: str | None, end: dt.date | None, notify: bool, map_sites: MapSites) -> dict[str, Any] | State[Any]:
+def fan_out(
+    sites_dir: str | None,
+    store: str | None,
+    catalog: str | None,
+    collection: str | None,
+    s3_endpoint: str | None,
+    end: dt.date | None,
+    notify: bool,
+    map_sites: MapSites,
+) -> dict[str, Any] | State[Any]:
     """The body of the fan-out flows: every site file through `map_sites`, one summary (and one artifact)."""
     log = get_run_logger()
     sites_dir = sites_dir or os.environ.get("SCARMON_SITES") or "sites"
@@ -171,8 +216,9 @@ def fan_out(sites_dir: str | None, store: str | None, catalog: str | None, colle
         good.append(f)
     for name, outcome in map_sites(good, (store, catalog, collection, s3_endpoint, end, notify)):
         if isinstance(outcome, BaseException):  # reported below, the other sites continue
-            failures[name] = str(outcome) if isinstance(outcome, ScarmonError) else \
-                f"{type(outcome).__name__}: {outcome}"
+            failures[name] = (
+                str(outcome) if isinstance(outcome, ScarmonError) else f"{type(outcome).__name__}: {outcome}"
+            )
             log.error("%s failed: %s", name, failures[name])
         else:
             results[name] = outcome
@@ -181,13 +227,22 @@ def fan_out(sites_dir: str | None, store: str | None, catalog: str | None, colle
     busy = sorted(k for k, r in results.items() if r.get("status") == "busy")
     log.info("%d site(s): %d ok, %d busy, %d failed", len(files), len(results) - len(busy), len(busy), len(failures))
     if files:  # one table per run for the UI, instead of one task run (and its API calls) per site
-        create_table_artifact(_site_table(results, failures), key="monitor-all-sites",
-                              description=f"monitoring tick over {len(files)} site(s)")
-    summary = {"sites": len(files), "ok": sorted(k for k in results if k not in busy), "busy": busy,
-               "failed": failures, "results": results}
+        create_table_artifact(
+            _site_table(results, failures),
+            key="monitor-all-sites",
+            description=f"monitoring tick over {len(files)} site(s)",
+        )
+    summary = {
+        "sites": len(files),
+        "ok": sorted(k for k in results if k not in busy),
+        "busy": busy,
+        "failed": failures,
+        "results": results,
+    }
     if failures:
-        message = f"{len(failures)} of {len(files)} site(s) failed: " + "; ".join(f"{k}: {v}" for k, v in
-                                                                                   failures.items())
+        message = f"{len(failures)} of {len(files)} site(s) failed: " + "; ".join(
+            f"{k}: {v}" for k, v in failures.items()
+        )
         if busy:
             message += f"; {len(busy)} skipped as busy: {', '.join(busy)}"
         return Failed(message=message, data=SitesFailed(message, summary))
@@ -199,40 +254,77 @@ def fan_out(sites_dir: str | None, store: str | None, catalog: str | None, colle
 
 
 def _site_table(results: dict[str, Any], failures: dict[str, str]) -> list[dict[str, Any]]:
-    rows = [{"site": name, "status": r.get("status"), "appended": r.get("appended"), "tracked": r.get("tracked"),
-             "alert": f"{r.get('alert_state')}/{r.get('alert_level')}", "seconds": round(r.get("seconds", 0), 2),
-             "message": r.get("message", "")} for name, r in results.items()]
+    rows = [
+        {
+            "site": name,
+            "status": r.get("status"),
+            "appended": r.get("appended"),
+            "tracked": r.get("tracked"),
+            "alert": f"{r.get('alert_state')}/{r.get('alert_level')}",
+            "seconds": round(r.get("seconds", 0), 2),
+            "message": r.get("message", ""),
+        }
+        for name, r in results.items()
+    ]
     return rows + [{"site": name, "status": "failed", "message": why} for name, why in failures.items()]
 
 
-def site_deployments(sites_dir: str = "sites", *, store: str = "scarmon-store", catalog: str | None = None,
-                     collection: str | None = None, s3_endpoint: str | None = None) -> list[Any]:
+def site_deployments(
+    sites_dir: str = "sites",
+    *,
+    store: str = "scarmon-store",
+    catalog: str | None = None,
+    collection: str | None = None,
+    s3_endpoint: str | None = None,
+) -> list[Any]:
     """One `monitor_site` deployment per site file, on the site's cron schedule (for `scarmon serve`)."""
     out = []
     for f in site_files(sites_dir):
         site: Site = load_site(f)
-        out.append(monitor_site.to_deployment(
-            name=site.id, cron=site.schedule, tags=["scarmon", site.id],
-            parameters={"site_file": str(f.resolve()), "store": store, "catalog": catalog, "collection": collection,
-                        "s3_endpoint": s3_endpoint},
-            description=f"Monitoring tick of {site.display_name} ({site.schedule} UTC)"))
+        out.append(
+            monitor_site.to_deployment(
+                name=site.id,
+                cron=site.schedule,
+                tags=["scarmon", site.id],
+                parameters={
+                    "site_file": str(f.resolve()),
+                    "store": store,
+                    "catalog": catalog,
+                    "collection": collection,
+                    "s3_endpoint": s3_endpoint,
+                },
+                description=f"Monitoring tick of {site.display_name} ({site.schedule} UTC)",
+            )
+        )
     return out
 
 
 @flow(name="refine", log_prints=True)
-def refine(site_file: str, store: str | None = None, date: dt.date | None = None,
-           points: list[tuple[float, float, int]] | None = None, undo: str | None = None,
-           s3_endpoint: str | None = None) -> dict[str, Any] | State[Any]:
+def refine(
+    site_file: str,
+    store: str | None = None,
+    date: dt.date | None = None,
+    points: list[tuple[float, float, int]] | None = None,
+    undo: str | None = None,
+    s3_endpoint: str | None = None,
+) -> dict[str, Any] | State[Any]:
     """Apply corrections (add points on the frame of `date`, or undo one by id), re-track from the first corrected
     frame, rebuild the alert history from the corrected series (recorded as 'refine', not sent) and republish."""
     try:
         site = load_site(site_file)
-        rep = runner.refine(site, _open(store, s3_endpoint), date=date, points=points or [], undo=undo,
-                            run_stage=prefect_stage)
+        rep = runner.refine(
+            site, _open(store, s3_endpoint), date=date, points=points or [], undo=undo, run_stage=prefect_stage
+        )
     except ScarmonError as exc:
         return _user_error(exc)
     get_run_logger().info(rep.summary())
     tick = rep.tick
-    return {"site_id": site.id, "corrections": rep.corrections, "undone": undo,
-            "tracked": tick.tracked if tick else 0, "frames": tick.frames if tick else 0,
-            "events": tick.events if tick else [], "alert_state": tick.alert_state if tick else "none"}
+    return {
+        "site_id": site.id,
+        "corrections": rep.corrections,
+        "undone": undo,
+        "tracked": tick.tracked if tick else 0,
+        "frames": tick.frames if tick else 0,
+        "events": tick.events if tick else [],
+        "alert_state": tick.alert_state if tick else "none",
+    }

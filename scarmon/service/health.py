@@ -16,8 +16,9 @@ from scarmon.store.lock import lease_ttl_s
 from scarmon.store.sequence import load_manifest
 
 
-def sites_health(st: Store, *, names: dict[str, str | None] | None = None, stale_hours: float = 48.0
-                 ) -> tuple[list[dict[str, Any]], list[str]]:
+def sites_health(
+    st: Store, *, names: dict[str, str | None] | None = None, stale_hours: float = 48.0
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Health rows of the sites in `names` (id -> display name), or of every site the store knows (its site index
     and every `{site}/manifest.json`); and warnings for people (an unreadable site index)."""
     warnings: list[str] = []
@@ -41,8 +42,9 @@ def sites_health(st: Store, *, names: dict[str, str | None] | None = None, stale
     return rows, warnings
 
 
-def site_health(st: Store, site_id: str, name: str | None, published: dict[str, Any] | None,
-                 stale_hours: float) -> dict[str, Any]:
+def site_health(
+    st: Store, site_id: str, name: str | None, published: dict[str, Any] | None, stale_hours: float
+) -> dict[str, Any]:
     """The figures of one site, read from the store only (never changes anything)."""
 
     now = dt.datetime.now(dt.UTC)
@@ -65,8 +67,11 @@ def site_health(st: Store, site_id: str, name: str | None, published: dict[str, 
         checked_age = (now - dt.datetime.fromisoformat(str(checked))).total_seconds() if checked else None
     except ValueError:
         checked_age = None
-    out.update(last_tick=checked, last_tick_age_s=None if checked_age is None else round(checked_age),
-               last_tick_outcome=status.get("outcome") or ("ok" if checked else None))
+    out.update(
+        last_tick=checked,
+        last_tick_age_s=None if checked_age is None else round(checked_age),
+        last_tick_outcome=status.get("outcome") or ("ok" if checked else None),
+    )
     frames: tuple[Any, ...] = ()
     if st.exists(keys.manifest(site_id)):
         try:
@@ -74,8 +79,11 @@ def site_health(st: Store, site_id: str, name: str | None, published: dict[str, 
         except Exception as exc:  # noqa: BLE001 - a damaged manifest is reported, not raised: the other sites count
             errors.append(f"manifest unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     last = frames[-1].date if frames else None
-    out.update(frames=len(frames), last_clear_frame=last,
-               last_clear_frame_age_days=(now.date() - dt.date.fromisoformat(last)).days if last else None)
+    out.update(
+        frames=len(frames),
+        last_clear_frame=last,
+        last_clear_frame_age_days=(now.date() - dt.date.fromisoformat(last)).days if last else None,
+    )
     try:
         state = load_state(st, site_id)
         out.update(alert_state=state.status, alert_level=LEVELS[state.level])
@@ -92,12 +100,18 @@ def site_health(st: Store, site_id: str, name: str | None, published: dict[str, 
             held = (now - at).total_seconds() < float(lock.get("ttl_s", lease_ttl_s()))
         except (TypeError, ValueError):
             held = False
-    out["lock"] = {"held": held, "owner": (lock or {}).get("owner"), "since": (lock or {}).get("since")} if lock \
+    out["lock"] = (
+        {"held": held, "owner": (lock or {}).get("owner"), "since": (lock or {}).get("since")}
+        if lock
         else {"held": False}
-    delivery = next((f"delivery {c}: {v.get('last_error')}" for e in pending for c, v in e.channels.items()
-                     if v.get("last_error")), None)
-    last_error = status.get("last_error") or (published or {}).get("error") or (errors[0] if errors else None) \
-        or delivery
+    )
+    delivery = next(
+        (f"delivery {c}: {v.get('last_error')}" for e in pending for c, v in e.channels.items() if v.get("last_error")),
+        None,
+    )
+    last_error = (
+        status.get("last_error") or (published or {}).get("error") or (errors[0] if errors else None) or delivery
+    )
     out["last_error"] = last_error
     if status.get("outcome") not in (None, "ok") or errors or (published or {}).get("status") == "error":
         health = "error"

@@ -97,7 +97,7 @@ class TickReport:
     """What one run did to one site (the same shape for the CLI, the flows and the Dask path)."""
 
     site_id: str
-    status: str = "ok"                                   # ok | busy | failed
+    status: str = "ok"  # ok | busy | failed
     stages: list[str] = field(default_factory=list)
     appended: int = 0
     rejected: int = 0
@@ -113,7 +113,7 @@ class TickReport:
     seconds: float = 0.0
     pid: int = field(default_factory=os.getpid)
     message: str = ""
-    lines: list[str] = field(default_factory=list)       # each stage's own one-line summary, in order
+    lines: list[str] = field(default_factory=list)  # each stage's own one-line summary, in order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,9 +122,11 @@ class TickReport:
         if self.status != "ok":
             return f"site {self.site_id}: {self.status}: {self.message}"
         ev = ", ".join(f"{e['date']} {e['event']} {e['level']}" for e in self.events) or "no alert events"
-        return (f"site {self.site_id}: {self.appended} frame(s) appended, {self.tracked} tracked, {ev}; "
-                f"{len(self.sent)} notification(s) sent, {self.outbox} waiting in the outbox; alert state "
-                f"{self.alert_state} ({self.alert_level}) [{self.seconds:.1f} s]")
+        return (
+            f"site {self.site_id}: {self.appended} frame(s) appended, {self.tracked} tracked, {ev}; "
+            f"{len(self.sent)} notification(s) sent, {self.outbox} waiting in the outbox; alert state "
+            f"{self.alert_state} ({self.alert_level}) [{self.seconds:.1f} s]"
+        )
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,9 @@ class TickOptions:
     end: dt.date | None = None
     notify: bool = True
     rebuild_alerts: bool = False
-    history_note: str | None = None                       # how rebuilt alert rows are labelled: backfill, refine
+    history_note: str | None = None  # how rebuilt alert rows are labelled: backfill, refine
     from_start: bool = False
-    tracker: Any = None                                   # a scarmon.tracking.trackers.Tracker; None: by config
+    tracker: Any = None  # a scarmon.tracking.trackers.Tracker; None: by config
     ingest_progress: Callable[[int], object] | None = None
     ingest_total: Callable[[int], object] | None = None
     track_progress: Callable[[int], object] | None = None
@@ -152,8 +154,10 @@ class NoSequence(ScarmonError):
 def require_sequence(store: Store, site_id: str) -> None:
     """Refuse to work on a site the store has never seen, instead of creating an empty one."""
     if not store.exists(keys.manifest(site_id)):
-        raise NoSequence(f"no sequence for site {site_id} in store {store.uri}: check --store, or run "
-                         f"`scarmon ingest --site ...` first")
+        raise NoSequence(
+            f"no sequence for site {site_id} in store {store.uri}: check --store, or run "
+            f"`scarmon ingest --site ...` first"
+        )
 
 
 @contextmanager
@@ -179,11 +183,13 @@ def _leased(store: Store, site_id: str, run_stage: StageRunner) -> StageRunner:
 
 # --- the stages (each a plain function of the site and the store) ------------------------------------------------
 
+
 def ingest_stage(site: Site, store: Store, catalog: Catalog, opts: TickOptions, report: TickReport) -> None:
     from scarmon.ingest.pipeline import ingest
 
-    ing = ingest(site, catalog, store, start=opts.start, end=opts.end, progress=opts.ingest_progress,
-                 on_scenes=opts.ingest_total)
+    ing = ingest(
+        site, catalog, store, start=opts.start, end=opts.end, progress=opts.ingest_progress, on_scenes=opts.ingest_total
+    )
     report.appended, report.rejected, report.skipped = len(ing.appended), len(ing.rejected), len(ing.skipped)
     report.lines.append(ing.summary())
 
@@ -191,8 +197,14 @@ def ingest_stage(site: Site, store: Store, catalog: Catalog, opts: TickOptions, 
 def track_stage(site: Site, store: Store, opts: TickOptions, report: TickReport) -> None:
     from scarmon.tracking.pipeline import track_site
 
-    trk = track_site(site, store, tracker=opts.tracker, from_start=opts.from_start, progress=opts.track_progress,
-                     on_frames=opts.track_total)
+    trk = track_site(
+        site,
+        store,
+        tracker=opts.tracker,
+        from_start=opts.from_start,
+        progress=opts.track_progress,
+        on_frames=opts.track_total,
+    )
     report.tracked, report.frames = len(trk.tracked), trk.total_frames
     report.lines.append(trk.summary())
 
@@ -201,8 +213,9 @@ def channels_for(site: Site) -> list[str]:
     return [c for c, on in (("email", bool(site.recipients.email)), ("webhook", site.recipients.webhook)) if on]
 
 
-def alert_stage(site: Site, store: Store, *, rebuild: bool = False, suppress: bool = False,
-                note: str | None = None) -> tuple[AlertState, list[dict[str, Any]], int]:
+def alert_stage(
+    site: Site, store: Store, *, rebuild: bool = False, suppress: bool = False, note: str | None = None
+) -> tuple[AlertState, list[dict[str, Any]], int]:
     """Step the site's alert state machine over the series rows it has not seen; persist state, history, outbox.
     `rebuild` replays the whole series from a fresh state (after a backfill or a refinement); `suppress` records
     without notifying; `note` labels the recorded rows (default: 'backfill' when suppressed)."""
@@ -211,8 +224,16 @@ def alert_stage(site: Site, store: Store, *, rebuild: bool = False, suppress: bo
     observations = read_observations(store, site.id)
     prior = AlertState(site=site.id) if rebuild else load_state(store, site.id)
     state, events = replay(observations, site=site.id, rules=site.alerts, prior=prior)
-    queued = record(store, site.id, state, events, notify_on=site.alerts.notify_on, channels=channels_for(site),
-                    suppress=suppress, note=note or "backfill")
+    queued = record(
+        store,
+        site.id,
+        state,
+        events,
+        notify_on=site.alerts.notify_on,
+        channels=channels_for(site),
+        suppress=suppress,
+        note=note or "backfill",
+    )
     return state, [e.to_dict() for e in events], len(queued)
 
 
@@ -245,23 +266,43 @@ def write_status(site: Site, store: Store, report: TickReport) -> None:
     now = dt.datetime.now(dt.UTC)
     frames = load_manifest(store, site.id)[0].frames if store.exists(keys.manifest(site.id)) else ()
     last = frames[-1].date if frames else None
-    doc = {"site": site.id, "name": site.display_name,
-           "updated_at": now.isoformat(timespec="seconds"), "outcome": report.status, "stages": list(report.stages),
-           "last_error": (report.message or None) if report.status != "ok" else None,
-           "appended": report.appended, "tracked": report.tracked, "frames": report.frames or len(frames),
-           "last_frame_date": last,
-           "last_frame_age_days": (now.date() - dt.date.fromisoformat(last)).days if last else None,
-           "alert_state": report.alert_state, "alert_level": report.alert_level, "outbox": report.outbox,
-           "alerts": len(read_history(store, site.id)), "seconds": round(report.seconds, 1),
-           "scarmon_version": __version__, "series": keys.series_json(site.id),
-           "history": keys.alert_history(site.id)}
+    doc = {
+        "site": site.id,
+        "name": site.display_name,
+        "updated_at": now.isoformat(timespec="seconds"),
+        "outcome": report.status,
+        "stages": list(report.stages),
+        "last_error": (report.message or None) if report.status != "ok" else None,
+        "appended": report.appended,
+        "tracked": report.tracked,
+        "frames": report.frames or len(frames),
+        "last_frame_date": last,
+        "last_frame_age_days": (now.date() - dt.date.fromisoformat(last)).days if last else None,
+        "alert_state": report.alert_state,
+        "alert_level": report.alert_level,
+        "outbox": report.outbox,
+        "alerts": len(read_history(store, site.id)),
+        "seconds": round(report.seconds, 1),
+        "scarmon_version": __version__,
+        "series": keys.series_json(site.id),
+        "history": keys.alert_history(site.id),
+    }
     store.put(keys.status(site.id), json.dumps(doc, indent=1).encode(), content_type="application/json")
 
 
 # --- runs --------------------------------------------------------------------------------------------------------
 
-def run_stages(site: Site, store: Store, catalog: Catalog | None, stages: Sequence[str], *,
-               opts: TickOptions | None = None, run_stage: StageRunner = run_plain, lock: bool = True) -> TickReport:
+
+def run_stages(
+    site: Site,
+    store: Store,
+    catalog: Catalog | None,
+    stages: Sequence[str],
+    *,
+    opts: TickOptions | None = None,
+    run_stage: StageRunner = run_plain,
+    lock: bool = True,
+) -> TickReport:
     """Run `stages` (in the order of STAGES) for one site under its lock. Raises SiteBusy for a busy site."""
     unknown = set(stages) - set(STAGES)
     if unknown:
@@ -292,8 +333,16 @@ def _record_failure(site: Site, store: Store, report: TickReport, exc: Exception
         log.warning("site %s: could not record the failed run in %s: %s", site.id, keys.status(site.id), status_exc)
 
 
-def _run_in_session(site: Site, store: Store, catalog: Catalog | None, stages: Sequence[str], opts: TickOptions,
-                    run_stage: StageRunner, report: TickReport, t0: float) -> None:
+def _run_in_session(
+    site: Site,
+    store: Store,
+    catalog: Catalog | None,
+    stages: Sequence[str],
+    opts: TickOptions,
+    run_stage: StageRunner,
+    report: TickReport,
+    t0: float,
+) -> None:
     """The stages themselves, in order, inside the site's session."""
     if "ingest" in stages:
         if catalog is None:
@@ -304,8 +353,12 @@ def _run_in_session(site: Site, store: Store, catalog: Catalog | None, stages: S
     if "track" in stages:
         run_stage("track", lambda: track_stage(site, store, opts, report))
     if "alert" in stages:
-        state, report.events, _ = run_stage("alert", lambda: alert_stage(
-            site, store, rebuild=opts.rebuild_alerts, suppress=not opts.notify, note=opts.history_note))
+        state, report.events, _ = run_stage(
+            "alert",
+            lambda: alert_stage(
+                site, store, rebuild=opts.rebuild_alerts, suppress=not opts.notify, note=opts.history_note
+            ),
+        )
         report.alert_state, report.alert_level = state.status, LEVELS[state.level]
     if "notify" in stages and opts.notify:
         delivery = run_stage("notify", lambda: notify_stage(site, store, **opts.notify_kwargs))
@@ -319,8 +372,15 @@ def _run_in_session(site: Site, store: Store, catalog: Catalog | None, stages: S
         run_stage("publish", lambda: publish_stage(site, store, report))
 
 
-def tick(site: Site, store: Store, catalog: Catalog, *, opts: TickOptions | None = None,
-         run_stage: StageRunner = run_plain, lock: bool = True) -> TickReport:
+def tick(
+    site: Site,
+    store: Store,
+    catalog: Catalog,
+    *,
+    opts: TickOptions | None = None,
+    run_stage: StageRunner = run_plain,
+    lock: bool = True,
+) -> TickReport:
     """One monitoring tick: ingest → track → alert → notify → publish, under the site lock."""
     return run_stages(site, store, catalog, STAGES, opts=opts, run_stage=run_stage, lock=lock)
 
@@ -341,15 +401,26 @@ class RefineReport:
         if self.tick is not None:
             parts.extend(self.tick.lines)
             if "alert" in self.tick.stages:
-                parts.append(f"alert history rebuilt from the corrected series: state {self.tick.alert_state} "
-                             f"({self.tick.alert_level}), nothing re-sent")
+                parts.append(
+                    f"alert history rebuilt from the corrected series: state {self.tick.alert_state} "
+                    f"({self.tick.alert_level}), nothing re-sent"
+                )
         return "\n".join(parts) or f"site {self.site_id}: nothing to do"
 
 
-def refine(site: Site, store: Store, *, date: dt.date | None = None,
-           points: Sequence[tuple[float, float, int]] = (), undo: str | None = None, retrack: bool = True,
-           publish: bool | None = None, opts: TickOptions | None = None, run_stage: StageRunner = run_plain,
-           lock: bool = True) -> RefineReport:
+def refine(
+    site: Site,
+    store: Store,
+    *,
+    date: dt.date | None = None,
+    points: Sequence[tuple[float, float, int]] = (),
+    undo: str | None = None,
+    retrack: bool = True,
+    publish: bool | None = None,
+    opts: TickOptions | None = None,
+    run_stage: StageRunner = run_plain,
+    lock: bool = True,
+) -> RefineReport:
     """Interactive refinement, the one way (CLI, UI, flow): store the correction clicks on the frame of `date`
     (or undo one by id), re-track from the first corrected frame, rebuild the alert history from the corrected
     series (recorded with note 'refine', never re-sent: it re-describes the past) and republish the products if
@@ -380,6 +451,23 @@ def _fields(opts: TickOptions) -> dict[str, Any]:
     return {f: getattr(opts, f) for f in opts.__dataclass_fields__}
 
 
-__all__ = ["STAGES", "NoSequence", "RefineReport", "RetryPolicy", "StageRunner", "TickOptions", "TickReport",
-           "alert_stage", "notify_stage", "publish_stage", "refine", "require_sequence", "retry_policy",
-           "run_plain", "run_retrying", "run_stages", "site_session", "tick"]
+__all__ = [
+    "STAGES",
+    "NoSequence",
+    "RefineReport",
+    "RetryPolicy",
+    "StageRunner",
+    "TickOptions",
+    "TickReport",
+    "alert_stage",
+    "notify_stage",
+    "publish_stage",
+    "refine",
+    "require_sequence",
+    "retry_policy",
+    "run_plain",
+    "run_retrying",
+    "run_stages",
+    "site_session",
+    "tick",
+]

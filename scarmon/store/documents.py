@@ -44,17 +44,26 @@ def read_document(store: Store, key: str, parse: Callable[[bytes], T], *, what: 
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptDocument(
             f"{store.url(key)} is not a valid {what} ({exc}); scarmon will not overwrite it. Restore it from a "
-            "backup or a versioned bucket, or move it away to start it afresh") from None
+            "backup or a versioned bucket, or move it away to start it afresh"
+        ) from None
 
 
 def backoff(attempt: int) -> None:
     """Jittered, growing sleep so overlapping runs stop colliding on the same document."""
-    time.sleep(random.uniform(0, min(defaults.STORE_BACKOFF_MAX_S, defaults.STORE_BACKOFF_BASE_S * 2 ** attempt)))
+    time.sleep(random.uniform(0, min(defaults.STORE_BACKOFF_MAX_S, defaults.STORE_BACKOFF_BASE_S * 2**attempt)))
 
 
-def update_document(store: Store, key: str, change: Callable[[T | None], T | None], *, parse: Callable[[bytes], T],
-                    dump: Callable[[T], bytes], what: str, content_type: str = "application/json",
-                    max_attempts: int = defaults.STORE_UPDATE_ATTEMPTS) -> T | None:
+def update_document(
+    store: Store,
+    key: str,
+    change: Callable[[T | None], T | None],
+    *,
+    parse: Callable[[bytes], T],
+    dump: Callable[[T], bytes],
+    what: str,
+    content_type: str = "application/json",
+    max_attempts: int = defaults.STORE_UPDATE_ATTEMPTS,
+) -> T | None:
     """Read `key` (None when absent), apply `change`, write the result if it is not None, conditionally.
 
     Returns the document as stored afterwards (the current one when `change` returned None: nothing to write).
@@ -74,8 +83,9 @@ def update_document(store: Store, key: str, change: Callable[[T | None], T | Non
             log.info("%s: another run wrote it first (attempt %d/%d); re-reading", key, attempt + 1, max_attempts)
             if attempt + 1 < max_attempts:
                 backoff(attempt)
-    raise StillConflicting(f"could not update {store.url(key)} after {max_attempts} attempts: other runs kept "
-                           "writing it; run again")
+    raise StillConflicting(
+        f"could not update {store.url(key)} after {max_attempts} attempts: other runs kept writing it; run again"
+    )
 
 
 __all__ = ["CorruptDocument", "StillConflicting", "backoff", "read_document", "update_document"]

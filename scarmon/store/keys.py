@@ -27,8 +27,10 @@ class FrameRef(Protocol):
 def check_site_id(site_id: str) -> str:
     """A site id is a key prefix: lowercase letters, digits, '-' and '_' (no '/', no '..')."""
     if not isinstance(site_id, str) or not SITE_ID.match(site_id):
-        raise ValueError(f"site id {site_id!r} is not valid: use 1-63 lowercase letters, digits, '-' or '_', "
-                         "starting with a letter or digit")
+        raise ValueError(
+            f"site id {site_id!r} is not valid: use 1-63 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
     return site_id
 
 
@@ -158,35 +160,60 @@ DASHBOARD_CONFIG = DASHBOARD_PREFIX + "config.json"
 
 # key pattern, written by, what: the table of docs/store-layout.md.
 LAYOUT: tuple[tuple[str, str, str], ...] = (
-    ("{site}/manifest.json", "ingest, track, refine",
-     "the sequence: grid, frames (date, scene id, item ids, baseline, coverage, clear fraction, object keys), "
-     "rejections with reasons and fractions (`retry: true` = unreadable this time, searched again), "
-     "`tracked_until`, `dirty_from`, revision"),
+    (
+        "{site}/manifest.json",
+        "ingest, track, refine",
+        "the sequence: grid, frames (date, scene id, item ids, baseline, coverage, clear fraction, object keys), "
+        "rejections with reasons and fractions (`retry: true` = unreadable this time, searched again), "
+        "`tracked_until`, `dirty_from`, revision",
+    ),
     ("{site}/frames/{date}_{scene}.tif", "ingest", "NDVI on the site grid, int16 × 1e-4 COG, nodata = not clear"),
     ("{site}/frames/{date}_{scene}.png", "ingest", "the 8-bit video frame (fixed NDVI → gray mapping, −0.2 … 0.8)"),
     ("{site}/masks/{date}_{scene}.tif", "track", "the scar mask, uint8 COG on the site grid"),
     ("{site}/tracking/tracker.json", "track", "which tracker (and which weights, by sha256) produced the states"),
-    ("{site}/tracking/{tracker}/{date}_{scene}.state", "track",
-     "the state to resume after that frame; kept for the newest 8 frames and every 10th"),
+    (
+        "{site}/tracking/{tracker}/{date}_{scene}.state",
+        "track",
+        "the state to resume after that frame; kept for the newest 8 frames and every 10th",
+    ),
     ("{site}/corrections.json", "refine, ui", "correction clicks (id, lon, lat, label, date, added)"),
-    ("{site}/series.csv, series.json", "track",
-     "per frame: area, change, same-season change, expansion azimuth, advance rate, clear fractions, "
-     "low-confidence flag and reason"),
+    (
+        "{site}/series.csv, series.json",
+        "track",
+        "per frame: area, change, same-season change, expansion azimuth, advance rate, clear fractions, "
+        "low-confidence flag and reason",
+    ),
     ("{site}/alerts/state.json", "alert", "the confirmation state machine's state"),
-    ("{site}/alerts.jsonl", "alert, refine",
-     "one JSON object per alert event (site, date, level, state, area_m2, baseline_m2, …; `note` says how it was "
-     "recorded: backfill, refine)"),
-    ("{site}/alerts/outbox/{id}.json, alerts/sent/{id}.json", "notify", "deliveries pending (retried every tick) and done"),
+    (
+        "{site}/alerts.jsonl",
+        "alert, refine",
+        "one JSON object per alert event (site, date, level, state, area_m2, baseline_m2, …; `note` says how it was "
+        "recorded: backfill, refine)",
+    ),
+    (
+        "{site}/alerts/outbox/{id}.json, alerts/sent/{id}.json",
+        "notify",
+        "deliveries pending (retried every tick) and done",
+    ),
     ("{site}/lock.json", "every command that writes a site", "one run per site at a time (owner, since, ttl_s)"),
     ("{site}/status.json", "monitor", "the last tick, for people and the dashboard"),
-    ("{site}/products/…", "publish",
-     "`index.json` (swapped last), polygons (per frame GeoJSON, all frames GeoJSON/GeoParquet), quicklooks, plots"),
-    ("{site}/products/masks/{date}_{scene}.tif", "publish",
-     "the published mask COG: 0 not scar, 1 scar, 255 not observed or outside the AOI (nodata), colour table, tags"),
+    (
+        "{site}/products/…",
+        "publish",
+        "`index.json` (swapped last), polygons (per frame GeoJSON, all frames GeoJSON/GeoParquet), quicklooks, plots",
+    ),
+    (
+        "{site}/products/masks/{date}_{scene}.tif",
+        "publish",
+        "the published mask COG: 0 not scar, 1 scar, 255 not observed or outside the AOI (nodata), colour table, tags",
+    ),
     ("{site}/products/map/{date}_{scene}.png", "publish", "NDVI in colour in Web Mercator, for the dashboard map"),
     ("{site}/stac/collection.json, stac/items/*.json", "publish", "the STAC catalog of the products"),
-    ("catalog.json, sites.json, dashboard/", "publish",
-     "the store-wide STAC root, the dashboard's site index and the static dashboard"),
+    (
+        "catalog.json, sites.json, dashboard/",
+        "publish",
+        "the store-wide STAC root, the dashboard's site index and the static dashboard",
+    ),
     ("dashboard/config.json", "publish", "dashboard settings: the optional basemap ($SCARMON_BASEMAP_URL)"),
     (".scarmon-*", "local stores", "temporary files and lock files; never listed"),
 )

@@ -34,8 +34,8 @@ from datetime import date as _date
 from datetime import datetime as _datetime
 from typing import Any
 
-from scarmon.errors import ScarmonError
 from scarmon.dates import utc_datetime
+from scarmon.errors import ScarmonError
 from scarmon.grid import SiteGrid
 from scarmon.store import keys
 from scarmon.store.backends import KeyMissing, Store, StoreError, validate_key
@@ -54,8 +54,9 @@ class SequenceError(ScarmonError):
 
 def check_site_id(site_id: str) -> str:
     if not isinstance(site_id, str) or not SITE_ID.match(site_id):
-        raise SequenceError(f"invalid site id {site_id!r}: use 1-63 characters of a-z, 0-9 and '-', "
-                            "starting with a letter or digit")
+        raise SequenceError(
+            f"invalid site id {site_id!r}: use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        )
     return site_id
 
 
@@ -79,8 +80,12 @@ def _check_date(value: str, scene_id: str) -> None:
 def _check_fraction(value: Any, name: str, scene_id: str, *, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 <= value <= 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0.0 <= value <= 1.0
+    ):
         raise SequenceError(f"scene {scene_id!r}: {name} must be a number in [0, 1], got {value!r}")
     return float(value)
 
@@ -95,10 +100,10 @@ def _check_scene_id(scene_id: Any) -> str:
 class FrameEntry:
     """One accepted scene = one frame. `objects` maps a role ("ndvi", "video", ...) to a store key."""
 
-    date: str                       # acquisition date YYYY-MM-DD (UTC)
-    scene_id: str                   # unique, stable across runs
-    datetime: str                   # ISO acquisition datetime
-    item_ids: tuple[str, ...]       # STAC items mosaicked into this frame
+    date: str  # acquisition date YYYY-MM-DD (UTC)
+    scene_id: str  # unique, stable across runs
+    datetime: str  # ISO acquisition datetime
+    item_ids: tuple[str, ...]  # STAC items mosaicked into this frame
     processing_baseline: str | None
     coverage: float
     clear_fraction: float
@@ -133,15 +138,29 @@ class FrameEntry:
         return parse_datetime(self.datetime), self.scene_id
 
     def to_json(self) -> dict[str, Any]:
-        return {"date": self.date, "scene_id": self.scene_id, "datetime": self.datetime,
-                "item_ids": list(self.item_ids), "processing_baseline": self.processing_baseline,
-                "coverage": self.coverage, "clear_fraction": self.clear_fraction, "objects": dict(self.objects)}
+        return {
+            "date": self.date,
+            "scene_id": self.scene_id,
+            "datetime": self.datetime,
+            "item_ids": list(self.item_ids),
+            "processing_baseline": self.processing_baseline,
+            "coverage": self.coverage,
+            "clear_fraction": self.clear_fraction,
+            "objects": dict(self.objects),
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FrameEntry:
-        return cls(date=d["date"], scene_id=d["scene_id"], datetime=d["datetime"], item_ids=tuple(d["item_ids"]),
-                   processing_baseline=d["processing_baseline"], coverage=d["coverage"],
-                   clear_fraction=d["clear_fraction"], objects=dict(d["objects"]))
+        return cls(
+            date=d["date"],
+            scene_id=d["scene_id"],
+            datetime=d["datetime"],
+            item_ids=tuple(d["item_ids"]),
+            processing_baseline=d["processing_baseline"],
+            coverage=d["coverage"],
+            clear_fraction=d["clear_fraction"],
+            objects=dict(d["objects"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -171,16 +190,23 @@ class Rejection:
             raise SequenceError(f"scene {sid!r}: item_ids must be non-empty strings, got {self.item_ids!r}")
         object.__setattr__(self, "item_ids", items)
         object.__setattr__(self, "coverage", _check_fraction(self.coverage, "coverage", sid, optional=True))
-        object.__setattr__(self, "clear_fraction",
-                           _check_fraction(self.clear_fraction, "clear_fraction", sid, optional=True))
+        object.__setattr__(
+            self, "clear_fraction", _check_fraction(self.clear_fraction, "clear_fraction", sid, optional=True)
+        )
 
     @property
     def sort_key(self) -> tuple[_datetime, str]:
         return parse_datetime(self.datetime), self.scene_id
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"date": self.date, "scene_id": self.scene_id, "datetime": self.datetime,
-                               "reason": self.reason, "coverage": self.coverage, "clear_fraction": self.clear_fraction}
+        out: dict[str, Any] = {
+            "date": self.date,
+            "scene_id": self.scene_id,
+            "datetime": self.datetime,
+            "reason": self.reason,
+            "coverage": self.coverage,
+            "clear_fraction": self.clear_fraction,
+        }
         if self.retry:
             out["retry"] = True
         if self.attempts:
@@ -191,9 +217,17 @@ class Rejection:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Rejection:
-        return cls(date=d["date"], scene_id=d["scene_id"], datetime=d["datetime"], reason=d["reason"],
-                   coverage=d["coverage"], clear_fraction=d["clear_fraction"], retry=bool(d.get("retry", False)),
-                   attempts=d.get("attempts", 0), item_ids=tuple(d.get("item_ids", ())))
+        return cls(
+            date=d["date"],
+            scene_id=d["scene_id"],
+            datetime=d["datetime"],
+            reason=d["reason"],
+            coverage=d["coverage"],
+            clear_fraction=d["clear_fraction"],
+            retry=bool(d.get("retry", False)),
+            attempts=d.get("attempts", 0),
+            item_ids=tuple(d.get("item_ids", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -236,16 +270,25 @@ class Manifest:
         return next((f for f in self.frames if f.scene_id == scene_id), None)
 
     def to_json_bytes(self) -> bytes:
-        doc = {"format": FORMAT, "site_id": self.site_id, "grid": self.grid, "revision": self.revision,
-               "tracked_until": self.tracked_until, "dirty_from": self.dirty_from,
-               "frames": [f.to_json() for f in self.frames], "rejections": [r.to_json() for r in self.rejections]}
+        doc = {
+            "format": FORMAT,
+            "site_id": self.site_id,
+            "grid": self.grid,
+            "revision": self.revision,
+            "tracked_until": self.tracked_until,
+            "dirty_from": self.dirty_from,
+            "frames": [f.to_json() for f in self.frames],
+            "rejections": [r.to_json() for r in self.rejections],
+        }
         return (json.dumps(doc, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
 
     @classmethod
     def from_json_bytes(cls, data: bytes, *, site_id: str, where: str) -> Manifest:
         """Parse and check a stored manifest; anything unexpected is a SequenceError naming `where`."""
-        fix = ("scarmon will not overwrite it: inspect or restore the file (e.g. from a bucket version/backup), "
-               "or move it away to start the site's sequence over")
+        fix = (
+            "scarmon will not overwrite it: inspect or restore the file (e.g. from a bucket version/backup), "
+            "or move it away to start the site's sequence over"
+        )
         try:
             doc = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -253,8 +296,10 @@ class Manifest:
         if not isinstance(doc, dict):
             raise SequenceError(f"manifest {where} is not a JSON object; {fix}")
         if doc.get("format") != FORMAT:
-            raise SequenceError(f"manifest {where} has format {doc.get('format')!r}, expected {FORMAT!r} "
-                                f"(written by another scarmon version?); {fix}")
+            raise SequenceError(
+                f"manifest {where} has format {doc.get('format')!r}, expected {FORMAT!r} "
+                f"(written by another scarmon version?); {fix}"
+            )
         if doc.get("site_id") != site_id:
             raise SequenceError(f"manifest {where} belongs to site {doc.get('site_id')!r}, not {site_id!r}; {fix}")
         try:
@@ -277,20 +322,27 @@ class Manifest:
         if len(ids) != len(set(ids)):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise SequenceError(f"manifest {where} lists scenes more than once: {dup}; {fix}")
-        return cls(site_id=site_id, grid=grid, frames=frames, rejections=rejections,
-                   tracked_until=tracked_until, dirty_from=dirty_from, revision=revision)
+        return cls(
+            site_id=site_id,
+            grid=grid,
+            frames=frames,
+            rejections=rejections,
+            tracked_until=tracked_until,
+            dirty_from=dirty_from,
+            revision=revision,
+        )
 
 
 @dataclass(frozen=True)
 class MergeReport:
     """What an append did. Scene ids are in sequence order."""
 
-    appended: tuple[str, ...]          # new frames
-    rejected: tuple[str, ...]          # new rejections
-    already_present: tuple[str, ...]   # offered, but the site already knew the scene (as frame or rejection)
-    inserted_before_tracked: bool      # a new frame landed at or before tracked_until
-    dirty_from: str | None             # the manifest's dirty_from after the merge
-    revision: int                      # the manifest's revision after the merge (unchanged if nothing was new)
+    appended: tuple[str, ...]  # new frames
+    rejected: tuple[str, ...]  # new rejections
+    already_present: tuple[str, ...]  # offered, but the site already knew the scene (as frame or rejection)
+    inserted_before_tracked: bool  # a new frame landed at or before tracked_until
+    dirty_from: str | None  # the manifest's dirty_from after the merge
+    revision: int  # the manifest's revision after the merge (unchanged if nothing was new)
 
     @property
     def changed(self) -> bool:
@@ -308,8 +360,9 @@ def _normalize_grid(grid: Mapping[str, Any], site_id: str) -> dict[str, Any]:
         raise SequenceError(f"site {site_id!r}: grid must be JSON-serializable ({e})") from e
 
 
-def merge(manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection],
-          grid: Mapping[str, Any]) -> tuple[Manifest, MergeReport]:
+def merge(
+    manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection], grid: Mapping[str, Any]
+) -> tuple[Manifest, MergeReport]:
     """Pure: the manifest with the offered scenes added, and a report. Known scenes are left as they are.
 
     Raises SequenceError if the grid differs from the site's, or if one scene is offered twice in the same call.
@@ -321,7 +374,8 @@ def merge(manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Seque
         raise SequenceError(
             f"site {site_id!r}: the grid changed (stored {json.dumps(manifest.grid, sort_keys=True)}, "
             f"offered {json.dumps(grid, sort_keys=True)}). Frames of one sequence must share a grid: use a new site "
-            "id or a new store for the new grid")
+            "id or a new store for the new grid"
+        )
     offered: list[FrameEntry | Rejection] = [*frames, *rejections]
     for e in offered:
         if not isinstance(e, (FrameEntry, Rejection)):
@@ -360,8 +414,14 @@ def merge(manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Seque
         dirty_from=dirty_from,
         revision=manifest.revision + 1,
     )
-    report = MergeReport(tuple(f.scene_id for f in new_frames), tuple(r.scene_id for r in new_rejections), already,
-                         inserted_before, dirty_from, merged.revision)
+    report = MergeReport(
+        tuple(f.scene_id for f in new_frames),
+        tuple(r.scene_id for r in new_rejections),
+        already,
+        inserted_before,
+        dirty_from,
+        merged.revision,
+    )
     return merged, report
 
 
@@ -378,8 +438,16 @@ def load_manifest(store: Store, site_id: str) -> tuple[Manifest, str | None]:
     return Manifest.from_json_bytes(data, site_id=site_id, where=store.url(key)), tag
 
 
-def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection],
-           grid: Mapping[str, Any], data: Mapping[str, bytes], max_attempts: int = 10) -> MergeReport:
+def append(
+    store: Store,
+    site_id: str,
+    *,
+    frames: Sequence[FrameEntry],
+    rejections: Sequence[Rejection],
+    grid: Mapping[str, Any],
+    data: Mapping[str, bytes],
+    max_attempts: int = 10,
+) -> MergeReport:
     """Add scenes to a site's sequence: write their data objects, then swap the manifest (optimistically).
 
     `data` maps store keys (under `{site_id}/frames/`) to bytes; each key must be an object of one of the offered
@@ -399,17 +467,23 @@ def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejectio
     for f in frames:
         for key in f.objects.values():
             if not key.startswith(prefix):
-                raise SequenceError(f"site {site_id!r}: scene {f.scene_id!r} references {key!r}; data objects of a "
-                                    f"site must be under {prefix!r}")
+                raise SequenceError(
+                    f"site {site_id!r}: scene {f.scene_id!r} references {key!r}; data objects of a "
+                    f"site must be under {prefix!r}"
+                )
             if key in owner and owner[key] != f.scene_id:
-                raise SequenceError(f"site {site_id!r}: {key!r} is referenced by scenes {owner[key]!r} and "
-                                    f"{f.scene_id!r}; give each scene its own keys")
+                raise SequenceError(
+                    f"site {site_id!r}: {key!r} is referenced by scenes {owner[key]!r} and "
+                    f"{f.scene_id!r}; give each scene its own keys"
+                )
             owner[key] = f.scene_id
     for key in data:
         validate_key(key, store_uri=store.uri)
         if key not in owner:
-            raise SequenceError(f"site {site_id!r}: data object {key!r} is not referenced by any offered frame; "
-                                "nothing would ever make it visible (add it to a frame's objects or drop it)")
+            raise SequenceError(
+                f"site {site_id!r}: data object {key!r} is not referenced by any offered frame; "
+                "nothing would ever make it visible (add it to a frame's objects or drop it)"
+            )
 
     manifest, tag = load_manifest(store, site_id)
     merge(manifest, frames=frames, rejections=rejections, grid=grid)  # fail fast (grid, duplicates) before writing
@@ -421,16 +495,20 @@ def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejectio
         if scene in known:
             continue  # already decided; never touch a visible frame's objects
         if key in visible:
-            raise SequenceError(f"site {site_id!r}: {key!r} (scene {scene!r}) is already an object of visible "
-                                f"scene {visible[key]!r}; refusing to overwrite it. Give each scene its own keys")
+            raise SequenceError(
+                f"site {site_id!r}: {key!r} (scene {scene!r}) is already an object of visible "
+                f"scene {visible[key]!r}; refusing to overwrite it. Give each scene its own keys"
+            )
         store.put(key, blob)
     for f in frames:
         if f.scene_id in known:
             continue
         for key in f.objects.values():
             if key not in data and not store.exists(key):
-                raise SequenceError(f"site {site_id!r}: scene {f.scene_id!r} references {store.url(key)}, which is "
-                                    "neither in `data` nor in the store; write it first")
+                raise SequenceError(
+                    f"site {site_id!r}: scene {f.scene_id!r} references {store.url(key)}, which is "
+                    "neither in `data` nor in the store; write it first"
+                )
 
     stored: list[MergeReport] = []
 
@@ -441,17 +519,33 @@ def append(store: Store, site_id: str, *, frames: Sequence[FrameEntry], rejectio
         return None if merged is current or (current is None and not report.changed) else merged
 
     try:
-        update_document(store, keys.manifest(site_id), change, parse=_parser(site_id, store), dump=_dump_manifest,
-                        what="sequence manifest", max_attempts=max_attempts)
+        update_document(
+            store,
+            keys.manifest(site_id),
+            change,
+            parse=_parser(site_id, store),
+            dump=_dump_manifest,
+            what="sequence manifest",
+            max_attempts=max_attempts,
+        )
     except StillConflicting:
-        raise SequenceError(f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after "
-                            f"{max_attempts} attempts (other runs kept writing it); the data objects are written, "
-                            "run again to retry") from None
+        raise SequenceError(
+            f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after "
+            f"{max_attempts} attempts (other runs kept writing it); the data objects are written, "
+            "run again to retry"
+        ) from None
     return stored[0]
 
 
-def mark_tracked(store: Store, site_id: str, *, tracked_until: str, clear_dirty: bool,
-                 based_on: Manifest | None = None, max_attempts: int = 10) -> Manifest:
+def mark_tracked(
+    store: Store,
+    site_id: str,
+    *,
+    tracked_until: str,
+    clear_dirty: bool,
+    based_on: Manifest | None = None,
+    max_attempts: int = 10,
+) -> Manifest:
     """Record that tracking has processed the sequence through `tracked_until`; returns the stored manifest.
 
     `clear_dirty=True` says the run re-tracked from `dirty_from`. Pass `based_on`, the manifest the tracker read:
@@ -474,8 +568,9 @@ def mark_tracked(store: Store, site_id: str, *, tracked_until: str, clear_dirty:
             return None
         return replace(manifest, tracked_until=tracked_until, dirty_from=dirty, revision=manifest.revision + 1)
 
-    return _update(store, site_id, change, max_attempts=max_attempts, action="mark it tracked",
-                   retry="run the tracker again")
+    return _update(
+        store, site_id, change, max_attempts=max_attempts, action="mark it tracked", retry="run the tracker again"
+    )
 
 
 def mark_dirty(store: Store, site_id: str, *, dirty_from: str, max_attempts: int = 10) -> Manifest:
@@ -483,14 +578,24 @@ def mark_dirty(store: Store, site_id: str, *, dirty_from: str, max_attempts: int
 
     def change(manifest: Manifest) -> Manifest | None:
         dirty = min([dirty_from, *([manifest.dirty_from] if manifest.dirty_from else [])], key=parse_datetime)
-        return None if manifest.dirty_from == dirty else replace(manifest, dirty_from=dirty,
-                                                                 revision=manifest.revision + 1)
+        return (
+            None
+            if manifest.dirty_from == dirty
+            else replace(manifest, dirty_from=dirty, revision=manifest.revision + 1)
+        )
 
     return _update(store, site_id, change, max_attempts=max_attempts, action="mark it dirty", retry="try again")
 
 
-def _update(store: Store, site_id: str, change: Callable[[Manifest], Manifest | None], *, max_attempts: int,
-            action: str, retry: str) -> Manifest:
+def _update(
+    store: Store,
+    site_id: str,
+    change: Callable[[Manifest], Manifest | None],
+    *,
+    max_attempts: int,
+    action: str,
+    retry: str,
+) -> Manifest:
     """Optimistic read-change-swap of a manifest that exists; `change` returns None when nothing is to change."""
     check_site_id(site_id)
 
@@ -501,11 +606,20 @@ def _update(store: Store, site_id: str, change: Callable[[Manifest], Manifest | 
         return change(current)
 
     try:
-        out = update_document(store, keys.manifest(site_id), guarded, parse=_parser(site_id, store),
-                              dump=_dump_manifest, what="sequence manifest", max_attempts=max_attempts)
+        out = update_document(
+            store,
+            keys.manifest(site_id),
+            guarded,
+            parse=_parser(site_id, store),
+            dump=_dump_manifest,
+            what="sequence manifest",
+            max_attempts=max_attempts,
+        )
     except StillConflicting:
-        raise SequenceError(f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after "
-                            f"{max_attempts} attempts (other runs kept writing it); {retry}") from None
+        raise SequenceError(
+            f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after "
+            f"{max_attempts} attempts (other runs kept writing it); {retry}"
+        ) from None
     assert out is not None  # guarded() refuses a missing manifest
     return out
 
@@ -520,6 +634,17 @@ def _dump_manifest(manifest: Manifest) -> bytes:
 
 
 __all__ = [
-    "FORMAT", "FrameEntry", "Manifest", "MergeReport", "Rejection", "SequenceError", "append", "check_site_id",
-    "load_manifest", "mark_dirty", "mark_tracked", "merge", "parse_datetime",
+    "FORMAT",
+    "FrameEntry",
+    "Manifest",
+    "MergeReport",
+    "Rejection",
+    "SequenceError",
+    "append",
+    "check_site_id",
+    "load_manifest",
+    "mark_dirty",
+    "mark_tracked",
+    "merge",
+    "parse_datetime",
 ]

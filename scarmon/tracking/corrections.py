@@ -6,7 +6,6 @@ take them from the CLI or the browser while it runs. Adding or undoing one marks
 
 from __future__ import annotations
 
-from scarmon.errors import ScarmonError
 import datetime as dt
 import json
 import uuid
@@ -15,11 +14,12 @@ from typing import Any
 
 from shapely.geometry import Point
 
-from scarmon.store import keys
-from scarmon.store.documents import read_document, update_document
-from scarmon.store.sequence import SequenceError, load_manifest, mark_dirty
+from scarmon.errors import ScarmonError
 from scarmon.site import Prompt, Site
+from scarmon.store import keys
 from scarmon.store.backends import Store
+from scarmon.store.documents import read_document, update_document
+from scarmon.store.sequence import FrameEntry, SequenceError, load_manifest, mark_dirty
 
 
 class CorrectionError(ScarmonError, ValueError):
@@ -50,10 +50,17 @@ def list_corrections(store: Store, site_id: str) -> list[dict[str, Any]]:
     return _read(store, site_id)[0]
 
 
-def _update(store: Store, site_id: str,
-            change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    new = update_document(store, keys.corrections(site_id), lambda cur: change(list(cur or [])), parse=_parse,
-                          dump=_dump, what="corrections file")
+def _update(
+    store: Store, site_id: str, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    new = update_document(
+        store,
+        keys.corrections(site_id),
+        lambda cur: change(list(cur or [])),
+        parse=_parse,
+        dump=_dump,
+        what="corrections file",
+    )
     return new or []
 
 
@@ -65,12 +72,15 @@ def add_corrections(store: Store, site: Site, date: dt.date, points: Sequence[tu
             raise CorrectionError(f"label must be 1 (scar) or 0 (not scar), got {label}")
         if not site.polygon.contains(Point(lon, lat)):
             raise CorrectionError(f"point lon={lon}, lat={lat} lies outside the AOI of site {site.id}")
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    new = [{"id": uuid.uuid4().hex[:8], "lon": lon, "lat": lat, "label": label, "date": frame.date, "added": now}
-           for lon, lat, label in points]
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    ids = [uuid.uuid4().hex[:8] for _ in points]
+    new: list[dict[str, Any]] = [
+        {"id": cid, "lon": lon, "lat": lat, "label": label, "date": frame.date, "added": now}
+        for cid, (lon, lat, label) in zip(ids, points, strict=True)
+    ]
     _update(store, site.id, lambda cur: cur + new)
     mark_dirty(store, site.id, dirty_from=frame.datetime)
-    return [c["id"] for c in new]
+    return ids
 
 
 def undo_correction(store: Store, site: Site, correction_id: str) -> dict[str, Any]:
@@ -83,7 +93,7 @@ def undo_correction(store: Store, site: Site, correction_id: str) -> dict[str, A
     return found
 
 
-def _frame_on(store: Store, site: Site, date: dt.date):  # type: ignore[no-untyped-def]
+def _frame_on(store: Store, site: Site, date: dt.date) -> FrameEntry:
     manifest, _ = load_manifest(store, site.id)
     day = date.isoformat()
     frame = next((f for f in manifest.frames if f.date == day), None)
@@ -94,5 +104,11 @@ def _frame_on(store: Store, site: Site, date: dt.date):  # type: ignore[no-untyp
     return frame
 
 
-__all__ = ["CorrectionError", "SequenceError", "add_corrections", "list_corrections", "load_corrections",
-           "undo_correction"]
+__all__ = [
+    "CorrectionError",
+    "SequenceError",
+    "add_corrections",
+    "list_corrections",
+    "load_corrections",
+    "undo_correction",
+]

@@ -44,8 +44,14 @@ def truth_on_grid(path: Path, grid: SiteGrid) -> np.ndarray:
     """A truth mask on any grid/CRS, reprojected (nearest) onto the site grid; non-zero = scar."""
     dst = np.zeros(grid.shape, np.uint8)
     with rasterio.open(path) as src:
-        reproject(rasterio.band(src, 1), dst, dst_transform=grid.transform, dst_crs=grid.crs,
-                  resampling=Resampling.nearest, dst_nodata=0)
+        reproject(
+            rasterio.band(src, 1),
+            dst,
+            dst_transform=grid.transform,
+            dst_crs=grid.crs,
+            resampling=Resampling.nearest,
+            dst_nodata=0,
+        )
     return dst > 0
 
 
@@ -68,7 +74,9 @@ def evaluate_site(site: Site, store: Store, truth_dir: Path) -> dict[str, Any]:
         iou, p, r = scores(pred, truth_on_grid(truths[frame.date], grid) & aoi)
         rows.append({"date": frame.date, "scene_id": frame.scene_id, "iou": iou, "precision": p, "recall": r})
     if not rows:
-        raise ValueError(f"no truth mask in {truth_dir} matches a frame date of site {site.id} "
-                         f"(frames {manifest.frames[0].date}..{manifest.frames[-1].date}; name files YYYY-MM-DD*.tif)")
+        raise ValueError(
+            f"no truth mask in {truth_dir} matches a frame date of site {site.id} "
+            f"(frames {manifest.frames[0].date}..{manifest.frames[-1].date}; name files YYYY-MM-DD*.tif)"
+        )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("iou", "precision", "recall")}
     return {"site": site.id, "frames": rows, "mean": mean}

@@ -24,17 +24,17 @@ class Observation:
     scene_id: str
     area_m2: float
     clear_fraction: float
-    scar_clear_fraction: float | None = None     # clear share of the scar and its surroundings (the AOI's can hide it)
-    change_m2: float | None = None              # against the previous frame
+    scar_clear_fraction: float | None = None  # clear share of the scar and its surroundings (the AOI's can hide it)
+    change_m2: float | None = None  # against the previous frame
     change_pct: float | None = None
     same_season_change_pct: float | None = None  # against the frame nearest one year before (±45 days)
-    expansion_azimuth_deg: float | None = None   # where the added area lies, clockwise from grid north
-    advance_m_per_day: float | None = None       # added area / previous perimeter / days
+    expansion_azimuth_deg: float | None = None  # where the added area lies, clockwise from grid north
+    advance_m_per_day: float | None = None  # added area / previous perimeter / days
     low_confidence: bool = False
     low_confidence_reason: str = ""
-    tracker_note: str = ""                      # why the tracker held new area on this frame (cloud/snow edge, jump)
-    new_ground_m2: float | None = None           # mask outside the footprint (earlier masks, see footprint_frames)
-    lost_ground_m2: float | None = None          # footprint no longer in the mask
+    tracker_note: str = ""  # why the tracker held new area on this frame (cloud/snow edge, jump)
+    new_ground_m2: float | None = None  # mask outside the footprint (earlier masks, see footprint_frames)
+    lost_ground_m2: float | None = None  # footprint no longer in the mask
     new_ground_azimuth_deg: float | None = None  # where the new ground lies from the footprint's centre
     new_ground_distance_m: float | None = None
 
@@ -86,9 +86,15 @@ def scar_clear_fraction(valid: np.ndarray, mask: np.ndarray, margin_px: int = de
     return round(float(valid[around].mean()), 4)
 
 
-def confidence_flags(areas: list[float], clear: list[float], *, scar_clear: list[float | None] | None = None,
-                     tracker: list[str] | None = None, min_clear: float = defaults.LOW_CONFIDENCE_CLEAR,
-                     jump: float = defaults.LOW_CONFIDENCE_JUMP) -> list[tuple[bool, str]]:
+def confidence_flags(
+    areas: list[float],
+    clear: list[float],
+    *,
+    scar_clear: list[float | None] | None = None,
+    tracker: list[str] | None = None,
+    min_clear: float = defaults.LOW_CONFIDENCE_CLEAR,
+    jump: float = defaults.LOW_CONFIDENCE_JUMP,
+) -> list[tuple[bool, str]]:
     """Low-confidence frames: few clear pixels (over the AOI or over the scar), the tracker held new area it could
     not trust (`tracker`: its reason per frame, "" for none), or an area spike/dip against BOTH neighbours (a cloud
     shadow SCL missed, a snow patch) that the next frame undoes. The newest frame has one neighbour and cannot be a
@@ -106,14 +112,21 @@ def confidence_flags(areas: list[float], clear: list[float], *, scar_clear: list
         if 0 < i < len(areas) - 1 and areas[i - 1] and areas[i + 1]:
             d_prev, d_next = (a - areas[i - 1]) / areas[i - 1], (a - areas[i + 1]) / areas[i + 1]
             if abs(d_prev) > jump and abs(d_next) > jump and d_prev * d_next > 0:
-                reasons.append(f"area {'spike' if d_prev > 0 else 'dip'} of {100 * d_prev:+.0f}% undone by the next frame")
+                reasons.append(
+                    f"area {'spike' if d_prev > 0 else 'dip'} of {100 * d_prev:+.0f}% undone by the next frame"
+                )
         flags.append((bool(reasons), "; ".join(reasons)))
     return flags
 
 
-def footprint_frames(dates: list[str], usable: list[bool], i: int, *,
-                     lags_days: tuple[int, ...] = defaults.ALERT_GROUND_LAGS_DAYS,
-                     tolerance_days: int = defaults.ALERT_GROUND_TOLERANCE_DAYS) -> list[int]:
+def footprint_frames(
+    dates: list[str],
+    usable: list[bool],
+    i: int,
+    *,
+    lags_days: tuple[int, ...] = defaults.ALERT_GROUND_LAGS_DAYS,
+    tolerance_days: int = defaults.ALERT_GROUND_TOLERANCE_DAYS,
+) -> list[int]:
     """Indices of the frames whose masks make frame i's footprint: for each lag, the usable (confident) frame
     nearest to `lag` days before frame i, within ±tolerance_days and never later than the shortest lag. Empty while
     the history is shorter than the shortest lag less the tolerance (no footprint: no new-ground measurement)."""
@@ -122,8 +135,13 @@ def footprint_frames(dates: list[str], usable: list[bool], i: int, *,
     out: list[int] = []
     for lag in lags_days:
         target = day - dt.timedelta(days=lag)
-        cands = [j for j in range(i) if usable[j] and dt.date.fromisoformat(dates[j][:10]) <= latest
-                 and abs((dt.date.fromisoformat(dates[j][:10]) - target).days) <= tolerance_days]
+        cands = [
+            j
+            for j in range(i)
+            if usable[j]
+            and dt.date.fromisoformat(dates[j][:10]) <= latest
+            and abs((dt.date.fromisoformat(dates[j][:10]) - target).days) <= tolerance_days
+        ]
         if cands:
             best = min(cands, key=lambda j: abs((dt.date.fromisoformat(dates[j][:10]) - target).days))
             if best not in out:
@@ -131,8 +149,9 @@ def footprint_frames(dates: list[str], usable: list[bool], i: int, *,
     return sorted(out)
 
 
-def new_ground(mask: np.ndarray, footprint: np.ndarray | None, *, pixel_m: float,
-               margin_px: int = defaults.ALERT_GROUND_MARGIN_PX) -> dict[str, float | None]:
+def new_ground(
+    mask: np.ndarray, footprint: np.ndarray | None, *, pixel_m: float, margin_px: int = defaults.ALERT_GROUND_MARGIN_PX
+) -> dict[str, float | None]:
     """Ground in the mask outside the (dilated) footprint, ground of the footprint outside the (dilated) mask, and
     where the new ground lies: azimuth (clockwise from grid north) and distance of its centroid from the footprint's
     centroid. A new zone opening while another part revegetates shows here even when the total area is flat."""

@@ -48,9 +48,9 @@ class KnowledgeParams:
     grow_px: int = defaults.BOUNDARY_GROW_PX
     max_weak_raise: float = defaults.MAX_WEAK_RAISE
     min_contrast: float = defaults.MIN_SCAR_CONTRAST
-    seasonal: bool = True            # per-pixel phenology: no dormant-season growth onto ground seen green
+    seasonal: bool = True  # per-pixel phenology: no dormant-season growth onto ground seen green
     green_ndvi: float = defaults.SEASONAL_GREEN_NDVI
-    guard: bool = True               # overgrowth guard: hold doubtful new area, say why
+    guard: bool = True  # overgrowth guard: hold doubtful new area, say why
     guard_near_px: int = defaults.GUARD_NEAR_UNSEEN_PX
     guard_memory: int = defaults.GUARD_RECENT_FRAMES
     jump_px: int = defaults.GUARD_JUMP_PX
@@ -62,15 +62,15 @@ class KnowledgeParams:
 
 @dataclass(frozen=True)
 class KnowledgeState:
-    mask: np.ndarray | None = None           # the last frame's mask (the tracker's memory)
-    exclusion: np.ndarray | None = None      # stable bare ground / water marked by negative prompts
-    anchors: np.ndarray | None = None        # every positive click so far: where the scar certainly is
-    frames: int = 0                          # frames tracked so far (for people, not for the logic)
-    green: np.ndarray | None = None          # seen green (NDVI >= green_ndvi) on its last clear growing-season frame
-    unseen_age: np.ndarray | None = None     # frames since the pixel was last not observed (cloud, snow), capped
-    pending: np.ndarray | None = None        # new area held on an earlier frame, awaiting a clear confirmation
-    note: str = ""                           # why this frame's new area was held ("" when none was)
-    lush: bool = False                       # the last frame was a growing-season frame
+    mask: np.ndarray | None = None  # the last frame's mask (the tracker's memory)
+    exclusion: np.ndarray | None = None  # stable bare ground / water marked by negative prompts
+    anchors: np.ndarray | None = None  # every positive click so far: where the scar certainly is
+    frames: int = 0  # frames tracked so far (for people, not for the logic)
+    green: np.ndarray | None = None  # seen green (NDVI >= green_ndvi) on its last clear growing-season frame
+    unseen_age: np.ndarray | None = None  # frames since the pixel was last not observed (cloud, snow), capped
+    pending: np.ndarray | None = None  # new area held on an earlier frame, awaiting a clear confirmation
+    note: str = ""  # why this frame's new area was held ("" when none was)
+    lush: bool = False  # the last frame was a growing-season frame
 
 
 def is_lush(ndvi: np.ndarray, params: KnowledgeParams, prior: np.ndarray | None) -> bool:
@@ -108,14 +108,16 @@ def exclusion_region(ndvi: np.ndarray, negatives: list[Point], anchors: np.ndarr
     ids = {labels[r, c] for c, r in _pixels(negatives, ndvi.shape)} - {0}
     region = np.isin(labels, list(ids)) if ids else np.zeros(ndvi.shape, bool)
     if ids and (anchors & region).any():
-        nearer_negative = ndimage.distance_transform_edt(~_spots(negatives, ndvi.shape, 0)) < \
-            ndimage.distance_transform_edt(~anchors)
+        nearer_negative = ndimage.distance_transform_edt(
+            ~_spots(negatives, ndvi.shape, 0)
+        ) < ndimage.distance_transform_edt(~anchors)
         region &= nearer_negative
     return ndimage.binary_dilation(region, iterations=1) if region.any() else region
 
 
-def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Point],
-                   params: KnowledgeParams) -> tuple[np.ndarray, KnowledgeState]:
+def knowledge_step(
+    state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Point], params: KnowledgeParams
+) -> tuple[np.ndarray, KnowledgeState]:
     """One frame: (prior state, new frame) → (mask, new state).
 
     On top of the threshold → anchored components → boundary chain (`_track`), two rules of what a single frame
@@ -137,8 +139,15 @@ def knowledge_step(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Poi
     mask, pending, note = raw, None, ""
     if params.guard and prev is not None and prev.any() and not positives:
         mask, pending, note = guard(raw, prev, valid, state.unseen_age, state.pending, params)
-    return mask, replace(state, mask=mask, green=observe_green(state.green, ndvi, lush, state.lush, params), lush=lush,
-                         unseen_age=observe_unseen(state.unseen_age, valid, params), pending=pending, note=note)
+    return mask, replace(
+        state,
+        mask=mask,
+        green=observe_green(state.green, ndvi, lush, state.lush, params),
+        lush=lush,
+        unseen_age=observe_unseen(state.unseen_age, valid, params),
+        pending=pending,
+        note=note,
+    )
 
 
 def seasonal_block(state: KnowledgeState, lush: bool) -> np.ndarray | None:
@@ -153,8 +162,9 @@ def seasonal_block(state: KnowledgeState, lush: bool) -> np.ndarray | None:
     return out
 
 
-def creeping_edge(ndvi: np.ndarray, prev: np.ndarray, block: np.ndarray, threshold: float,
-                  params: KnowledgeParams) -> np.ndarray:
+def creeping_edge(
+    ndvi: np.ndarray, prev: np.ndarray, block: np.ndarray, threshold: float, params: KnowledgeParams
+) -> np.ndarray:
     """The part of `block` the scar may still take in the dormant season: low ground along the scar's edge, in a band
     no wider than `creep_px` (creep, even after weeks without a clear frame). A rim or a leafless forest that goes
     low wider than that stays blocked, all of it; so does a winter failure, until the growing season (the price of
@@ -170,8 +180,9 @@ def creeping_edge(ndvi: np.ndarray, prev: np.ndarray, block: np.ndarray, thresho
     return out
 
 
-def observe_green(green: np.ndarray | None, ndvi: np.ndarray, lush: bool, was_lush: bool,
-                  params: KnowledgeParams) -> np.ndarray | None:
+def observe_green(
+    green: np.ndarray | None, ndvi: np.ndarray, lush: bool, was_lush: bool, params: KnowledgeParams
+) -> np.ndarray | None:
     """Per-pixel phenology from the site's own clear frames: which pixels were seen green on some frame of the last
     growing season (a bare rim peaks in August and is brown again by the season's last frames) and not as low as
     the scar on a later one (a rim or a leafless forest is not yet that low on a growing-season frame; new scar is).
@@ -191,8 +202,14 @@ def observe_unseen(age: np.ndarray | None, valid: np.ndarray, params: KnowledgeP
     return np.where(valid, older, 0).astype(np.uint8)
 
 
-def guard(raw: np.ndarray, prev: np.ndarray, valid: np.ndarray, unseen_age: np.ndarray | None,
-          pending: np.ndarray | None, params: KnowledgeParams) -> tuple[np.ndarray, np.ndarray | None, str]:
+def guard(
+    raw: np.ndarray,
+    prev: np.ndarray,
+    valid: np.ndarray,
+    unseen_age: np.ndarray | None,
+    pending: np.ndarray | None,
+    params: KnowledgeParams,
+) -> tuple[np.ndarray, np.ndarray | None, str]:
     """(mask, pending, note): the new area of `raw` over `prev` that one frame cannot vouch for is held, i.e. the
     mask keeps the previous extent there:
 
@@ -211,12 +228,18 @@ def guard(raw: np.ndarray, prev: np.ndarray, valid: np.ndarray, unseen_age: np.n
     if not new.any():
         return raw, _pending_unobserved(pending, valid), ""
     unseen = ~valid
-    near = (ndimage.binary_dilation(unseen, structure=_disk(1), iterations=params.guard_near_px)
-            if unseen.any() else np.zeros(raw.shape, bool))
+    near = (
+        ndimage.binary_dilation(unseen, structure=_disk(1), iterations=params.guard_near_px)
+        if unseen.any()
+        else np.zeros(raw.shape, bool)
+    )
     recent = (unseen_age < params.guard_memory) if unseen_age is not None else np.zeros(raw.shape, bool)
     # Held on an earlier frame and low again now, away from what this frame could not see: two frames agree.
-    confirmed = (new & ndimage.binary_dilation(pending, iterations=2) & ~near if pending is not None
-                 else np.zeros(raw.shape, bool))
+    confirmed = (
+        new & ndimage.binary_dilation(pending, iterations=2) & ~near
+        if pending is not None
+        else np.zeros(raw.shape, bool)
+    )
     doubtful = new & (near | recent) & ~confirmed
     far = new & ~ndimage.binary_dilation(prev, structure=_disk(1), iterations=params.jump_px) & ~doubtful
     unconfirmed = np.zeros(raw.shape, bool)
@@ -240,8 +263,11 @@ def guard(raw: np.ndarray, prev: np.ndarray, valid: np.ndarray, unseen_age: np.n
     pct = 100.0 * float(held.sum()) / max(float(prev.sum()), 1.0)
     if held.sum() < params.jump_min_px or pct < params.flag_pct:  # too little to matter: held without a flag
         return mask, keep, ""
-    parts = (("next to cloud or snow", new & near), ("where cloud or snow just was", new & recent),
-             ("a jump awaiting a confirming frame", unconfirmed))
+    parts = (
+        ("next to cloud or snow", new & near),
+        ("where cloud or snow just was", new & recent),
+        ("a jump awaiting a confirming frame", unconfirmed),
+    )
     reasons = [why for why, part in parts if (part & held).any()]
     return mask, keep, f"held new area of {pct:.0f}% of the scar: {', '.join(reasons)}"
 
@@ -257,12 +283,17 @@ def _pending_unobserved(pending: np.ndarray | None, valid: np.ndarray) -> np.nda
 def observe_frame(state: KnowledgeState, ndvi: np.ndarray, params: KnowledgeParams) -> KnowledgeState:
     """What a frame teaches without tracking (before the first prompt): phenology and where cloud or snow was."""
     lush = is_lush(ndvi, params, None)
-    return replace(state, green=observe_green(state.green, ndvi, lush, state.lush, params), lush=lush,
-                   unseen_age=observe_unseen(state.unseen_age, np.isfinite(ndvi), params))
+    return replace(
+        state,
+        green=observe_green(state.green, ndvi, lush, state.lush, params),
+        lush=lush,
+        unseen_age=observe_unseen(state.unseen_age, np.isfinite(ndvi), params),
+    )
 
 
-def track_backward(ndvis: list[np.ndarray], prompts: list[list[Point]], later: np.ndarray,
-                   params: KnowledgeParams) -> list[np.ndarray]:
+def track_backward(
+    ndvis: list[np.ndarray], prompts: list[list[Point]], later: np.ndarray, params: KnowledgeParams
+) -> list[np.ndarray]:
     """Masks of the frames before the first prompted one, tracked backward in time from its mask `later`: the same
     step with time reversed, so the scar may shrink to nothing on dates before it existed (and then stays empty)."""
     state = KnowledgeState(mask=later)
@@ -273,15 +304,17 @@ def track_backward(ndvis: list[np.ndarray], prompts: list[list[Point]], later: n
     return out[::-1]
 
 
-def prompt_misses(ndvi: np.ndarray, prompts: list[Point], mask: np.ndarray,
-                  params: KnowledgeParams) -> list[tuple[int, int]]:
+def prompt_misses(
+    ndvi: np.ndarray, prompts: list[Point], mask: np.ndarray, params: KnowledgeParams
+) -> list[tuple[int, int]]:
     """Positive clicks (col, row) that found no scar: the mask is empty there. A click on intact vegetation (a prompt
     dated before its scar existed, or placed off it) would otherwise track an empty mask in silence."""
     return [(c, r) for c, r in _pixels([p for p in prompts if p[2] == 1], ndvi.shape) if not mask[r, c]]
 
 
-def _track(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Point], params: KnowledgeParams,
-           block: np.ndarray | None) -> tuple[np.ndarray, KnowledgeState]:
+def _track(
+    state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Point], params: KnowledgeParams, block: np.ndarray | None
+) -> tuple[np.ndarray, KnowledgeState]:
     """The tracker's core: threshold → prompt/memory-anchored components → boundary band. `block`: ground that may
     not become scar on this frame (unless it already was)."""
     threshold = frame_threshold(ndvi, params, state.mask)
@@ -309,8 +342,14 @@ def _track(state: KnowledgeState, *, ndvi: np.ndarray, prompts: list[Point], par
     return mask, replace(state, mask=mask, exclusion=exclusion, anchors=anchors, frames=state.frames + 1)
 
 
-def _boundary(ndvi: np.ndarray, core: np.ndarray, prior: np.ndarray | None, blocked: np.ndarray, threshold: float,
-              params: KnowledgeParams) -> np.ndarray:
+def _boundary(
+    ndvi: np.ndarray,
+    core: np.ndarray,
+    prior: np.ndarray | None,
+    blocked: np.ndarray,
+    threshold: float,
+    params: KnowledgeParams,
+) -> np.ndarray:
     """Hysteresis: grow the scar core (and what was scar before) into pixels below the midpoint between the scar's
     and its surroundings' NDVI. Mixed edge pixels lean towards vegetation, so the plain threshold misses the
     boundary band; the growth is limited to `grow_px` from the seeds per frame so it cannot leak into dark
@@ -348,12 +387,17 @@ def box_region(prompts: list[Point], shape: tuple[int, int]) -> np.ndarray:
     corners = [p for p in prompts if p[2] in (2, 3)]
     for (c0, r0, l0), (c1, r1, l1) in zip(corners[::2], corners[1::2], strict=False):
         if (l0, l1) == (2, 3):
-            out[max(int(r0), 0): int(r1) + 1, max(int(c0), 0): int(c1) + 1] = True
+            out[max(int(r0), 0) : int(r1) + 1, max(int(c0), 0) : int(c1) + 1] = True
     return out
 
 
-def _anchored(cand: np.ndarray, prior: np.ndarray | None, positives: list[Point], min_overlap: float,
-              box: np.ndarray | None = None) -> np.ndarray:
+def _anchored(
+    cand: np.ndarray,
+    prior: np.ndarray | None,
+    positives: list[Point],
+    min_overlap: float,
+    box: np.ndarray | None = None,
+) -> np.ndarray:
     """Components that hold a positive prompt, lie in a box prompt, or overlap the previous mask enough to be its
     continuation."""
     labels, n = ndimage.label(cand, structure=np.ones((3, 3)))
@@ -381,12 +425,12 @@ def _pixels(points: list[Point], shape: tuple[int, int]) -> list[tuple[int, int]
 def _spots(points: list[Point], shape: tuple[int, int], radius: int) -> np.ndarray:
     out = np.zeros(shape, bool)
     for c, r in _pixels(points, shape):
-        out[max(r - radius, 0): r + radius + 1, max(c - radius, 0): c + radius + 1] = True
+        out[max(r - radius, 0) : r + radius + 1, max(c - radius, 0) : c + radius + 1] = True
     return out
 
 
 def _disk(radius: int) -> np.ndarray:
-    y, x = np.ogrid[-radius: radius + 1, -radius: radius + 1]
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
     out: np.ndarray = x * x + y * y <= radius * radius
     return out
 
@@ -398,8 +442,11 @@ def encode_state(state: KnowledgeState) -> bytes:
     """Packed bit layers, the per-pixel unseen age (uint8) and the note: a few bytes per pixel at most, whatever the
     history length."""
     buf = io.BytesIO()
-    arrays: dict[str, Any] = {"frames": np.array(state.frames), "note": np.array(state.note),
-                              "lush": np.array(state.lush)}
+    arrays: dict[str, Any] = {
+        "frames": np.array(state.frames),
+        "note": np.array(state.note),
+        "lush": np.array(state.lush),
+    }
     for name in BIT_LAYERS:
         arr = getattr(state, name)
         if arr is not None:
@@ -413,12 +460,14 @@ def encode_state(state: KnowledgeState) -> bytes:
 
 def decode_state(data: bytes) -> KnowledgeState:
     with np.load(io.BytesIO(data)) as z:
+
         def unpack(name: str) -> np.ndarray | None:
             if name not in z:
                 return None
             shape = tuple(z[name + "_shape"])
             out: np.ndarray = np.unpackbits(z[name], count=int(np.prod(shape))).reshape(shape).astype(bool)
             return out
+
         layers = {name: unpack(name) for name in BIT_LAYERS}
         age = np.array(z["unseen_age"], np.uint8) if "unseen_age" in z else None
         note = str(z["note"]) if "note" in z else ""

@@ -8,24 +8,33 @@ import datetime as dt
 import io
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from scarmon.store import keys
 from scarmon import defaults
-from scarmon.tracking.corrections import load_corrections
-from scarmon.tracking.features import (Observation, confidence_flags, footprint_frames, measure, new_ground,
-                                       same_season_change, scar_clear_fraction)
-from scarmon.ingest.frames import decode_ndvi, decode_png, encode_cog
 from scarmon.grid import SiteGrid
-from scarmon.store.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
+from scarmon.ingest.frames import decode_ndvi, decode_png, encode_cog
 from scarmon.site import BoxPrompt, Prompt, Site
+from scarmon.store import keys
 from scarmon.store.backends import KeyMissing, Store
+from scarmon.store.sequence import FrameEntry, Manifest, load_manifest, mark_tracked
+from scarmon.tracking.corrections import load_corrections
+from scarmon.tracking.features import (
+    Observation,
+    confidence_flags,
+    footprint_frames,
+    measure,
+    new_ground,
+    same_season_change,
+    scar_clear_fraction,
+)
 from scarmon.tracking.trackers import FrameData, Point, Sam2Tracker, Tracker, make_tracker
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class TrackReport:
@@ -40,10 +49,14 @@ class TrackReport:
         note = " (weight-free: no SAM 2 checkpoint configured)" if self.tracker == "knowledge" else ""
         warn = "".join(f"\n  WARNING: {w}" for w in self.warnings)
         if not self.tracked:
-            return (f"site {self.site_id}: nothing new to track ({self.total_frames} frames, {self.tracker} "
-                    f"tracker{note}){warn}")
-        return (f"site {self.site_id}: tracked {len(self.tracked)} frame(s) from #{self.start_index} of "
-                f"{self.total_frames} with the {self.tracker} tracker{note}{warn}")
+            return (
+                f"site {self.site_id}: nothing new to track ({self.total_frames} frames, {self.tracker} "
+                f"tracker{note}){warn}"
+            )
+        return (
+            f"site {self.site_id}: tracked {len(self.tracked)} frame(s) from #{self.start_index} of "
+            f"{self.total_frames} with the {self.tracker} tracker{note}{warn}"
+        )
 
 
 def first_untracked(manifest: Manifest) -> int:
@@ -56,8 +69,14 @@ def first_untracked(manifest: Manifest) -> int:
     return 0
 
 
-def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], grid: SiteGrid, *,
-                     boxes: Sequence[BoxPrompt] = (), to_first: bool = False) -> dict[int, list[Point]]:
+def prompts_by_frame(
+    prompts: Sequence[Prompt],
+    frames: Sequence[FrameEntry],
+    grid: SiteGrid,
+    *,
+    boxes: Sequence[BoxPrompt] = (),
+    to_first: bool = False,
+) -> dict[int, list[Point]]:
     """Prompts in pixels, keyed by the first frame on or after their date. A box becomes two corner points
     labelled 2 (top-left) and 3 (bottom-right), as SAM 2 encodes boxes. Both trackers start where the prompts are
     and track backward from there; `to_first` (the knowledge tracker's old way, kept for the benchmark's "before"
@@ -71,8 +90,11 @@ def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], gr
 
     for p in prompts:
         if (i := frame_of(p.date)) is None:
-            log.info("prompt of %s waits for a frame on or after its date (last frame %s)", p.date,
-                     dates[-1] if dates else None)
+            log.info(
+                "prompt of %s waits for a frame on or after its date (last frame %s)",
+                p.date,
+                dates[-1] if dates else None,
+            )
         else:
             col, row = grid.lonlat_to_pixel(p.lon, p.lat)
             out.setdefault(i, []).append((float(col), float(row), p.label))
@@ -80,15 +102,23 @@ def prompts_by_frame(prompts: Sequence[Prompt], frames: Sequence[FrameEntry], gr
         if (i := frame_of(b.date)) is not None:
             w, s, e, n = b.box
             cols, rows = grid.lonlat_to_pixel(np.array([w, e, w, e]), np.array([n, n, s, s]))
-            out.setdefault(i, []).extend([(float(min(cols)), float(min(rows)), 2), (float(max(cols)), float(max(rows)), 3)])
+            out.setdefault(i, []).extend(
+                [(float(min(cols)), float(min(rows)), 2), (float(max(cols)), float(max(rows)), 3)]
+            )
     if to_first and out and (first := min(out)) > 0:
         out[0] = out.pop(first)
     return out
 
 
-def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from_start: bool = False,
-               progress: Callable[[int], object] | None = None,
-               on_frames: Callable[[int], object] | None = None) -> TrackReport:
+def track_site(
+    site: Site,
+    store: Store,
+    *,
+    tracker: Tracker | None = None,
+    from_start: bool = False,
+    progress: Callable[[int], object] | None = None,
+    on_frames: Callable[[int], object] | None = None,
+) -> TrackReport:
     """Track the frames not tracked yet, window by window, resuming from the stored state before them."""
     tracker = tracker or make_tracker(site.ndvi_threshold)
     manifest, _ = load_manifest(store, site.id)
@@ -106,13 +136,20 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
     if isinstance(tracker, Sam2Tracker):
         tracker.keep_states_from = max(len(frames) - defaults.KEEP_RECENT_STATES, 0)  # others are pruned below
         if resume is not None and (changed := tracker.first_changed(resume, prompts, corrections)) is not None:
-            log.warning("site %s: prompts or corrections on frame #%d (%s) changed: re-tracking from it", site.id,
-                        changed, frames[changed].date)
+            log.warning(
+                "site %s: prompts or corrections on frame #%d (%s) changed: re-tracking from it",
+                site.id,
+                changed,
+                frames[changed].date,
+            )
             start, resume = _resume_point(store, site.id, tracker, manifest, changed)
             report.start_index = start
         if resume is None and not prompts:  # e.g. the only prompt is dated after the newest frame
-            log.info("site %s: no site prompt on or before the newest frame (%s): nothing to track yet", site.id,
-                     frames[-1].date)
+            log.info(
+                "site %s: no site prompt on or before the newest frame (%s): nothing to track yet",
+                site.id,
+                frames[-1].date,
+            )
             return report
     measured: dict[str, dict[str, Any]] = {}  # per tracked frame, measured while its mask and NDVI are in memory
     prev = read_mask(store, keys.mask(site.id, frames[start - 1])) if start > 0 else None
@@ -126,12 +163,16 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
         masks, states = tracker.run(window, prompts, corrections, resume=resume)
         notes: dict[int, str] = getattr(tracker, "notes", {})  # the knowledge tracker says why it held new area
         report.warnings.extend(getattr(tracker, "warnings", []))
-        for fd, mask, state in zip(window, masks, states):
+        for fd, mask, state in zip(window, masks, states, strict=True):
             frame = frames[fd.index]
-            store.put(keys.mask(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar"))
+            store.put(
+                keys.mask(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar")
+            )
             store.put(keys.tracker_state(site.id, tracker.name, frame), state)
-            measured[frame.scene_id] = {**_measure(frames, fd.index, mask, prev, grid, np.isfinite(fd.ndvi)),
-                                        "tracker_note": notes.get(fd.index, "")}
+            measured[frame.scene_id] = {
+                **_measure(frames, fd.index, mask, prev, grid, np.isfinite(fd.ndvi)),
+                "tracker_note": notes.get(fd.index, ""),
+            }
             prev = mask
             report.tracked.append(frame.scene_id)
             if progress:
@@ -146,10 +187,14 @@ def track_site(site: Site, store: Store, *, tracker: Tracker | None = None, from
 
 
 def _frame_data(store: Store, index: int, frame: FrameEntry) -> FrameData:
-    return FrameData(index, decode_ndvi(store.get(frame.objects["ndvi"])), decode_png(store.get(frame.objects["video"])))
+    return FrameData(
+        index, decode_ndvi(store.get(frame.objects["ndvi"])), decode_png(store.get(frame.objects["video"]))
+    )
 
 
-def _resume_point(store: Store, site_id: str, tracker: Tracker, manifest: Manifest, start: int) -> tuple[int, bytes | None]:
+def _resume_point(
+    store: Store, site_id: str, tracker: Tracker, manifest: Manifest, start: int
+) -> tuple[int, bytes | None]:
     """Where to start and the state to start from: the nearest earlier frame with a stored state of this very
     tracker (states of another tracker or other weights cannot be resumed from: then from the first frame)."""
     try:
@@ -158,8 +203,12 @@ def _resume_point(store: Store, site_id: str, tracker: Tracker, manifest: Manife
         stored = None
     if stored != tracker.identity():
         if stored is not None:
-            log.warning("site %s: tracker changed (%s -> %s): tracking from the first frame", site_id,
-                        stored.get("name"), tracker.name)
+            log.warning(
+                "site %s: tracker changed (%s -> %s): tracking from the first frame",
+                site_id,
+                stored.get("name"),
+                tracker.name,
+            )
         return 0, None
     for i in range(start - 1, -1, -1):
         try:
@@ -188,15 +237,22 @@ def read_mask(store: Store, key: str) -> np.ndarray:
         return np.asarray(src.read(1).astype(bool))
 
 
-def _measure(frames: Sequence[FrameEntry], i: int, mask: np.ndarray, prev: np.ndarray | None, grid: SiteGrid,
-             valid: np.ndarray | None) -> dict[str, Any]:
+def _measure(
+    frames: Sequence[FrameEntry],
+    i: int,
+    mask: np.ndarray,
+    prev: np.ndarray | None,
+    grid: SiteGrid,
+    valid: np.ndarray | None,
+) -> dict[str, Any]:
     days = (dt.date.fromisoformat(frames[i].date) - dt.date.fromisoformat(frames[i - 1].date)).days if i else None
     m = measure(mask, prev, pixel_m=grid.resolution, days=days)
     return {**m, "scar_clear_fraction": scar_clear_fraction(valid, mask) if valid is not None else None}
 
 
-def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
-                 measured: dict[str, dict[str, Any]]) -> list[Observation]:
+def write_series(
+    store: Store, site_id: str, manifest: Manifest, grid: SiteGrid, measured: dict[str, dict[str, Any]]
+) -> list[Observation]:
     """The series with the rows of the frames just tracked (`measured`), older rows kept as stored. A frame in
     neither (a series lost or written by an older version) is measured again from the stored masks."""
     old = {r["scene_id"]: r for r in read_series(store, site_id)}
@@ -212,23 +268,41 @@ def write_series(store: Store, site_id: str, manifest: Manifest, grid: SiteGrid,
             m = _measure(frames, i, read_mask(store, keys.mask(site_id, frame)), prev, grid, None)
         rows.append(Observation(frame.date, frame.scene_id, clear_fraction=frame.clear_fraction, **m))
     dates, areas = [r.date for r in rows], [r.area_m2 for r in rows]
-    flags = confidence_flags(areas, [r.clear_fraction for r in rows], scar_clear=[r.scar_clear_fraction for r in rows],
-                             tracker=[r.tracker_note or "" for r in rows])
-    rows = [replace(r, same_season_change_pct=same_season_change(dates, areas, i), low_confidence=f, low_confidence_reason=why)
-            for i, (r, (f, why)) in enumerate(zip(rows, flags))]
+    flags = confidence_flags(
+        areas,
+        [r.clear_fraction for r in rows],
+        scar_clear=[r.scar_clear_fraction for r in rows],
+        tracker=[r.tracker_note or "" for r in rows],
+    )
+    rows = [
+        replace(
+            r, same_season_change_pct=same_season_change(dates, areas, i), low_confidence=f, low_confidence_reason=why
+        )
+        for i, (r, (f, why)) in enumerate(zip(rows, flags, strict=True))
+    ]
     rows = _with_ground(store, site_id, frames, rows, grid.resolution, fresh=set(measured))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(Observation.__dataclass_fields__))
     writer.writeheader()
     writer.writerows(r.to_row() for r in rows)
     store.put(keys.series_csv(site_id), buf.getvalue().encode(), content_type="text/csv")
-    store.put(keys.series_json(site_id), json.dumps([r.to_row() for r in rows], indent=1).encode(),
-              content_type="application/json")
+    store.put(
+        keys.series_json(site_id),
+        json.dumps([r.to_row() for r in rows], indent=1).encode(),
+        content_type="application/json",
+    )
     return rows
 
 
-def _with_ground(store: Store, site_id: str, frames: Sequence[FrameEntry], rows: list[Observation], pixel_m: float,
-                 *, fresh: set[str]) -> list[Observation]:
+def _with_ground(
+    store: Store,
+    site_id: str,
+    frames: Sequence[FrameEntry],
+    rows: list[Observation],
+    pixel_m: float,
+    *,
+    fresh: set[str],
+) -> list[Observation]:
     """New and lost ground of each frame against its footprint (features.footprint_frames): for the frames just
     tracked, and for older rows without it that have a footprint (a series written before this column existed).
     Masks are read from the store once each, packed, and dropped once older than any footprint can reach."""
@@ -250,9 +324,13 @@ def _with_ground(store: Store, site_id: str, frames: Sequence[FrameEntry], rows:
         if refs and (r.scene_id in fresh or r.new_ground_m2 is None):
             footprint = np.logical_or.reduce([mask_of(j) for j in refs])
             g = new_ground(mask_of(i), footprint, pixel_m=pixel_m)
-            r = replace(r, new_ground_m2=g.get("new_ground_m2"), lost_ground_m2=g.get("lost_ground_m2"),
-                        new_ground_azimuth_deg=g.get("new_ground_azimuth_deg"),
-                        new_ground_distance_m=g.get("new_ground_distance_m"))
+            r = replace(
+                r,
+                new_ground_m2=g.get("new_ground_m2"),
+                lost_ground_m2=g.get("lost_ground_m2"),
+                new_ground_azimuth_deg=g.get("new_ground_azimuth_deg"),
+                new_ground_distance_m=g.get("new_ground_distance_m"),
+            )
             day = dt.date.fromisoformat(r.date)
             for j in [j for j in cache if (day - dt.date.fromisoformat(dates[j])).days > reach]:
                 del cache[j]

@@ -158,8 +158,16 @@ def _suggest_config(checkpoint: str | None, configs: Sequence[str]) -> str | Non
         return None
     name = os.path.basename(checkpoint).lower()
     version = "sam2.1" if "2.1" in name else "sam2"
-    for word, short in (("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l"), ("_t.", "t"),
-                        ("_s.", "s"), ("b+", "b+"), ("_l.", "l")):
+    for word, short in (
+        ("tiny", "t"),
+        ("small", "s"),
+        ("base_plus", "b+"),
+        ("large", "l"),
+        ("_t.", "t"),
+        ("_s.", "s"),
+        ("b+", "b+"),
+        ("_l.", "l"),
+    ):
         if word in name:
             want = f"configs/{version}/{version}_hiera_{short}.yaml"
             return want if want in configs else None
@@ -455,9 +463,7 @@ class _Event:
         return {"prompt": self.prompt, "correction": self.correction}
 
 
-def _events(
-    prompts: Mapping[int, Clicks], corrections: Mapping[int, Clicks] | None
-) -> dict[int, _Event]:
+def _events(prompts: Mapping[int, Clicks], corrections: Mapping[int, Clicks] | None) -> dict[int, _Event]:
     out: dict[int, _Event] = {}
     for g, pts in prompts.items():
         if raw := _check_points(int(g), pts):
@@ -468,8 +474,9 @@ def _events(
     return out
 
 
-def _first_difference(log: Mapping[int, Mapping[str, list[list[float]]]], events: Mapping[int, _Event],
-                      upto: int) -> int | None:
+def _first_difference(
+    log: Mapping[int, Mapping[str, list[list[float]]]], events: Mapping[int, _Event], upto: int
+) -> int | None:
     """First frame <= upto whose events differ between a resume state's log and the caller's events."""
     frames = {g for g in log if g <= upto} | {g for g in events if g <= upto}
     for g in sorted(frames):
@@ -553,8 +560,14 @@ class Sam2Engine:
         ``valid`` (bool H×W per frame, False where the pixel was not seen clear): SAM 2 then sees invalid pixels
         filled with the pixel's last clear value (carried in the resume state), not the placeholder value of the
         8-bit frame; pixels never seen clear take the median of the frame's clear pixels."""
-        return self._run(list(frames), _events(prompts or {}, corrections), resume, int(first_index), snapshots,
-                         None if valid is None else list(valid))
+        return self._run(
+            list(frames),
+            _events(prompts or {}, corrections),
+            resume,
+            int(first_index),
+            snapshots,
+            None if valid is None else list(valid),
+        )
 
     def refine_detailed(
         self,
@@ -571,13 +584,16 @@ class Sam2Engine:
         merged[int(first_index)] = merged.get(int(first_index), []) + list(clicks)
         if resume is not None:
             stored = _load(resume)["events"]
-            prompts = {**{g: [tuple(p) for p in e["prompt"]] for g, e in stored.items() if e["prompt"]},
-                       **(prompts or {})}
+            prompts = {
+                **{g: [tuple(p) for p in e["prompt"]] for g, e in stored.items() if e["prompt"]},
+                **(prompts or {}),
+            }
             for g, e in stored.items():
                 if e["correction"] and g not in merged:
                     merged[g] = [(p[0], p[1], int(p[2])) for p in e["correction"]]
-        return self.track_detailed(frames, prompts, resume=resume, first_index=first_index, corrections=merged,
-                                   snapshots=snapshots)
+        return self.track_detailed(
+            frames, prompts, resume=resume, first_index=first_index, corrections=merged, snapshots=snapshots
+        )
 
     def first_changed(
         self, resume: bytes, prompts: Mapping[int, Clicks], corrections: Mapping[int, Clicks] | None = None
@@ -603,8 +619,9 @@ class Sam2Engine:
             out.add(((f - 2) // r) * r - (t_rel - 2) * r)
         return {g for g in out if g >= 0}
 
-    def _new_state(self, frames: Sequence[np.ndarray], first_index: int, hw: tuple[int, int],
-                   num_frames: int) -> dict[str, Any]:
+    def _new_state(
+        self, frames: Sequence[np.ndarray], first_index: int, hw: tuple[int, int], num_frames: int
+    ) -> dict[str, Any]:
         p = self.predictor
         dev = p.device
         st: dict[str, Any] = {
@@ -663,8 +680,9 @@ class Sam2Engine:
             od["cond_frame_outputs" if rec["cond"] else "non_cond_frame_outputs"][int(g)] = out
             tracked[int(g)] = {"reverse": False}
 
-    def _export(self, st: dict[str, Any], last: int, hw: tuple[int, int], log: dict[int, _Event],
-                fill: np.ndarray | None = None) -> bytes:
+    def _export(
+        self, st: dict[str, Any], last: int, hw: tuple[int, int], log: dict[int, _Event], fill: np.ndarray | None = None
+    ) -> bytes:
         od = st["output_dict_per_obj"][0]
         mem_needed = self._mem_frames(last + 1)
         ptr_needed = set(range(last - self.max_obj_ptrs + 2, last + 1))
@@ -702,8 +720,15 @@ class Sam2Engine:
         }
         return _dump(rs)
 
-    def _run(self, frames: list[np.ndarray], events: dict[int, _Event], resume: bytes | None, first_index: int,
-             snapshots: bool | Collection[int], valid: list[np.ndarray] | None = None) -> TrackResult:
+    def _run(
+        self,
+        frames: list[np.ndarray],
+        events: dict[int, _Event],
+        resume: bytes | None,
+        first_index: int,
+        snapshots: bool | Collection[int],
+        valid: list[np.ndarray] | None = None,
+    ) -> TrackResult:
         import torch
 
         p = self.predictor
@@ -808,8 +833,12 @@ class Sam2Engine:
             od = st["output_dict_per_obj"][0]
             idx = list(range(first_index, last + 1))
             scores_t = torch.stack(
-                [(od["cond_frame_outputs"].get(g) or od["non_cond_frame_outputs"][g])["object_score_logits"]
-                 .float().reshape(-1)[0] for g in idx]
+                [
+                    (od["cond_frame_outputs"].get(g) or od["non_cond_frame_outputs"][g])["object_score_logits"]
+                    .float()
+                    .reshape(-1)[0]
+                    for g in idx
+                ]
             )
             # one device-to-host copy per call: logits and object scores of all frames together
             all_logits = torch.stack([logits[g].float() for g in idx]).cpu().numpy()

@@ -34,9 +34,9 @@ Point = tuple[float, float, int]
 
 @dataclass(frozen=True)
 class FrameData:
-    index: int               # global index in the site's sequence
-    ndvi: np.ndarray         # float32, NaN where not clear
-    video: np.ndarray        # uint8 gray frame (fixed NDVI mapping)
+    index: int  # global index in the site's sequence
+    ndvi: np.ndarray  # float32, NaN where not clear
+    video: np.ndarray  # uint8 gray frame (fixed NDVI mapping)
 
 
 class Tracker(Protocol):
@@ -47,8 +47,14 @@ class Tracker(Protocol):
         """What produced the stored states: a different identity means states cannot be resumed from."""
         ...
 
-    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]], corrections: Mapping[int, list[Point]],
-            *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+    def run(
+        self,
+        frames: Sequence[FrameData],
+        prompts: Mapping[int, list[Point]],
+        corrections: Mapping[int, list[Point]],
+        *,
+        resume: bytes | None,
+    ) -> tuple[list[np.ndarray], list[bytes]]:
         """Masks and the state after each frame. `corrections` are clicks added on already tracked frames."""
         ...
 
@@ -70,8 +76,14 @@ class KnowledgeTracker:
     def identity(self) -> dict[str, object]:
         return {"name": self.name, "params": {k: float(v) for k, v in vars(self.params).items()}}
 
-    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]],
-            corrections: Mapping[int, list[Point]], *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+    def run(
+        self,
+        frames: Sequence[FrameData],
+        prompts: Mapping[int, list[Point]],
+        corrections: Mapping[int, list[Point]],
+        *,
+        resume: bytes | None,
+    ) -> tuple[list[np.ndarray], list[bytes]]:
         self.notes, self.warnings = {}, []
         state = decode_state(resume) if resume else KnowledgeState()
         clicks = {f.index: list(prompts.get(f.index, [])) + list(corrections.get(f.index, [])) for f in frames}
@@ -92,17 +104,20 @@ class KnowledgeTracker:
             if state.note:
                 self.notes[f.index] = state.note
         if first:
-            back = track_backward([f.ndvi for f in frames[:first]], [clicks[f.index] for f in frames[:first]],
-                                  masks[0], self.params)
+            back = track_backward(
+                [f.ndvi for f in frames[:first]], [clicks[f.index] for f in frames[:first]], masks[0], self.params
+            )
             masks = back + masks
             states = [b""] * first + states  # no resume point before the prompt: re-tracking there starts afresh
         return masks, states
 
     def _check_prompts(self, frame: FrameData, clicks: list[Point], mask: np.ndarray) -> None:
         for c, r in prompt_misses(frame.ndvi, clicks, mask, self.params):
-            msg = (f"positive prompt at pixel ({c}, {r}) on frame #{frame.index} lies on no low-NDVI ground "
-                   f"(NDVI {frame.ndvi[r, c]:.2f}): the scar is not visible there on that date; check the prompt's "
-                   f"date and place")
+            msg = (
+                f"positive prompt at pixel ({c}, {r}) on frame #{frame.index} lies on no low-NDVI ground "
+                f"(NDVI {frame.ndvi[r, c]:.2f}): the scar is not visible there on that date; check the prompt's "
+                f"date and place"
+            )
             log.warning(msg)
             self.warnings.append(msg)
 
@@ -124,9 +139,14 @@ class Sam2Settings:
         device = env.get("SCARMON_SAM2_DEVICE") or _default_device()
         size = int(env.get("SCARMON_SAM2_IMAGE_SIZE") or (1024 if device.startswith("cuda") else 512))
         window = int(env["SCARMON_SAM2_WINDOW"]) if env.get("SCARMON_SAM2_WINDOW") else None
-        return cls(checkpoint or env.get("SCARMON_SAM2_CHECKPOINT") or None,
-                   env.get("SCARMON_SAM2_CONFIG") or cls.config, device, size, window,
-                   env.get("SCARMON_SAM2_COMPILE", "") == "1")
+        return cls(
+            checkpoint or env.get("SCARMON_SAM2_CHECKPOINT") or None,
+            env.get("SCARMON_SAM2_CONFIG") or cls.config,
+            device,
+            size,
+            window,
+            env.get("SCARMON_SAM2_COMPILE", "") == "1",
+        )
 
 
 def _default_device() -> str:
@@ -152,8 +172,13 @@ class Sam2Tracker:
         from scarmon.tracking.sam2_engine import EngineConfig, Sam2Engine, shared_predictor
 
         self.settings = settings
-        cfg = EngineConfig(config=settings.config, checkpoint=settings.checkpoint, device=settings.device,
-                           image_size=settings.image_size, compile=settings.compile)
+        cfg = EngineConfig(
+            config=settings.config,
+            checkpoint=settings.checkpoint,
+            device=settings.device,
+            image_size=settings.image_size,
+            compile=settings.compile,
+        )
         self.engine = Sam2Engine(cfg, predictor if predictor is not None else shared_predictor(cfg))
         gpu = settings.device.startswith("cuda")
         self.window = settings.window or (defaults.SAM2_WINDOW_GPU if gpu else defaults.SAM2_WINDOW_CPU)
@@ -166,26 +191,45 @@ class Sam2Tracker:
         from scarmon.tracking.sam2_engine import RESUME_VERSION
 
         # the state format is part of it: states of an older format are re-tracked, not misread
-        return {"name": self.name, "config": s.config, "image_size": s.image_size, "state_version": RESUME_VERSION,
-                "checkpoint_sha256": _sha256(s.checkpoint) if s.checkpoint else None,
-                **({"compiled": True} if s.compile else {})}
+        return {
+            "name": self.name,
+            "config": s.config,
+            "image_size": s.image_size,
+            "state_version": RESUME_VERSION,
+            "checkpoint_sha256": _sha256(s.checkpoint) if s.checkpoint else None,
+            **({"compiled": True} if s.compile else {}),
+        }
 
-    def first_changed(self, resume: bytes, prompts: Mapping[int, list[Point]],
-                      corrections: Mapping[int, list[Point]]) -> int | None:
+    def first_changed(
+        self, resume: bytes, prompts: Mapping[int, list[Point]], corrections: Mapping[int, list[Point]]
+    ) -> int | None:
         """First frame whose prompts or corrections differ from those `resume` was made with (None: it is valid)."""
         return self.engine.first_changed(resume, prompts, corrections)
 
-    def run(self, frames: Sequence[FrameData], prompts: Mapping[int, list[Point]],
-            corrections: Mapping[int, list[Point]], *, resume: bytes | None) -> tuple[list[np.ndarray], list[bytes]]:
+    def run(
+        self,
+        frames: Sequence[FrameData],
+        prompts: Mapping[int, list[Point]],
+        corrections: Mapping[int, list[Point]],
+        *,
+        resume: bytes | None,
+    ) -> tuple[list[np.ndarray], list[bytes]]:
         from scarmon import defaults
 
         first = frames[0].index
-        keep = {f.index for f in frames
-                if f.index >= self.keep_states_from or (f.index + 1) % defaults.STATE_EVERY == 0}
+        keep = {
+            f.index for f in frames if f.index >= self.keep_states_from or (f.index + 1) % defaults.STATE_EVERY == 0
+        }
         # SAM 2 sees invalid (cloud, no-data) pixels filled from their last clear value, not as black
-        result = self.engine.track_detailed([f.video for f in frames], prompts, corrections=corrections,
-                                            resume=resume, first_index=first, snapshots=keep | {frames[-1].index},
-                                            valid=[np.isfinite(f.ndvi) for f in frames])
+        result = self.engine.track_detailed(
+            [f.video for f in frames],
+            prompts,
+            corrections=corrections,
+            resume=resume,
+            first_index=first,
+            snapshots=keep | {frames[-1].index},
+            valid=[np.isfinite(f.ndvi) for f in frames],
+        )
         by_index = dict(zip(result.frame_indices, result.masks, strict=True))
         # Frames tracked backward (and frames whose state would be pruned) have no snapshot: store none, so a
         # later resume goes back to a real one.

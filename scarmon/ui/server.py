@@ -66,18 +66,26 @@ class Refiner:
         grid = manifest.grid or {}
         corrections = list_corrections(self.store, site.id)
         if manifest.grid:
-
             g = manifest.site_grid
             for c in corrections:  # where to draw them: fractional pixel coordinates, like the clicks
                 col, row = g.lonlat_to_pixel(c["lon"], c["lat"])
                 c["col"], c["row"] = round(float(col), 2), round(float(row), 2)
         return {
-            "site": site.id, "name": site.display_name,
-            "width": grid.get("width"), "height": grid.get("height"),
-            "frames": [{"i": i, "date": f.date, "scene_id": f.scene_id,
-                        "area_m2": rows.get(f.scene_id, {}).get("area_m2"),
-                        "low_confidence": bool(rows.get(f.scene_id, {}).get("low_confidence")),
-                        "tracked": f.scene_id in rows} for i, f in enumerate(manifest.frames)],
+            "site": site.id,
+            "name": site.display_name,
+            "width": grid.get("width"),
+            "height": grid.get("height"),
+            "frames": [
+                {
+                    "i": i,
+                    "date": f.date,
+                    "scene_id": f.scene_id,
+                    "area_m2": rows.get(f.scene_id, {}).get("area_m2"),
+                    "low_confidence": bool(rows.get(f.scene_id, {}).get("low_confidence")),
+                    "tracked": f.scene_id in rows,
+                }
+                for i, f in enumerate(manifest.frames)
+            ],
             "corrections": corrections,
             "dirty_from": manifest.dirty_from,
         }
@@ -145,13 +153,18 @@ class Refiner:
         tracker = self.tracker_factory(site) if self.tracker_factory else None
         retrack = self.retrack if retrack is None else retrack
         try:
-            report = refine(site, self.store, date=day, points=lonlat, retrack=retrack,
-                            opts=TickOptions(tracker=tracker))
+            report = refine(
+                site, self.store, date=day, points=lonlat, retrack=retrack, opts=TickOptions(tracker=tracker)
+            )
         except SiteBusy as exc:
             raise UIError(str(exc)) from None
         ids = report.corrections
-        out: dict[str, Any] = {"ids": ids, "date": day.isoformat(), "points": [list(p) for p in lonlat],
-                               "message": f"stored {len(ids)} correction(s) on {day.isoformat()}"}
+        out: dict[str, Any] = {
+            "ids": ids,
+            "date": day.isoformat(),
+            "points": [list(p) for p in lonlat],
+            "message": f"stored {len(ids)} correction(s) on {day.isoformat()}",
+        }
         if report.tick is not None:
             out["tracked"] = next((ln for ln in report.tick.lines if ln.startswith("site")), "")
             out["message"] += "; re-tracked; alert history rebuilt"
@@ -176,8 +189,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
-        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
-                         "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'")
+        self.send_header(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; "
+            "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'",
+        )
         self.end_headers()
         self.wfile.write(body)
 
@@ -275,8 +291,9 @@ class UIServer(http.server.ThreadingHTTPServer):
         self.server_close()
 
 
-def make_server(site_file: str | Path, store: Store, *, port: int = 0, retrack: bool = True,
-                token: str | None = None) -> UIServer:
+def make_server(
+    site_file: str | Path, store: Store, *, port: int = 0, retrack: bool = True, token: str | None = None
+) -> UIServer:
     site_file = Path(site_file)
     load_site(site_file)  # fail now on a bad site file, not on the first request
     return UIServer(Refiner(site_file, store, retrack=retrack), port=port, token=token)
