@@ -7,7 +7,7 @@ PIP     = $(VENV)/bin/pip
 export DO_NOT_TRACK = 1
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test lint check-image install install-dev clean
 
 $(VENV)/.base: requirements/base.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(VENV)/.dev
 test: lint
 	bash .ci/install-system-packages.sh
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# The Dockerfile's install steps in a clean venv (no Docker daemon needed); minutes, so apart from `make test`.
+check-image: $(VENV)/.dev
+	$(VENV)/bin/python -m pytest -q -m image tests/test_deploy.py
 
 clean:
 	rm -rf $(VENV) demo-output

@@ -561,6 +561,10 @@ def monitor(
         click.echo(f"{name}: failed: {why}", err=True)
     if summary["failed"]:
         sys.exit(1)
+    busy = [name for name, r in summary["results"].items() if r.get("status") == "busy"]
+    if busy:  # skipped because another run held them: not a silent success
+        click.echo(f"busy (another run holds them; try again later): {', '.join(busy)}", err=True)
+        sys.exit(EXIT_BUSY)
 
 
 @main.command()

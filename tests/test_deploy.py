@@ -241,7 +241,7 @@ def test_lock_pins_every_runtime_requirement():
     assert lock["torch"] == "2.13.0+cpu" and lock["prefect"] == "3.8.8"
 
 
-@pytest.mark.slow
+@pytest.mark.image
 def test_image_install_path_in_a_clean_venv(tmp_path):
     """The Dockerfile's install steps, run as written in a fresh venv and a copy of the build context (torch from
     the configured index: TORCH_INDEX_URL empty here). Then the CLI and the worker-side imports must work."""

@@ -367,3 +367,21 @@ def test_a_failed_tick_is_recorded_in_status_json(tracked, tmp_path, monkeypatch
     status = json.loads(st.get(keys.status(site.id)))
     assert status["outcome"] == "failed" and status["last_error"] == "disk full while writing masks"
     assert not st.exists(keys.lock(site.id))
+
+
+def test_monitor_of_a_folder_with_a_busy_site_exits_75(tracked, tmp_path):
+    site_file, items, store0 = tracked
+    store = tmp_path / "store"
+    shutil.copytree(store0, store)
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    shutil.copy(site_file, sites / "one.yaml")
+    site = load_site(site_file)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120), site_lock(LocalStore(store), site.id, owner="x:1:ab"):
+        r = CliRunner().invoke(
+            main, ["monitor", "--sites", str(sites), "--store", str(store), "--catalog", items, "--no-notify"]
+        )
+    assert r.exit_code == EXIT_BUSY, r.output
+    assert "one.yaml: busy" in r.output and "try again later" in r.output
