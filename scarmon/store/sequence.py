@@ -518,22 +518,7 @@ def append(
         check_lease(store, site_id)  # before each swap
         return None if merged is current or (current is None and not report.changed) else merged
 
-    try:
-        update_document(
-            store,
-            keys.manifest(site_id),
-            change,
-            parse=_parser(site_id, store),
-            dump=_dump_manifest,
-            what="sequence manifest",
-            max_attempts=max_attempts,
-        )
-    except StillConflicting:
-        raise SequenceError(
-            f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after "
-            f"{max_attempts} attempts (other runs kept writing it); the data objects are written, "
-            "run again to retry"
-        ) from None
+    _swap_manifest(store, site_id, change, max_attempts, "the data objects are written, run again to retry")
     return stored[0]
 
 
@@ -605,11 +590,20 @@ def _update(
         check_lease(store, site_id)  # before each swap
         return change(current)
 
+    out = _swap_manifest(store, site_id, guarded, max_attempts, retry)
+    assert out is not None  # guarded() refuses a missing manifest
+    return out
+
+
+def _swap_manifest(
+    store: Store, site_id: str, change: Callable[[Manifest | None], Manifest | None], max_attempts: int, retry: str
+) -> Manifest | None:
+    """The manifest's read–change–conditional-write (scarmon.store.documents), with the sequence's own error."""
     try:
-        out = update_document(
+        return update_document(
             store,
             keys.manifest(site_id),
-            guarded,
+            change,
             parse=_parser(site_id, store),
             dump=_dump_manifest,
             what="sequence manifest",
@@ -620,8 +614,6 @@ def _update(
             f"site {site_id!r}: could not swap {store.url(keys.manifest(site_id))} after "
             f"{max_attempts} attempts (other runs kept writing it); {retry}"
         ) from None
-    assert out is not None  # guarded() refuses a missing manifest
-    return out
 
 
 def _parser(site_id: str, store: Store) -> Callable[[bytes], Manifest]:
