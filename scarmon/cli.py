@@ -522,7 +522,9 @@ def monitor(
         )
         if not state.is_completed():
             raise click.ClickException(state.message or "the monitoring tick failed")
-        report = cast(dict[str, Any], state.result())
+        from scarmon.service.flows import state_result
+
+        report = cast(dict[str, Any], state_result(state))
         click.echo(json.dumps(report, indent=1, default=str))
         if report.get("status") == "busy":
             sys.exit(EXIT_BUSY)
@@ -545,9 +547,9 @@ def monitor(
         from scarmon.service.flows import monitor_all
 
         state = monitor_all(**kwargs)
-    from scarmon.service.flows import SitesFailed
+    from scarmon.service.flows import SitesFailed, state_result
 
-    summary = state.result(raise_on_failure=False)
+    summary = state_result(state, raise_on_failure=False)
     if isinstance(summary, SitesFailed):
         summary = summary.summary
     if not isinstance(summary, dict) or "results" not in summary:  # failed before any site ran (no such folder)

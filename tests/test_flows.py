@@ -72,11 +72,11 @@ def test_site_lock_one_run_at_a_time(harness, world, tmp_path):
             with site_lock(store, "s1"):
                 pass
         state = monitor_site(str(sites / "s1.yaml"), store=str(store.root), catalog=items, return_state=True)
-        r = state.result()
+        r = state.result(_sync=True)  # sync whatever event loop earlier tests left behind
         assert r["status"] == "busy" and not store.exists("s1/manifest.json")
         assert state.is_completed() and state.name == "Busy" and "busy" in state.message  # visible, not "Completed"
         whole = monitor_all(str(sites), store=str(store.root), catalog=items, notify=False, return_state=True)
-        summary = whole.result()
+        summary = whole.result(_sync=True)
         assert whole.name == "Busy" and "s1.yaml" in whole.message
         assert summary["busy"] == ["s1.yaml"] and summary["ok"] == ["s0.yaml", "s2.yaml"] and not summary["failed"]
     # two runs at once: exactly one does the work

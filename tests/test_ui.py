@@ -16,10 +16,12 @@ from scarmon.store import keys
 from scarmon.store.sequence import load_manifest
 from scarmon.tracking.corrections import list_corrections
 from scarmon.ui.server import make_server
-from tests.test_products_support import (
+from tests.test_products_support import (  # noqa: F401 (browser and tracked_store_dir are fixtures)
+    browser,
     copy_store,
     make_site,
-    screenshot_dir,  # noqa: F401
+    screenshot_dir,
+    tracked_store_dir,
     write_site_file,
 )
 

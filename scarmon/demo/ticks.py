@@ -34,7 +34,9 @@ def _tick(flow: Any, site_path: Path, out: Path, items: Path, end: dt.date) -> d
     state = flow(str(site_path), store=str(out / "store"), catalog=str(items), end=end, return_state=True)
     if not state.is_completed():
         raise RuntimeError(f"the demo tick of {end} failed: {state.message}")
-    report: dict[str, Any] = state.result()
+    from scarmon.service.flows import state_result
+
+    report: dict[str, Any] = state_result(state)
     return report
 
 

@@ -60,6 +60,12 @@ def prefect_stage(name: str, fn: Callable[[], T]) -> T:
     return result
 
 
+def state_result(state: State[Any], *, raise_on_failure: bool = True) -> Any:
+    """A finished flow run's result, read synchronously even when the caller's thread has an event loop (Prefect's
+    `result` would hand back a coroutine there, e.g. in a process that also drove a browser)."""
+    return state.result(raise_on_failure=raise_on_failure, _sync=True)  # type: ignore[call-overload]  # async_dispatch's _sync
+
+
 def _open(store: str | None, s3_endpoint: str | None) -> Store:
     return open_store(env_defaults(store, None, None)[0], endpoint_url=s3_endpoint)
 
