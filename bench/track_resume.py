@@ -96,31 +96,10 @@ def model_speed(
             torch.cuda.synchronize()
 
     def sam2_own() -> float:
-        from collections import OrderedDict
-
-        from scarmon.tracking.sam2_engine import _autocast
+        from scarmon.tracking.sam2_engine import _autocast, sam2_inference_state
 
         images = torch.stack([preprocess_frame(f, image_size, dev) for f in frames])
-        st = {
-            "images": images,
-            "num_frames": n_frames,
-            "offload_video_to_cpu": False,
-            "offload_state_to_cpu": False,
-            "video_height": hw,
-            "video_width": hw,
-            "device": dev,
-            "storage_device": dev,
-            "point_inputs_per_obj": {},
-            "mask_inputs_per_obj": {},
-            "cached_features": {},
-            "constants": {},
-            "obj_id_to_idx": OrderedDict(),
-            "obj_idx_to_id": OrderedDict(),
-            "obj_ids": [],
-            "output_dict_per_obj": {},
-            "temp_output_dict_per_obj": {},
-            "frames_tracked_per_obj": {},
-        }
+        st = sam2_inference_state(images, n_frames, (hw, hw), dev)
         with torch.inference_mode(), _autocast(dev):
             predictor.add_new_points_or_box(
                 st, 0, 1, points=[p[:2] for p in prompts[0]], labels=[p[2] for p in prompts[0]]

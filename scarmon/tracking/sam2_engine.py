@@ -487,6 +487,31 @@ def _first_difference(
     return None
 
 
+def sam2_inference_state(images: Any, num_frames: int, hw: tuple[int, int], device: Any) -> dict[str, Any]:
+    """The inference-state dict SAM 2's `init_state` builds, over frames already loaded: `images` is a tensor of
+    preprocessed frames or a lazy window indexable by frame (`_FrameWindow`)."""
+    return {
+        "images": images,
+        "num_frames": num_frames,
+        "offload_video_to_cpu": False,
+        "offload_state_to_cpu": False,
+        "video_height": hw[0],
+        "video_width": hw[1],
+        "device": device,
+        "storage_device": device,
+        "point_inputs_per_obj": {},
+        "mask_inputs_per_obj": {},
+        "cached_features": {},
+        "constants": {},
+        "obj_id_to_idx": OrderedDict(),
+        "obj_idx_to_id": OrderedDict(),
+        "obj_ids": [],
+        "output_dict_per_obj": {},
+        "temp_output_dict_per_obj": {},
+        "frames_tracked_per_obj": {},
+    }
+
+
 class Sam2Engine:
     """Single-object SAM 2 video tracking over global frame indices, resumable with bounded state."""
 
@@ -623,27 +648,7 @@ class Sam2Engine:
         self, frames: Sequence[np.ndarray], first_index: int, hw: tuple[int, int], num_frames: int
     ) -> dict[str, Any]:
         p = self.predictor
-        dev = p.device
-        st: dict[str, Any] = {
-            "images": _FrameWindow(frames, first_index, p.image_size, dev),
-            "num_frames": num_frames,
-            "offload_video_to_cpu": False,
-            "offload_state_to_cpu": False,
-            "video_height": hw[0],
-            "video_width": hw[1],
-            "device": dev,
-            "storage_device": dev,
-            "point_inputs_per_obj": {},
-            "mask_inputs_per_obj": {},
-            "cached_features": {},
-            "constants": {},
-            "obj_id_to_idx": OrderedDict(),
-            "obj_idx_to_id": OrderedDict(),
-            "obj_ids": [],
-            "output_dict_per_obj": {},
-            "temp_output_dict_per_obj": {},
-            "frames_tracked_per_obj": {},
-        }
+        st = sam2_inference_state(_FrameWindow(frames, first_index, p.image_size, p.device), num_frames, hw, p.device)
         p._obj_id_to_idx(st, OBJ_ID)  # creates the per-object containers (obj_idx 0)
         return st
 
