@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -27,6 +27,27 @@ STORE_HELP = (
     "Where sequences are stored: a local folder (default ./scarmon-store) or s3://bucket/prefix "
     "(endpoint from --s3-endpoint, $SCARMON_S3_ENDPOINT_URL or $AWS_ENDPOINT_URL)."
 )
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _store_options(f: _F) -> _F:
+    """--store and --s3-endpoint, as every command that opens a store takes them ($SCARMON_STORE...)."""
+    f = click.option(
+        "--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL."
+    )(f)
+    return click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)(
+        f
+    )
+
+
+def _catalog_options(f: _F) -> _F:
+    """--catalog and --collection of the commands that search a catalog besides `ingest` ($SCARMON_CATALOG...)."""
+    f = click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")(f)
+    return click.option(
+        "--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`)."
+    )(f)
 
 
 EXIT_BUSY = 75
@@ -177,8 +198,7 @@ SAM2_HELP = (
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_store_options
 @click.option("--sam2-checkpoint", default=None, type=click.Path(dir_okay=False), help=SAM2_HELP)
 @click.option("--from-start", is_flag=True, help="Re-track every frame (e.g. after changing the site's prompts).")
 def track(site_file: str, store: str, s3_endpoint: str | None, sam2_checkpoint: str | None, from_start: bool) -> None:
@@ -199,8 +219,7 @@ def _point(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_store_options
 @click.option("--date", callback=_date, help="Acquisition date of the frame the points are on.")
 @click.option(
     "--point", "points", multiple=True, callback=_point, help="LON,LAT,LABEL (1 scar, 0 not scar); repeatable."
@@ -251,8 +270,7 @@ def refine(
     type=click.Path(file_okay=False, exists=True),
     help="Folder of truth masks: GeoTIFFs with YYYY-MM-DD in their names, any grid (reprojected).",
 )
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_store_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as_json: bool) -> None:
     """Compare stored masks with truth masks: per-frame IoU, precision, recall (paper Eqs. 2-4) and their means."""
@@ -284,12 +302,8 @@ def evaluate(site_file: str, truth: str, store: str, s3_endpoint: str | None, as
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option(
-    "--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`)."
-)
-@click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_catalog_options
+@_store_options
 @click.option("--start", callback=_date, help="First acquisition date to search.")
 @click.option("--end", callback=_date, help="Last acquisition date to search.")
 def run(
@@ -469,12 +483,8 @@ def _prefect_env() -> None:
     type=click.Path(file_okay=False),
     help="Every site file in this folder, in parallel (monitor_all).",
 )
-@click.option(
-    "--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`)."
-)
-@click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_catalog_options
+@_store_options
 @click.option("--end", callback=_date, help="Search scenes up to this date (replaying history); default: now.")
 @click.option(
     "--dask",
@@ -578,12 +588,8 @@ def monitor(
     type=click.Path(file_okay=False),
     help="Folder of site files: one scheduled deployment each (cron from the site's `schedule`).",
 )
-@click.option(
-    "--catalog", envvar="SCARMON_CATALOG", default=None, help="STAC API URL or static JSON (see `ingest --help`)."
-)
-@click.option("--collection", envvar="SCARMON_COLLECTION", default=None, help="Collection id.")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_catalog_options
+@_store_options
 def serve(sites_dir: str, catalog: str | None, collection: str | None, store: str, s3_endpoint: str | None) -> None:
     """Unattended operation on one machine: serve one monitor_site deployment per site on its schedule
     (Prefect `serve`; needs a Prefect server: `prefect server start`, then PREFECT_API_URL). Ctrl-C stops."""
@@ -610,8 +616,7 @@ def serve(sites_dir: str, catalog: str | None, collection: str | None, store: st
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_store_options
 @click.option("--send", is_flag=True, help="Try to deliver what waits in the outbox now.")
 def alerts(site_file: str, store: str, s3_endpoint: str | None, send: bool) -> None:
     """Show a site's alert history, its alert state and what waits in its outbox."""
@@ -650,8 +655,7 @@ def alerts(site_file: str, store: str, s3_endpoint: str | None, send: bool) -> N
 # --- products, dashboard, refinement in the browser (issue 5) --------------------------------------------------
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_store_options
 @click.option(
     "--validate/--no-validate",
     default=True,
@@ -688,8 +692,7 @@ def publish(site_file: str, store: str, s3_endpoint: str | None, validate: bool)
 
 @main.command()
 @click.option("--site", "site_file", required=True, type=click.Path(dir_okay=False), help="Site file (YAML).")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_store_options
 @click.option("--port", default=0, show_default=True, type=int, help="Port on 127.0.0.1 (0: any free port).")
 @click.option("--no-track", is_flag=True, help="Only store corrections; the next `track` re-propagates.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the URL in the default browser.")
@@ -728,8 +731,7 @@ def _age_text(seconds: float | None) -> str:
 
 
 @main.command("status")
-@click.option("--store", envvar="SCARMON_STORE", default="scarmon-store", show_default=True, help=STORE_HELP)
-@click.option("--s3-endpoint", envvar="SCARMON_S3_ENDPOINT_URL", default=None, help="S3-compatible endpoint URL.")
+@_store_options
 @click.option(
     "--sites",
     "sites_dir",
