@@ -1,6 +1,6 @@
 import numpy as np
 
-from scarmon.ingest.screening import clear_pixels, screen
+from scarmon.ingest.screening import below, clear_pixels, screen
 
 AOI = np.ones((10, 10), bool)
 
@@ -37,3 +37,15 @@ def test_coverage_rejection_and_shadow_snow():
     scl[2:4] = 11
     r = screen(scl, AOI, min_coverage=0.9, max_cloud_fraction=0.5)
     assert r.accepted and r.clear_fraction == 0.6
+
+
+def test_rejection_reason_never_reads_equal_numbers() -> None:
+    # 0.8951 clear against 0.90 needed printed "0.90 < 0.90" before.
+    assert below(0.8951, 0.9) == "0.895 < 0.900"
+    assert below(0.48, 0.9, "min_coverage ") == "0.48 < min_coverage 0.90"
+    scl = np.full((100, 100), 4, np.uint8)
+    scl[:, :5] = 9  # 5 % cloud against max_cloud_fraction 0.0499...
+    aoi = np.ones_like(scl, dtype=bool)
+    r = screen(scl, aoi, min_coverage=0.5, max_cloud_fraction=0.0499)
+    assert not r.accepted and "clear fraction 0.950 < 0.950" not in str(r.reason)
+    assert r.reason is not None and r.reason.startswith("clear fraction 0.9500 < 0.9501")

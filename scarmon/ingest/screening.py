@@ -32,12 +32,17 @@ def screen(scl: np.ndarray, aoi: np.ndarray, *, min_coverage: float, max_cloud_f
     coverage = float(covered.sum()) / n
     clear = float((clear_pixels(scl) & aoi).sum()) / max(int(covered.sum()), 1)
     if coverage < min_coverage:
-        return Screening(coverage, clear, False, f"coverage {coverage:.2f} < min_coverage {min_coverage:.2f}")
+        return Screening(coverage, clear, False, f"coverage {below(coverage, min_coverage, 'min_coverage ')}")
     if clear < 1 - max_cloud_fraction:
-        return Screening(
-            coverage,
-            clear,
-            False,
-            f"clear fraction {clear:.2f} < {1 - max_cloud_fraction:.2f} (max_cloud_fraction {max_cloud_fraction:.2f})",
-        )
+        why = f"clear fraction {below(clear, 1 - max_cloud_fraction)} (max_cloud_fraction {max_cloud_fraction:.2f})"
+        return Screening(coverage, clear, False, why)
     return Screening(coverage, clear, True, None)
+
+
+def below(value: float, limit: float, name: str = "") -> str:
+    """ "0.48 < 0.90", with as many decimals as it takes for the two numbers to read differently (0.8951 against
+    0.90 reads "0.895 < 0.900", never "0.90 < 0.90")."""
+    digits = 2
+    while digits < 6 and f"{value:.{digits}f}" == f"{limit:.{digits}f}":
+        digits += 1
+    return f"{value:.{digits}f} < {name}{limit:.{digits}f}"
