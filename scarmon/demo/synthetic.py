@@ -7,7 +7,9 @@ is rendered into two overlapping tiles in two different UTM zones, with the trap
 no `raster:bands`, the +1000 DN offset keyed on `s2:processing_baseline` (including reprocessed old scenes),
 tile-wide `eo:cloud_cover`, missing tiles at orbit edges, and SCL that sometimes misses a cloud shadow. Opt-in per
 scenario (cloud-edges, snow-fringe, bare-rim): SCL that misses thin cloud edges, coherent cloud parts and the
-partial-snow fringe below the snow line, a seasonally bare rim around the scar, and deciduous forest.
+partial-snow fringe below the snow line, a seasonally bare rim around the scar, and deciduous forest. Opt-in per
+catalog (`covering_share`): on a share of the passes one tile covers the whole AOI and the other only part of it, as
+where MGRS tiles overlap (~10 km) around a site; by default each tile's data edge cuts through the AOI.
 
 Per-acquisition randomness is seeded by (seed, scenario, date), so a short date range renders exactly the same
 scenes as the same dates inside a long one. A `truth.json` next to `items.json` records what was drawn.
@@ -49,6 +51,9 @@ FOOTPRINT_CUT = 0.22
 """Each tile's data footprint stops this share of the AOI width short of the far AOI edge: alone it covers ~78 %."""
 SWATH_SLANT_DEG = 12.0
 """The data edge is tilted like a descending-orbit swath edge, so coverage is not a function of longitude only."""
+COVERING_CUT = -0.22
+"""The data edge of a tile that covers the whole AOI (`covering_share`): this share of the AOI width beyond its near
+edge, outside the AOI but still inside the raster margin (the tile keeps a strip of no data)."""
 RELATIVE_ORBIT = 33
 NOISE = 0.005
 SUPERSAMPLE = 2
@@ -650,7 +655,7 @@ def mgrs_tile(lon: float, lat: float, zone: int) -> str:
 class _Tile:
     """One MGRS tile's raster (10 m B04/B08, 20 m SCL) and everything about it that is fixed for all dates."""
 
-    def __init__(self, world: _World, zone: int, east: bool) -> None:
+    def __init__(self, world: _World, zone: int, east: bool, cut: float = FOOTPRINT_CUT) -> None:
         site, fr = world.site, world.fr
         c = site.polygon.centroid
         self.epsg = (32600 if c.y >= 0 else 32700) + zone
@@ -659,7 +664,7 @@ class _Tile:
         self._layout(site.polygon)
         to_site = _Reproject(self.epsg, fr.epsg)
         to_ll = Transformer.from_crs(self.epsg, 4326, always_xy=True)
-        self.cut = self._cut_line(site.polygon)
+        self.cut = self._cut_line(site.polygon, cut)
         x10, y10 = self._centres(10.0, 1)
         self.valid10 = self._in_footprint(*to_ll.transform(x10, y10))
         self.valid20 = self._in_footprint(*to_ll.transform(*self._centres(20.0, 1)))
@@ -690,10 +695,11 @@ class _Tile:
         ys = self.y0 - (np.arange(h * sub) + 0.5) * step
         return np.meshgrid(xs, ys)
 
-    def _cut_line(self, aoi_ll: Polygon) -> tuple[float, float, float]:
-        """(lon0, lat0, dlon/dlat) of the data edge: a slanted line FOOTPRINT_CUT of the AOI width from its far edge."""
+    def _cut_line(self, aoi_ll: Polygon, cut: float) -> tuple[float, float, float]:
+        """(lon0, lat0, dlon/dlat) of the data edge: a slanted line `cut` of the AOI width inside the AOI edge far from
+        the tile (FOOTPRINT_CUT: through the AOI), or outside it where `cut` < 0 (COVERING_CUT: the tile covers it)."""
         w, s, e, n = aoi_ll.bounds
-        lon0 = w + FOOTPRINT_CUT * (e - w) if self.east else e - FOOTPRINT_CUT * (e - w)
+        lon0 = w + cut * (e - w) if self.east else e - cut * (e - w)
         lat0 = (s + n) / 2
         return lon0, lat0, math.tan(math.radians(SWATH_SLANT_DEG)) / math.cos(math.radians(lat0))
 
@@ -782,15 +788,27 @@ def _fraction(poly: Polygon, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
     return np.asarray(inside.reshape(h, SUPERSAMPLE, w, SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32))
 
 
-def _tiles(world: _World) -> list[_Tile]:
+def _tiles(world: _World, cut: float = FOOTPRINT_CUT) -> list[_Tile]:
     """Tile "A" in the site's own UTM zone and tile "B" in the neighbouring zone nearer to the AOI, each covering
-    the part of the AOI on its own side of the boundary and overlapping in the middle."""
+    the part of the AOI on its own side of the boundary and overlapping in the middle (or, with COVERING_CUT, each
+    covering the whole AOI)."""
     c = world.site.polygon.centroid
     zone = world.fr.epsg % 100
     west_edge = -180 + (zone - 1) * 6
     neighbour_west = (c.x - west_edge) < 3
     other = max(zone - 1, 1) if neighbour_west else min(zone + 1, 60)
-    return [_Tile(world, zone, east=neighbour_west), _Tile(world, other, east=not neighbour_west)]
+    return [_Tile(world, zone, east=neighbour_west, cut=cut), _Tile(world, other, east=not neighbour_west, cut=cut)]
+
+
+def covering_tile(k: int, share: float) -> int | None:
+    """Index of the tile whose footprint covers the whole AOI on acquisition k (EPOCH + k * revisit), or None.
+
+    Evenly spread, not drawn: acquisition k covers when floor((k + 1) * share) > floor(k * share), so any run of n
+    acquisitions has n * share of them, give or take one; the covering tile alternates between the two (both the
+    first and the second item of the pass in id order)."""
+    if share <= 0 or math.floor((k + 1) * share) == math.floor(k * share):
+        return None
+    return math.floor(k * share) % 2
 
 
 def _block(a: np.ndarray, how: str) -> np.ndarray:
@@ -1200,20 +1218,33 @@ def generate_catalog(
     end: str | date = "2023-06-01",
     seed: int = 0,
     revisit_days: int = 5,
+    covering_share: float = 0.0,
 ) -> Path:
     """Write out_dir/collection.json, out_dir/items.json (ItemCollection sorted by datetime, absolute local hrefs),
     COGs under out_dir/data/<item-id>/{B04,B08,SCL}.tif and out_dir/truth.json; return the items.json path.
 
     Acquisitions fall on EPOCH + k * revisit_days within [start, end]. Those on a prompt date of the site are
-    rendered clear and with both tiles, so the frame the user prompted on is usable."""
+    rendered clear and with both tiles, so the frame the user prompted on is usable. On a `covering_share` of the
+    acquisitions (0: none, 1: all; see `covering_tile`), one tile's footprint covers the whole AOI and the other
+    still covers ~78 % of it; truth.json then names that tile per acquisition (`covering_tile`)."""
+    if not 0.0 <= covering_share <= 1.0:
+        raise ValueError(f"covering_share must be in [0, 1], got {covering_share}")
     site = _as_site(site)
     out = Path(out_dir).resolve()
     (out / "data").mkdir(parents=True, exist_ok=True)
     world = _World(site, get_scenario(scenario), seed)
     tiles = _tiles(world)
+    covers = _tiles(world, COVERING_CUT) if covering_share > 0 else tiles
     clear = {p.date for p in site.prompts}
-    jobs = [(d, (d - EPOCH).days // revisit_days, d in clear) for d in acquisition_dates(start, end, revisit_days)]
-    results = [_acquisition(world, tiles, *job, out) for job in jobs]
+    results = []
+    for d in acquisition_dates(start, end, revisit_days):
+        k = (d - EPOCH).days // revisit_days
+        cover = covering_tile(k, covering_share)
+        pass_tiles = [c if i == cover else t for i, (t, c) in enumerate(zip(tiles, covers, strict=True))]
+        items, rec = _acquisition(world, pass_tiles, d, k, d in clear, out)
+        if covering_share > 0:  # the default truth.json stays as it was
+            rec["covering_tile"] = None if cover is None else tiles[cover].mgrs
+        results.append((items, rec))
     items = sorted((it for its, _ in results for it in its), key=lambda it: (it["properties"]["datetime"], it["id"]))
     _dump(out / "collection.json", _collection(items))
     _dump(out / "truth.json", _truth_doc(world, tiles, [rec for _, rec in results]))
