@@ -83,6 +83,9 @@ def main(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # urllib3 logs every retry of a failed request; the retries are bounded and the final error names the URL and
+    # the cause in one line, so they are shown with --verbose only.
+    logging.getLogger("urllib3").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 @main.command()

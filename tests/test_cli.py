@@ -52,10 +52,11 @@ def test_check_site_on_shipped_sites():
     assert result.exit_code == 0 and result.output.count(": ok: ") == 2
 
 
-def test_unreachable_catalog_exit_code(tmp_path, monkeypatch):
+def test_unreachable_catalog_exit_code(tmp_path, monkeypatch, caplog):
     from scarmon import defaults
 
-    monkeypatch.setattr(defaults, "HTTP_RETRIES", 0)
+    monkeypatch.setattr(defaults, "HTTP_RETRIES", 1)
+    monkeypatch.setattr(defaults, "HTTP_BACKOFF_S", 0.01)
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(json.loads(json.dumps(demo_site(), default=str))))
     result = CliRunner().invoke(
@@ -63,6 +64,9 @@ def test_unreachable_catalog_exit_code(tmp_path, monkeypatch):
         ["ingest", "--site", str(site_file), "--catalog", "http://127.0.0.1:9/api", "--store", str(tmp_path / "s")],
     )
     assert result.exit_code == 1 and "http://127.0.0.1:9/api" in result.output and "Traceback" not in result.output
+    # One line naming the URL and the OS error, not urllib3's nested repr; its retry warnings only with --verbose.
+    assert "[Errno 111] Connection refused" in result.output and "ConnectionPool" not in result.output
+    assert not [r for r in caplog.records if r.name.startswith("urllib3")]
 
 
 def test_public_face_names_resolve():

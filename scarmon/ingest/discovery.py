@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -255,5 +256,14 @@ def _network(exc: BaseException) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
+    """What went wrong, in a few words: the OS error of a failed connection ("[Errno 111] Connection refused")
+    instead of urllib3's nested pool/retry repr; else the message, cut at 300 characters."""
     text = str(exc) or type(exc).__name__
+    if "ConnectionPool(" in text and (m := _OS_ERROR.search(text)):  # requests/urllib3, also as wrapped by pystac
+        return m.group(0).rstrip(" .")
+    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text and "ConnectionPool(" in text:
+        return f"no answer within {defaults.HTTP_TIMEOUT_S:g} s"
     return text if len(text) < 300 else text[:300] + "…"
+
+
+_OS_ERROR = re.compile(r"\[Errno -?\d+\] [^'\")]+")
