@@ -27,7 +27,7 @@ from scarmon import defaults
 from scarmon.grid import SiteGrid
 from scarmon.ingest.radiometry import ndvi, offset_contradicted, reflectance_scaling, to_reflectance
 from scarmon.ingest.reader import Reader, Window2D
-from scarmon.ingest.scenes import Scene, asset_key, missing_bands
+from scarmon.ingest.scenes import Scene, asset_key, covering_first, missing_bands
 from scarmon.ingest.screening import Screening, clear_pixels, screen
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def read_scl(scene: Scene, grid: SiteGrid, reader: Reader) -> tuple[np.ndarray, 
 def screen_scene(
     scene: Scene, aoi: Polygon, grid: SiteGrid, reader: Reader, *, min_coverage: float, max_cloud_fraction: float
 ) -> Screened:
-    scl, covering = read_scl(scene, grid, reader)
+    scl, covering = read_scl(covering_first(scene, aoi), grid, reader)
     sgrid = grid.at_resolution(defaults.SCREEN_RESOLUTION_M)
     result = screen(scl, sgrid.mask(aoi), min_coverage=min_coverage, max_cloud_fraction=max_cloud_fraction)
     return Screened(result, scl, tuple(covering))

@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from shapely.geometry import Polygon, shape
 
 from scarmon.dates import optional_utc_datetime as parse_datetime
 from scarmon.ingest.radiometry import processing_baseline
@@ -167,6 +169,19 @@ def group_scenes(items: Iterable[dict[str, Any]]) -> list[Scene]:
         first = min(_when(i) for i in ordered)
         scenes.append(Scene(sid, first.isoformat().replace("+00:00", "Z"), ordered))
     return sorted(scenes, key=lambda s: (s.datetime, s.id))
+
+
+def covering_first(scene: Scene, aoi_lonlat: Polygon) -> Scene:
+    """Pure: the scene with the items whose footprint covers the AOI first, the order otherwise kept. The mosaic takes
+    each pixel from the first item with data and stops reading once the site has data everywhere, so a tile that
+    covers the site alone spares the other tiles' reads whatever its place in id order (issue 12)."""
+    items = sorted(scene.items, key=lambda i: not _covers(i, aoi_lonlat))
+    return replace(scene, items=tuple(items))
+
+
+def _covers(item: Mapping[str, Any], aoi_lonlat: Polygon) -> bool:
+    geometry = item.get("geometry")
+    return bool(geometry) and bool(shape(geometry).contains(aoi_lonlat))
 
 
 def _when(item: Mapping[str, Any]) -> dt.datetime:
