@@ -806,7 +806,13 @@ def status(store: str, s3_endpoint: str | None, sites_dir: str | None, stale_hou
                 f"{r['last_clear_frame']} ({r['last_clear_frame_age_days']} d ago)"
                 if r["last_clear_frame"]
                 else "none",
-                f"{r['alert_state']}/{r['alert_level']}",
+                f"{r['alert_state']}/{r['alert_level']}"
+                + (f", blind {r['days_since_confident']} d" if r.get("blind") else "")
+                + (
+                    f", pending {r['pending_growth']['level']} since {r['pending_growth']['first_date']}"
+                    if r.get("pending_growth")
+                    else ""
+                ),
                 str(r["outbox"]),
                 "held" if r["lock"]["held"] else "free",
                 (r["last_error"] or "-")[:80],

@@ -81,8 +81,8 @@ def test_status_answers_is_every_site_alive(tracked_store_dir, tmp_path):
     publish failed is reported with its last error; --json carries the same figures; exit 1 when any is not ok."""
     import datetime as dt
 
-    from scarmon.alerts.history import enqueue, mark, outbox, update_entry
-    from scarmon.alerts.rules import AlertEvent
+    from scarmon.alerts.history import enqueue, mark, outbox, save_state, update_entry
+    from scarmon.alerts.rules import AlertEvent, AlertState
     from scarmon.products.publish import publish_failed
     from tests.test_products_support import N_FRAMES, build_site, copy_store, make_site, site_doc_at, write_site_file
 
@@ -94,6 +94,8 @@ def test_status_answers_is_every_site_alive(tracked_store_dir, tmp_path):
     assert one.exit_code == 0, one.output
     assert "1 of 1 site(s) ok" in one.output and "test-slide" in one.output and "2023-05-31" in one.output
 
+    # the alert rules last saw a confident frame on 2023-05-31: long blind since (as if the tiles stopped coming)
+    save_state(store, "test-slide", AlertState(site="test-slide", status="confirmed", level=2, last_clear="2023-05-31"))
     build_site(store, n_frames=4, alerts=False, doc=site_doc_at("other-slide", "Other slide", 96.3, 30.8))
     now = dt.datetime.now(dt.UTC).isoformat()
     store.put("other-slide/lock.json", json.dumps({"owner": "host:123:abcd", "since": now, "ttl_s": 600}).encode())
@@ -126,12 +128,17 @@ def test_status_answers_is_every_site_alive(tracked_store_dir, tmp_path):
     assert t["health"] == "ok" and t["last_tick_outcome"] == "ok" and t["last_tick_age_s"] < 600
     assert t["frames"] == N_FRAMES and t["last_clear_frame"] == "2023-05-31" and t["last_clear_frame_age_days"] > 900
     assert (t["alert_state"], t["alert_level"], t["outbox"], t["lock"]["held"]) == ("confirmed", "warning", 0, False)
+    # the alert rules are blind since their last confident frame, and the table says so
+    assert t["blind"] is True and t["last_confident_frame"] == "2023-05-31" and t["days_since_confident"] > 900
+    assert "no confident frame for" in t["blind_note"] and o["blind"] is False  # other-slide: no alert state yet
     assert o["health"] == "error" and o["last_error"] == "disk full" and o["outbox"] == 1 and o["lock"]["held"]
     assert o["lock"]["owner"] == "host:123:abcd" and o["last_tick"] is None and o["frames"] == 4
     table = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "store")])
     assert table.exit_code == 1 and "1 of 2 site(s) ok; not ok: other-slide" in table.output
     line = next(ln for ln in table.output.splitlines() if ln.startswith("other-slide"))
     assert "error" in line and "held" in line and "disk full" in line and "never" in line
+    line = next(ln for ln in table.output.splitlines() if ln.startswith("test-slide"))
+    assert f"confirmed/warning, blind {t['days_since_confident']} d" in line
     # the same figures for monitoring systems, in status.json (written by every tick that publishes)
     status = json.loads(store.get("test-slide/status.json"))
     assert status["outcome"] == "ok" and status["last_error"] is None and status["last_frame_date"] == "2023-05-31"
@@ -179,3 +186,19 @@ def test_check_site_says_where_and_warns_about_swapped_coordinates(tmp_path):
     edge["prompts"][1]["lon"] = max(x for x, _ in ring) - 0.00003
     res = CliRunner().invoke(main, ["check-site", str(write_site_file(tmp_path / "edge.yaml", edge))])
     assert res.exit_code == 0 and "warning: prompts[1] lies 3 m from the AOI's edge" in res.output
+
+
+def test_status_says_blind_only_after_stale_days_without_a_confident_frame():
+    import datetime as dt
+
+    from scarmon.alerts.rules import AlertRules, AlertState
+    from scarmon.service.health import _alert_view
+
+    today = dt.date(2026, 12, 1)
+    stale = AlertRules().stale_days
+    recent = _alert_view(AlertState(site="s", last_clear=str(today - dt.timedelta(days=stale - 1))), today)
+    old = _alert_view(AlertState(site="s", last_clear=str(today - dt.timedelta(days=stale))), today)
+    never = _alert_view(AlertState(site="s"), today)
+    assert (recent["blind"], recent["days_since_confident"]) == (False, stale - 1) and not recent["blind_note"]
+    assert (old["blind"], old["days_since_confident"]) == (True, stale) and f"for {stale} days" in old["blind_note"]
+    assert never["blind"] is False and never["last_confident_frame"] is None  # nothing tracked yet: not blind

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from scarmon.alerts.history import load_state, outbox
-from scarmon.alerts.rules import LEVELS
+from scarmon.alerts.rules import LEVELS, site_status
 from scarmon.errors import ScarmonError
 from scarmon.store import keys
 from scarmon.store.backends import KeyMissing, Store
@@ -86,9 +86,9 @@ def site_health(
     )
     try:
         state = load_state(st, site_id)
-        out.update(alert_state=state.status, alert_level=LEVELS[state.level])
+        out.update(alert_state=state.status, alert_level=LEVELS[state.level], **_alert_view(state, now.date()))
     except Exception as exc:  # noqa: BLE001 - as above
-        out.update(alert_state="unknown", alert_level="unknown")
+        out.update(alert_state="unknown", alert_level="unknown", blind=None, last_confident_frame=None)
         errors.append(f"alert state unreadable: {exc}")
     pending = outbox(st, site_id)
     out["outbox"] = len(pending)
@@ -123,3 +123,18 @@ def site_health(
         health = "ok"
     out["health"] = health
     return out
+
+
+def _alert_view(state: Any, today: dt.date) -> dict[str, Any]:
+    """What the alert rules see of the site now: the last confident frame, whether the site is blind (no confident
+    frame for the rules' stale_days: monsoon, snow; growth meanwhile is seen only at the next clear frame), and growth
+    seen on one frame that waits for a second to agree (not notified yet). Default rules' stale_days: the store does
+    not hold the site's own rules."""
+    view = site_status(state, today.isoformat())
+    return {
+        "last_confident_frame": view["last_clear"],
+        "days_since_confident": view["days_since_clear"],
+        "blind": view["stale"] and view["last_clear"] is not None,
+        "blind_note": view["note"] if view["stale"] and view["last_clear"] is not None else "",
+        "pending_growth": view["pending"],
+    }
