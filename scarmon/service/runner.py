@@ -218,12 +218,26 @@ def alert_stage(
 ) -> tuple[AlertState, list[dict[str, Any]], int]:
     """Step the site's alert state machine over the series rows it has not seen; persist state, history, outbox.
     `rebuild` replays the whole series from a fresh state (after a backfill or a refinement); `suppress` records
-    without notifying; `note` labels the recorded rows (default: 'backfill' when suppressed)."""
-    from scarmon.tracking.pipeline import read_observations
+    without notifying; `note` labels the recorded rows (default: 'backfill' when suppressed).
+
+    When tracking has since corrected rows the machine had already stepped (a seasonal revision: winter growth
+    confirmed by the growing season), the whole corrected series is replayed from a fresh state, so the history
+    and state describe the corrected past; of its events, those before the first corrected row are the ones already
+    recorded (kept, never re-sent), and those from it on were never told: they are notified now (an event already
+    queued or sent under the same id is not sent again)."""
+    from scarmon.tracking.pipeline import read_observations, revised_since
 
     observations = read_observations(store, site.id)
     prior = AlertState(site=site.id) if rebuild else load_state(store, site.id)
-    state, events = replay(observations, site=site.id, rules=site.alerts, prior=prior)
+    revised = revised_since(observations, prior.last[0]) if prior.last and not rebuild else None
+    if revised is not None:
+        log.info("site %s: series corrected from %s on: alert history replayed from the start", site.id, revised)
+        state, events = replay(observations, site=site.id, rules=site.alerts, prior=AlertState(site=site.id))
+        told = [e for e in events if e.date < revised]
+        record(store, site.id, state, told, notify_on=(), channels=(), suppress=True, note="revised")
+        events = [e for e in events if e.date >= revised]
+    else:
+        state, events = replay(observations, site=site.id, rules=site.alerts, prior=prior)
     queued = record(
         store,
         site.id,

@@ -3,8 +3,8 @@
 Pure functions of arrays. It is the paper's "knowledge-guided" prior turned into a tracker that needs no trained
 weights: a scar is low-NDVI ground connected to what was scar before (or to a positive prompt), never water, never
 the stable bare ground a negative prompt marks. Its state is the previous mask, the excluded region and a few
-per-pixel layers (seasonal record, frames since last unseen, ground held for a second look), so it resumes at a cost
-independent of the history length, and equals a full re-run exactly.
+per-pixel layers (seasonal record and holds, frames since last unseen, ground held for a second look), so it resumes
+at a cost independent of the history length, and equals a full re-run exactly.
 
 What one frame cannot be trusted with (issue 10):
 
@@ -14,7 +14,10 @@ What one frame cannot be trusted with (issue 10):
   creep along the scar's edge (`creep_px`). The trade: scar growth onto vegetation wider than that band in winter (a
   winter failure, fast creep after a long cloudy gap) is detected only when the growing season shows the ground still
   bare, i.e. a detection delay of up to a few months in winter, against a false growth of the whole rim or forest
-  edge on every winter frame. The stored masks of the winter frames are not corrected afterwards (yet).
+  edge on every winter frame. Ground held that way and still low (or unseen) when the growing season takes it
+  was scar all along: the step reports a revision (`observe_held`) and `track_site` ORs it into the stored masks
+  of the frames since the hold began (at most one dormant season back), re-measures their series rows and notes
+  the correction on them. The tracker's own states stay causal: they are not rewritten.
 - Overgrowth guard. New area next to flagged cloud or snow (where SCL misses thin edges and partial snow), where
   cloud or snow just was, or a piece jumping away from the scar, is held: the mask keeps its previous extent there,
   the frame is flagged with the reason, and a jump is taken when the next frame shows the same ground (one frame
@@ -71,6 +74,8 @@ class KnowledgeState:
     pending: np.ndarray | None = None  # new area held on an earlier frame, awaiting a clear confirmation
     note: str = ""  # why this frame's new area was held ("" when none was)
     lush: bool = False  # the last frame was a growing-season frame
+    held_age: np.ndarray | None = None  # uint16: frames the pixel has been held by the seasonal rule, low or unseen
+    revision: np.ndarray | None = None  # uint16, this frame only: held ground taken now, scar on that many frames back
 
 
 def is_lush(ndvi: np.ndarray, params: KnowledgeParams, prior: np.ndarray | None) -> bool:
@@ -139,6 +144,10 @@ def knowledge_step(
     mask, pending, note = raw, None, ""
     if params.guard and prev is not None and prev.any() and not positives:
         mask, pending, note = guard(raw, prev, valid, state.unseen_age, state.pending, params)
+    held_age, revision = None, None
+    if state.held_age is not None or block is not None:
+        low = _low(ndvi, prev if prev is not None else np.zeros(ndvi.shape, bool), params)
+        held_age, revision = observe_held(state.held_age, mask, low, valid, block, lush, state.lush)
     return mask, replace(
         state,
         mask=mask,
@@ -147,7 +156,48 @@ def knowledge_step(
         unseen_age=observe_unseen(state.unseen_age, valid, params),
         pending=pending,
         note=note,
+        held_age=held_age,
+        revision=revision,
     )
+
+
+def observe_held(
+    age: np.ndarray | None,
+    mask: np.ndarray,
+    low: np.ndarray,
+    valid: np.ndarray,
+    block: np.ndarray | None,
+    lush: bool,
+    was_lush: bool,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(held_age, revision): how many frames each pixel has been held back by the seasonal rule while low (or not
+    observed since), and, on a growing-season frame, the held ground the scar takes now with that count (it stayed low
+    into the growing season: it was scar on those earlier frames too; `track_site` corrects their masks).
+
+    A hold starts on a dormant frame where the seasonal rule blocks ground seen low (`block`), goes on while the pixel
+    stays out of the mask and low or unobserved (whatever the season: a second look by the guard included), and
+    ends when the pixel is seen above the scar's NDVI (green: nothing is back-filled before that frame) or becomes
+    scar. Holds are dropped when a dormant season begins, so a revision reaches back at most one dormant season
+    (and the growing-season frames before its confirmation). Ground taken in the dormant season (creep along the
+    edge) ends its hold without a revision: only the growing season confirms."""
+    if age is None and block is None:
+        return None, None
+    prior = np.zeros(mask.shape, np.uint16) if age is None or (was_lush and not lush) else age
+    held = prior > 0
+    taken = held & mask
+    revision = np.where(taken, prior, 0).astype(np.uint16) if lush and taken.any() else None
+    going = held & ~mask & (low | ~valid)
+    out = np.where(going, np.minimum(prior.astype(np.int32) + 1, np.iinfo(np.uint16).max), 0).astype(np.uint16)
+    if block is not None:
+        out[block & low & ~mask & ~held] = 1
+    return (out if out.any() else None), revision
+
+
+def _low(ndvi: np.ndarray, prev: np.ndarray, params: KnowledgeParams) -> np.ndarray:
+    """Ground as low as the scar's edge on this frame (the boundary's weak threshold): what a hold waits on."""
+    weak = weak_threshold(ndvi, prev, frame_threshold(ndvi, params, prev), params)
+    out: np.ndarray = np.isfinite(ndvi) & (ndvi <= weak) & (ndvi > params.water_max)
+    return out
 
 
 def seasonal_block(state: KnowledgeState, lush: bool) -> np.ndarray | None:
@@ -436,11 +486,12 @@ def _disk(radius: int) -> np.ndarray:
 
 
 BIT_LAYERS = ("mask", "exclusion", "anchors", "green", "pending")
+AGE_LAYERS = ("held_age", "revision")  # uint16 per pixel
 
 
 def encode_state(state: KnowledgeState) -> bytes:
-    """Packed bit layers, the per-pixel unseen age (uint8) and the note: a few bytes per pixel at most, whatever the
-    history length."""
+    """Packed bit layers, the per-pixel unseen age (uint8), the seasonal hold's age and revision (uint16, only while
+    there are any) and the note: a few bytes per pixel at most, whatever the history length."""
     buf = io.BytesIO()
     arrays: dict[str, Any] = {
         "frames": np.array(state.frames),
@@ -454,6 +505,9 @@ def encode_state(state: KnowledgeState) -> bytes:
             arrays[name + "_shape"] = np.array(arr.shape)
     if state.unseen_age is not None:
         arrays["unseen_age"] = state.unseen_age.astype(np.uint8)
+    for name in AGE_LAYERS:
+        if (arr := getattr(state, name)) is not None:
+            arrays[name] = arr.astype(np.uint16)
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
 
@@ -472,4 +526,5 @@ def decode_state(data: bytes) -> KnowledgeState:
         age = np.array(z["unseen_age"], np.uint8) if "unseen_age" in z else None
         note = str(z["note"]) if "note" in z else ""
         lush = bool(z["lush"]) if "lush" in z else False
-        return KnowledgeState(**layers, frames=int(z["frames"]), unseen_age=age, note=note, lush=lush)
+        ages = {name: np.array(z[name], np.uint16) if name in z else None for name in AGE_LAYERS}  # not in old states
+        return KnowledgeState(**layers, **ages, frames=int(z["frames"]), unseen_age=age, note=note, lush=lush)

@@ -44,10 +44,16 @@ class TrackReport:
     start_index: int = 0
     total_frames: int = 0
     warnings: list[str] = field(default_factory=list)  # what the user must act on (a prompt that found no scar)
+    revised: list[str] = field(default_factory=list)  # earlier frames whose stored masks a seasonal revision corrected
 
     def summary(self) -> str:
         note = " (weight-free: no SAM 2 checkpoint configured)" if self.tracker == "knowledge" else ""
         warn = "".join(f"\n  WARNING: {w}" for w in self.warnings)
+        if self.revised:
+            warn += (
+                f"\n  corrected {len(self.revised)} earlier frame(s): ground held in the dormant season stayed bare "
+                f"into the growing season"
+            )
         if not self.tracked:
             return (
                 f"site {self.site_id}: nothing new to track ({self.total_frames} frames, {self.tracker} "
@@ -144,13 +150,14 @@ def track_site(
             )
             start, resume = _resume_point(store, site.id, tracker, manifest, changed)
             report.start_index = start
-        if resume is None and not prompts:  # e.g. the only prompt is dated after the newest frame
-            log.info(
-                "site %s: no site prompt on or before the newest frame (%s): nothing to track yet",
-                site.id,
-                frames[-1].date,
-            )
-            return report
+    if resume is None and not prompts:  # e.g. the only prompt is dated after the newest frame
+        # Tracked now, these frames would have no scar to follow, and differ from a later run that has the prompt.
+        log.info(
+            "site %s: no site prompt on or before the newest frame (%s): nothing to track yet",
+            site.id,
+            frames[-1].date,
+        )
+        return report
     measured: dict[str, dict[str, Any]] = {}  # per tracked frame, measured while its mask and NDVI are in memory
     prev = read_mask(store, keys.mask(site.id, frames[start - 1])) if start > 0 else None
     lo = start
@@ -162,9 +169,12 @@ def track_site(
         lo = hi
         masks, states = tracker.run(window, prompts, corrections, resume=resume)
         notes: dict[int, str] = getattr(tracker, "notes", {})  # the knowledge tracker says why it held new area
+        revisions: dict[int, np.ndarray] = getattr(tracker, "revisions", {})  # ...and what the season confirmed
         report.warnings.extend(getattr(tracker, "warnings", []))
         for fd, mask, state in zip(window, masks, states, strict=True):
             frame = frames[fd.index]
+            if fd.index in revisions:
+                prev = _revise(store, site.id, frames, grid, fd.index, revisions[fd.index], measured, report)
             store.put(
                 keys.mask(site.id, frame), encode_cog(mask.astype(np.uint8), grid, nodata=None, description="scar")
             )
@@ -184,6 +194,72 @@ def track_site(
         write_series(store, site.id, manifest, grid, measured)
     mark_tracked(store, site.id, tracked_until=frames[-1].datetime, clear_dirty=True, based_on=manifest)
     return report
+
+
+CORRECTED = "corrected on "  # how a revision's note on an earlier frame begins (not a reason for low confidence)
+
+
+def _revise(
+    store: Store,
+    site_id: str,
+    frames: Sequence[FrameEntry],
+    grid: SiteGrid,
+    i: int,
+    revision: np.ndarray,
+    measured: dict[str, dict[str, Any]],
+    report: TrackReport,
+) -> np.ndarray:
+    """Apply a seasonal revision confirmed on frame i: a pixel with revision value a was scar on the a frames before
+    i too, so it is ORed into their stored masks; those rows (and the row after each, whose growth is measured
+    against it) are measured again into `measured`, and a corrected frame's note says when and why. The tracker
+    states are not touched (they stay causal). Cost: the frames of one hold, at most one dormant season (see
+    knowledge.observe_held). Returns frame i-1's mask as corrected, the one frame i is measured against."""
+    depth = int(revision.max())
+    note = f"{CORRECTED}{frames[i].date}: seasonal hold confirmed by the growing season"
+    old_rows: dict[str, dict[str, Any]] | None = None
+    j0 = i - depth
+    prev = read_mask(store, keys.mask(site_id, frames[j0 - 1])) if j0 > 0 else None
+    prev_changed = False
+    for j in range(j0, i):
+        frame = frames[j]
+        mask = read_mask(store, keys.mask(site_id, frame))
+        revised = mask | (revision >= i - j)
+        changed = not np.array_equal(revised, mask)
+        if changed:
+            store.put(
+                keys.mask(site_id, frame), encode_cog(revised.astype(np.uint8), grid, nodata=None, description="scar")
+            )
+            report.revised.append(frame.scene_id)
+        if changed or prev_changed:
+            if frame.scene_id in measured:
+                told = str(measured[frame.scene_id].get("tracker_note") or "")
+            else:
+                old_rows = old_rows if old_rows is not None else {r["scene_id"]: r for r in read_series(store, site_id)}
+                told = str(old_rows.get(frame.scene_id, {}).get("tracker_note") or "")
+            if changed and note not in told.split("; "):
+                told = f"{told}; {note}" if told else note
+            valid = np.isfinite(decode_ndvi(store.get(frame.objects["ndvi"])))
+            measured[frame.scene_id] = {**_measure(frames, j, revised, prev, grid, valid), "tracker_note": told}
+        prev, prev_changed = revised, changed
+    assert prev is not None  # depth >= 1: frame i-1 was visited
+    return prev
+
+
+def revised_since(observations: Sequence[Observation], last: str) -> str | None:
+    """Date of the earliest row on or before `last` (the last date a reader stepped, e.g. the alert state) that a
+    seasonal revision confirmed after `last` corrected, or None: whether what a reader saw has changed since."""
+    for o in observations:
+        if o.date > last:
+            return None
+        for part in (o.tracker_note or "").split("; "):
+            if part.startswith(CORRECTED) and part[len(CORRECTED) : len(CORRECTED) + 10] > last:
+                return o.date
+    return None
+
+
+def _hold_reasons(note: str) -> str:
+    """The tracker note without revision notes: what made the tracker doubt its own frame."""
+    return "; ".join(part for part in note.split("; ") if part and not part.startswith(CORRECTED))
 
 
 def _frame_data(store: Store, index: int, frame: FrameEntry) -> FrameData:
@@ -266,13 +342,14 @@ def write_series(
         if m is None:
             prev = read_mask(store, keys.mask(site_id, frames[i - 1])) if i else None
             m = _measure(frames, i, read_mask(store, keys.mask(site_id, frame)), prev, grid, None)
-        rows.append(Observation(frame.date, frame.scene_id, clear_fraction=frame.clear_fraction, **m))
+        # observed share: SCL's clear share less the cloud and snow the spectral test masked at ingestion
+        rows.append(Observation(frame.date, frame.scene_id, clear_fraction=round(frame.observed_fraction, 4), **m))
     dates, areas = [r.date for r in rows], [r.area_m2 for r in rows]
     flags = confidence_flags(
         areas,
         [r.clear_fraction for r in rows],
         scar_clear=[r.scar_clear_fraction for r in rows],
-        tracker=[r.tracker_note or "" for r in rows],
+        tracker=[_hold_reasons(r.tracker_note or "") for r in rows],
     )
     rows = [
         replace(

@@ -62,8 +62,9 @@ class Tracker(Protocol):
 class KnowledgeTracker:
     """Starts on the frame of its first prompt and tracks forward from there; frames before it (a history that
     begins before the scar existed) are tracked backward from that frame, so the scar may shrink to nothing. After
-    `run`, `notes` holds why a frame's new area was held (by global index) and `warnings` what the user must know
-    (a prompt that found no low-NDVI ground)."""
+    `run`, `notes` holds why a frame's new area was held (by global index), `warnings` what the user must know
+    (a prompt that found no low-NDVI ground) and `revisions` the seasonal holds confirmed on a frame (by its global
+    index): per pixel, how many frames before it the pixel was scar too (0: none), for `track_site` to correct."""
 
     name = "knowledge"
     window = 1
@@ -72,6 +73,7 @@ class KnowledgeTracker:
         self.params = params
         self.notes: dict[int, str] = {}
         self.warnings: list[str] = []
+        self.revisions: dict[int, np.ndarray] = {}
 
     def identity(self) -> dict[str, object]:
         return {"name": self.name, "params": {k: float(v) for k, v in vars(self.params).items()}}
@@ -84,7 +86,7 @@ class KnowledgeTracker:
         *,
         resume: bytes | None,
     ) -> tuple[list[np.ndarray], list[bytes]]:
-        self.notes, self.warnings = {}, []
+        self.notes, self.warnings, self.revisions = {}, [], {}
         state = decode_state(resume) if resume else KnowledgeState()
         clicks = {f.index: list(prompts.get(f.index, [])) + list(corrections.get(f.index, [])) for f in frames}
         first = 0
@@ -103,6 +105,8 @@ class KnowledgeTracker:
             states.append(encode_state(state))
             if state.note:
                 self.notes[f.index] = state.note
+            if state.revision is not None:
+                self.revisions[f.index] = state.revision
         if first:
             back = track_backward(
                 [f.ndvi for f in frames[:first]], [clicks[f.index] for f in frames[:first]], masks[0], self.params
