@@ -288,3 +288,17 @@ def test_states_without_seasonal_holds_still_decode():
     np.savez_compressed(buf, **old)
     back = decode_state(buf.getvalue())
     assert back.held_age is None and back.revision is None and np.array_equal(back.mask, state.mask)
+
+
+def test_a_seasonal_hold_reaches_back_one_dormant_season_at_most():
+    """Ground held in winter that stays low through a growing season without becoming scar (not connected to it)
+    is dropped from the holds when the next dormant season begins: no revision reaches back further."""
+    scar, patch = disk(20, 20, 8), disk(60, 60, 8)  # a bare patch far from the scar, green last summer
+    summer = frame(scar, background=0.75, scar_ndvi=0.13)
+    winter = frame(scar | patch, background=0.38)
+    summer_low = frame(scar | patch, background=0.75, scar_ndvi=0.13)
+    masks, state = run([summer, winter, winter, summer_low, summer_low], {0: [(20, 20, 1)]})
+    assert all(m.sum() == scar.sum() for m in masks) and state.revision is None
+    assert (state.held_age[patch] == 4).all()  # held since the first winter frame, through the summer
+    _, state = knowledge_step(state, ndvi=winter, prompts=[], params=P)
+    assert state.held_age is None or not state.held_age[patch].any()  # a new dormant season: dropped
