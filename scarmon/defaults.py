@@ -99,6 +99,24 @@ undoes (missed cloud shadow, snow): flag it; true failures persist and are not f
 RESOLUTION_M = 2.0
 """Frames are resampled bilinearly from 10 m to 1–2 m as in the paper; 2 m keeps a 3×3 km site at 1500² pixels."""
 
+BRIGHT_RED_MIN = 0.30
+"""Spectral validity test at ingestion: a clear-per-SCL pixel whose red (B04) surface reflectance reaches 0.30 and
+whose NIR/red ratio is at most BRIGHT_MAX_NIR_RED is cloud or snow SCL missed (thin or missed cloud parts, partial
+snow below a snow line), not ground, and becomes 'not observed'. Bare soil and rock are 0.05-0.30 in red (mostly
+0.15-0.25), vegetation < 0.1; cloud is 0.3-0.8, snow 0.6-0.95 (Sen2Cor's own first cloud test ramps on red
+brightness, 0.07-0.25 TOA, and needs other bands to spare bright soil: with red and NIR only, 0.30 is kept above
+soil). Sites whose scar is bright rock or sand (red up to 0.3-0.4) raise `bright_red_min` in their site file, or set
+it to null to turn the test off."""
+
+BRIGHT_MAX_NIR_RED = 1.3
+"""The bright test's ratio bound: cloud has NIR/red 0.9-1.2 and snow below 1, soil and rock 1.1-1.6, vegetation above
+2. A bright pixel with a steeper red edge than 1.3 (NDVI 0.13) is ground, kept observed whatever its brightness."""
+
+BRIGHT_WARN_FRACTION = 0.05
+"""Ingestion logs a warning when the bright test masks at least 5 % of the AOI's SCL-clear pixels on a frame where
+SCL saw no snow in the warm half of the year (May-October in the north, November-April in the south): missed cloud
+is usually less, and a bright scar wrongly masked hides its growth (a missed alert), so the log names the setting."""
+
 MAX_CLOUD_FRACTION = 0.2
 """Reject a scene when more than this share of the covered AOI is cloud, shadow, cirrus or snow: beyond it the
 scar outline is too fragmented for tracking to trust."""

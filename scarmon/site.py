@@ -147,6 +147,14 @@ class Site(BaseModel):
     prompts: tuple[Prompt, ...]
     boxes: tuple[BoxPrompt, ...] = ()
     ndvi_threshold: float = Field(defaults.NDVI_THRESHOLD, ge=-1, le=1)
+    bright_red_min: float | None = Field(
+        defaults.BRIGHT_RED_MIN,
+        gt=0,
+        le=1,
+        description="Red and NIR surface reflectance from which a pixel SCL calls clear is taken for cloud or snow "
+        "(when its NIR/red ratio is at most 1.3) and left unobserved. Raise it (e.g. 0.45) for a scar of bright rock "
+        "or sand (red 0.3-0.4), or set it to null to turn the test off: a bright scar taken for cloud hides its growth.",
+    )
     max_cloud_fraction: float = Field(defaults.MAX_CLOUD_FRACTION, ge=0, le=1)
     min_coverage: float = Field(defaults.MIN_COVERAGE, ge=0, le=1)
     resolution_m: float = Field(defaults.RESOLUTION_M, gt=0, le=10)

@@ -25,12 +25,22 @@ from shapely.geometry import Polygon
 
 from scarmon import defaults
 from scarmon.grid import SiteGrid
-from scarmon.ingest.radiometry import ndvi, offset_contradicted, reflectance_scaling, to_reflectance
+from scarmon.ingest.radiometry import (
+    bright_mask,
+    ndvi,
+    offset_contradicted,
+    reflectance_scaling,
+    to_reflectance,
+    warm_season,
+)
 from scarmon.ingest.reader import Reader, Window2D
 from scarmon.ingest.scenes import Scene, asset_key, covering_first, missing_bands
 from scarmon.ingest.screening import Screening, clear_pixels, screen
 
 log = logging.getLogger(__name__)
+
+SCL_SNOW = 11
+"""SCL class 11, snow or ice."""
 
 
 class SceneRejected(Exception):
@@ -44,8 +54,9 @@ class SceneRejected(Exception):
 @dataclass(frozen=True)
 class Frame:
     scene: Scene
-    ndvi: np.ndarray  # float32 on the site grid; NaN where not clear
+    ndvi: np.ndarray  # float32 on the site grid; NaN where not observed (SCL not clear, or cloud/snow by spectrum)
     screening: Screening
+    bright_fraction: float | None = None  # share of the AOI's SCL-clear pixels the spectral test masked; None: off
 
     @property
     def valid(self) -> np.ndarray:
@@ -234,14 +245,73 @@ def screen_scene(
 # --- Loading ----------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Layers:
+    """A scene on the site grid: NDVI (NaN = not observed), SCL's clear pixels, and the clear pixels with data that
+    the spectral test found bright (cloud or snow SCL missed; NaN in `ndvi`)."""
+
+    ndvi: np.ndarray
+    clear: np.ndarray
+    bright: np.ndarray
+
+    def bright_fraction(self, aoi: np.ndarray) -> float:
+        """Share of the AOI's SCL-clear pixels with data that the spectral test marked not observed."""
+        seen = aoi & self.clear & (np.isfinite(self.ndvi) | self.bright)
+        n = int(seen.sum())
+        return float((self.bright & aoi).sum()) / n if n else 0.0
+
+
+def spectral_layers(bands: np.ndarray, clear: np.ndarray, bright_red_min: float | None) -> Layers:
+    """Pure: NDVI of (red, NIR) reflectance, NaN where SCL is not clear or the spectral test finds cloud or snow
+    (`bright_mask` at `bright_red_min`; None turns the test off)."""
+    out = ndvi(bands[0], bands[1])
+    if bright_red_min is None:
+        bright = np.zeros(clear.shape, bool)
+    else:
+        bright = bright_mask(bands[0], bands[1], red_min=bright_red_min) & clear
+    np.copyto(out, np.float32(np.nan), where=~clear | bright)
+    return Layers(out, clear, bright)
+
+
+def bright_warning(
+    fraction: float, *, month: int, lat: float, snow_seen: bool, bright_red_min: float, scene_id: str
+) -> str | None:
+    """Pure: the warning to log when the spectral test masked a large share of a warm-season frame without snow
+    (SCL's), where a bright scar wrongly taken for cloud is likelier than missed cloud; None otherwise."""
+    if fraction < defaults.BRIGHT_WARN_FRACTION or snow_seen or not warm_season(month, lat):
+        return None
+    return (
+        f"scene {scene_id}: the spectral test took {100 * fraction:.0f} % of the AOI's SCL-clear pixels for cloud or "
+        f"snow (red and NIR reflectance >= {bright_red_min:.2f}) on a snow-free warm-season frame; if the scar or "
+        "the ground around it is bright rock or sand, raise `bright_red_min` in the site file (or set it to null): "
+        "growth there is otherwise not seen"
+    )
+
+
 def load_ndvi(
     scene: Scene,
     items: list[dict[str, Any]] | tuple[dict[str, Any], ...],
     scl: np.ndarray,
     grid: SiteGrid,
     reader: Reader,
+    *,
+    bright_red_min: float | None = defaults.BRIGHT_RED_MIN,
 ) -> np.ndarray:
-    """NDVI on the site grid: per-item radiometry, bilinear 10 m → grid resolution, mosaic, clear pixels only.
+    """NDVI on the site grid, NaN where not observed (see `load_layers`)."""
+    return load_layers(scene, items, scl, grid, reader, bright_red_min=bright_red_min).ndvi
+
+
+def load_layers(
+    scene: Scene,
+    items: list[dict[str, Any]] | tuple[dict[str, Any], ...],
+    scl: np.ndarray,
+    grid: SiteGrid,
+    reader: Reader,
+    *,
+    bright_red_min: float | None = defaults.BRIGHT_RED_MIN,
+) -> Layers:
+    """NDVI on the site grid: per-item radiometry, bilinear 10 m → grid resolution, mosaic, clear pixels only,
+    minus the pixels the spectral test finds bright (cloud or snow SCL missed).
 
     The first item is read over the whole grid; each later one only over the bounding box of the clear pixels
     still without data, and not at all when there are none.
@@ -259,9 +329,7 @@ def load_ndvi(
             continue
         part = bands[:, rs, cs]
         np.copyto(part, layer, where=np.isnan(part[0]))
-    out = ndvi(bands[0], bands[1])
-    np.copyto(out, np.float32(np.nan), where=~clear)
-    return out
+    return spectral_layers(bands, clear, bright_red_min)
 
 
 def item_bands(item: dict[str, Any], grid: SiteGrid, reader: Reader) -> np.ndarray | None:
@@ -304,10 +372,32 @@ def clear_on_grid(scl: np.ndarray, grid: SiteGrid) -> np.ndarray:
 
 
 def load_scene(
-    scene: Scene, aoi: Polygon, grid: SiteGrid, reader: Reader, *, min_coverage: float, max_cloud_fraction: float
+    scene: Scene,
+    aoi: Polygon,
+    grid: SiteGrid,
+    reader: Reader,
+    *,
+    min_coverage: float,
+    max_cloud_fraction: float,
+    bright_red_min: float | None = defaults.BRIGHT_RED_MIN,
 ) -> tuple[Screening, Frame | None]:
-    """Screen a scene over the AOI; read B04/B08 only when it passes."""
+    """Screen a scene over the AOI; read B04/B08 only when it passes, and mask cloud and snow SCL missed by their
+    spectrum (`bright_red_min`, None: off). Logs a warning when that masks a suspiciously large share."""
     s = screen_scene(scene, aoi, grid, reader, min_coverage=min_coverage, max_cloud_fraction=max_cloud_fraction)
     if not s.screening.accepted:
         return s.screening, None
-    return s.screening, Frame(scene, load_ndvi(scene, s.covering, s.scl, grid, reader), s.screening)
+    layers = load_layers(scene, s.covering, s.scl, grid, reader, bright_red_min=bright_red_min)
+    if bright_red_min is None:
+        return s.screening, Frame(scene, layers.ndvi, s.screening)
+    fraction = layers.bright_fraction(grid.mask(aoi))
+    snow = bool(((s.scl == SCL_SNOW) & grid.at_resolution(defaults.SCREEN_RESOLUTION_M).mask(aoi)).any())
+    if why := bright_warning(
+        fraction,
+        month=int(scene.date[5:7]),
+        lat=aoi.centroid.y,
+        snow_seen=snow,
+        bright_red_min=bright_red_min,
+        scene_id=scene.id,
+    ):
+        log.warning(why)
+    return s.screening, Frame(scene, layers.ndvi, s.screening, bright_fraction=fraction)

@@ -182,6 +182,7 @@ def frame_entry(frame: Frame, keys: list[str]) -> FrameEntry:
         coverage=round(frame.screening.coverage, 4),
         clear_fraction=round(frame.screening.clear_fraction, 4),
         objects={"ndvi": keys[0], "video": keys[1]},
+        bright_fraction=None if frame.bright_fraction is None else round(frame.bright_fraction, 4),
     )
 
 
@@ -239,6 +240,7 @@ def process(scene: Scene, ctx: Context) -> Outcome:
             ctx.reader,
             min_coverage=site.min_coverage,
             max_cloud_fraction=site.max_cloud_fraction,
+            bright_red_min=site.bright_red_min,
         )
     except SceneRejected as exc:
         retry = exc.retry and retry_ok

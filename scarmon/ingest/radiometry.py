@@ -117,6 +117,33 @@ def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
     return out
 
 
+def bright_mask(
+    red: np.ndarray,
+    nir: np.ndarray,
+    *,
+    red_min: float = defaults.BRIGHT_RED_MIN,
+    max_nir_red: float = defaults.BRIGHT_MAX_NIR_RED,
+) -> np.ndarray:
+    """Pixels that are cloud or snow by their spectrum: bright in red and NIR (both at least `red_min`) and flat
+    between them (NIR/red at most `max_nir_red`). Soil is darker in red, vegetation far steeper; NaN is never bright.
+
+    Reflectances, not DN. Thin cloud and snow mixed with ground below `red_min` stay observed: their NDVI lies
+    between the ground's and the cloud's, and the trackers' guard holds new scar area next to what is masked here.
+    """
+    red = np.asarray(red, dtype=np.float32)
+    nir = np.asarray(nir, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        out = (red >= red_min) & (nir >= red_min) & (nir <= red * np.float32(max_nir_red))
+    return np.asarray(out, dtype=bool)
+
+
+def warm_season(month: int, lat: float) -> bool:
+    """May-October north of the equator, November-April south of it: the half year without seasonal snow at most
+    sites (high mountains excepted, hence the SCL snow check next to it)."""
+    north = 5 <= month <= 10
+    return north if lat >= 0 else not north
+
+
 def video_frame(
     ndvi_arr: np.ndarray, valid: np.ndarray | None = None, ndvi_range: tuple[float, float] = defaults.VIDEO_NDVI_RANGE
 ) -> np.ndarray:

@@ -108,6 +108,9 @@ class FrameEntry:
     coverage: float
     clear_fraction: float
     objects: dict[str, str] = field(default_factory=dict)
+    # share of the AOI's SCL-clear pixels the spectral test (bright: cloud or snow SCL missed) left unobserved;
+    # None: not tested (frames ingested before the test, or a site that turned it off)
+    bright_fraction: float | None = None
 
     def __post_init__(self) -> None:
         sid = _check_scene_id(self.scene_id)
@@ -121,6 +124,9 @@ class FrameEntry:
             raise SequenceError(f"scene {sid!r}: processing_baseline must be a string or None")
         object.__setattr__(self, "coverage", _check_fraction(self.coverage, "coverage", sid))
         object.__setattr__(self, "clear_fraction", _check_fraction(self.clear_fraction, "clear_fraction", sid))
+        object.__setattr__(
+            self, "bright_fraction", _check_fraction(self.bright_fraction, "bright_fraction", sid, optional=True)
+        )
         if not isinstance(self.objects, Mapping):
             raise SequenceError(f"scene {sid!r}: objects must be a mapping role -> store key")
         objects = dict(self.objects)  # a private copy: the caller's dict must not change a stored entry
@@ -137,8 +143,13 @@ class FrameEntry:
     def sort_key(self) -> tuple[_datetime, str]:
         return parse_datetime(self.datetime), self.scene_id
 
+    @property
+    def observed_fraction(self) -> float:
+        """Share of the covered AOI observed: SCL's clear share less what the spectral test masked in it."""
+        return self.clear_fraction * (1.0 - (self.bright_fraction or 0.0))
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "date": self.date,
             "scene_id": self.scene_id,
             "datetime": self.datetime,
@@ -148,6 +159,9 @@ class FrameEntry:
             "clear_fraction": self.clear_fraction,
             "objects": dict(self.objects),
         }
+        if self.bright_fraction is not None:
+            out["bright_fraction"] = self.bright_fraction
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FrameEntry:
@@ -160,6 +174,7 @@ class FrameEntry:
             coverage=d["coverage"],
             clear_fraction=d["clear_fraction"],
             objects=dict(d["objects"]),
+            bright_fraction=d.get("bright_fraction"),
         )
 
 

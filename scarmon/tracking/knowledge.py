@@ -23,7 +23,9 @@ What one frame cannot be trusted with (issue 10):
   the frame is flagged with the reason, and a jump is taken when the next frame shows the same ground (one frame
   of delay for a failure; a missed cloud never comes back at the same place).
 - Brightness. Cloud and snow are bright in red and NIR, soil is not; this tracker sees NDVI only. The spectral test
-  belongs at ingestion (on B04/B08, before NDVI), where it would turn them into "not observed" for every tracker.
+  runs at ingestion (`radiometry.bright_mask` on B04/B08, site setting `bright_red_min`): bright cloud and snow SCL
+  missed are NaN in the stored NDVI and 0 in the video frames, "not observed" for this tracker and SAM 2 alike, and
+  the guard holds new area next to them. Their thin, darker edges stay observed: the guard is what holds those.
 """
 
 from __future__ import annotations
