@@ -375,7 +375,7 @@ def test_plan_reads_only_what_may_change():
     )
     assert [s.id[4:12] for s in todo.read] == ["20240103", "20240104", "20240106"]  # items changed, unread, new
     assert [s.id[4:12] for s, _ in todo.unchanged] == ["20240102"] and todo.known == 2
-    assert todo.reprocessed == ["S2A_20240101_R033"]  # 02.12 stored, 05.09 listed now
+    assert [(s.id, f.scene_id) for s, f in todo.reprocessed] == [("S2A_20240101_R033",) * 2]  # 02.12 → 05.09
 
 
 def test_identify_maps_each_stored_id_once():

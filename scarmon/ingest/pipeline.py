@@ -9,6 +9,15 @@ Nothing that may be temporary is made permanent: a scene whose items lack assets
 yet (coverage below the site's minimum), is recorded as pending (`Rejection.retry`) and looked at again on later
 runs while it is younger than `RETRY_PENDING_DAYS` before the newest scene; a coverage rejection is re-read only
 when the scene's items changed. Unreadable scenes are retried on `RETRY_MAX_ATTEMPTS` runs.
+
+A stored frame whose acquisition the catalog now lists with a newer processing baseline (found by the periodic
+deep re-scan, or within the reach-back window) is read again like any scene. If the new processing passes
+screening it replaces the frame's entry in the manifest (same scene id, date and datetime; compare-and-swap, so
+racing runs replace it once), under object keys that name the baseline (`keys.frame_base(..., processing=...)`):
+the replaced processing's objects stay in the store, and the manifest lists the replaced entry under `superseded`.
+A replaced frame that tracking already processed sets `dirty_from`, so the tracker re-runs from it. A newer
+processing that screening rejects leaves the frame as it is; it is recorded (`declined_reprocessings`) and not read
+again until the catalog's items for the scene change. Equal, older or unknown baselines change nothing.
 """
 
 from __future__ import annotations
@@ -28,15 +37,44 @@ from scarmon.grid import SiteGrid, site_grid
 from scarmon.ingest.discovery import Catalog
 from scarmon.ingest.frames import encode_ndvi, encode_png
 from scarmon.ingest.loading import Frame, SceneRejected, load_scene
-from scarmon.ingest.radiometry import video_frame
+from scarmon.ingest.radiometry import baseline_text, video_frame
 from scarmon.ingest.reader import RasterioReader, Reader, ReadError
 from scarmon.ingest.scenes import Scene, group_scenes, stored_id
 from scarmon.ingest.screening import Screening
 from scarmon.site import Site
+from scarmon.store import keys
 from scarmon.store.backends import Store
-from scarmon.store.sequence import FrameEntry, Manifest, Rejection, append, load_manifest
+from scarmon.store.sequence import (
+    DeclinedReprocessing,
+    FrameEntry,
+    Manifest,
+    MergeReport,
+    Rejection,
+    Replacement,
+    append,
+    load_manifest,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """A stored frame whose entry a newer processing of the same acquisition replaced."""
+
+    scene_id: str
+    old_baseline: str | None
+    new_baseline: str | None
+    datetime: str  # the frame's acquisition datetime
+    retrack: bool  # tracking had processed it: it re-runs from this frame
+
+    def line(self) -> str:
+        then = (
+            f"tracking re-runs from {self.datetime[:10]}"
+            if self.retrack
+            else "not tracked yet: tracked with the new processing"
+        )
+        return f"replaced {self.scene_id}: processing {self.old_baseline} → {self.new_baseline}; {then}"
 
 
 @dataclass
@@ -48,26 +86,28 @@ class IngestReport:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (scene id, reason), final
     pending: list[tuple[str, str]] = field(default_factory=list)  # (scene id, reason), looked at again later
     skipped: list[tuple[str, str]] = field(default_factory=list)  # read failures / malformed items
-    reprocessed: list[str] = field(default_factory=list)  # frames whose acquisition the catalog now lists reprocessed
+    replaced: list[Replaced] = field(default_factory=list)  # frames a newer processing replaced
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (scene id, why): newer processing rejected, frame kept
     dirty_from: str | None = None
     deep: bool = False  # the search covered the site's whole history
 
     def summary(self) -> str:
         deep = " (deep re-scan of the whole history)" if self.deep else ""
+        replaced = f", {len(self.replaced)} replaced by a newer processing" if self.replaced else ""
         lines = [
             f"site {self.site_id}: {self.found} scene(s) found, {len(self.appended)} appended, "
             f"{len(self.rejected)} rejected, {len(self.pending)} pending, {self.already_present} already "
-            f"present, {len(self.skipped)} skipped{deep}"
+            f"present, {len(self.skipped)} skipped{replaced}{deep}"
         ]
         lines += [f"  rejected {sid}: {why}" for sid, why in self.rejected]
         lines += [f"  pending  {sid}: {why} (looked at again on later runs)" for sid, why in self.pending]
         lines += [f"  skipped  {sid}: {why}" for sid, why in self.skipped]
-        lines += [
-            f"  reprocessed {sid}: the catalog lists a newer processing than the stored frame's (kept as is)"
-            for sid in self.reprocessed
-        ]
+        lines += [f"  {r.line()}" for r in self.replaced]
+        lines += [f"  kept     {sid}: {why}" for sid, why in self.kept]
         if self.dirty_from:
-            lines.append(f"  an earlier scene arrived late: tracking must re-run from {self.dirty_from}")
+            lines.append(
+                f"  tracking must re-run from {self.dirty_from} (a scene arrived late or a frame was replaced)"
+            )
         return "\n".join(lines)
 
 
@@ -129,16 +169,42 @@ def identify(scenes: Iterable[Scene], manifest: Manifest) -> list[Scene]:
     return out
 
 
+def baseline_order(baseline: str | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """How new a processing is: (newest, oldest) baseline of its tiles as (major, minor) numbers ("04.00,05.11" →
+    ((5, 11), (4, 0))); None when unknown or not a number (such a processing is never taken as newer)."""
+    if not baseline:
+        return None
+    versions = []
+    for part in str(baseline).split(","):
+        text = baseline_text(part)
+        try:
+            major, minor = (int(p) for p in text.split("."))
+        except ValueError:
+            return None
+        versions.append((major, minor))
+    return max(versions), min(versions)
+
+
+def newer_processing(offered: str | None, stored: str | None) -> bool:
+    """True when the catalog's processing is newer than the stored frame's ("05.11" > "04.00", numerically; a pass
+    with one tile reprocessed is newer than none); equal, older or unknown baselines: False."""
+    new, old = baseline_order(offered), baseline_order(stored)
+    return new is not None and old is not None and new > old
+
+
 @dataclass(frozen=True)
 class Plan:
     read: list[Scene]  # scenes to screen (and load)
     known: int  # decided before: skipped without reading
     unchanged: list[tuple[Scene, Rejection]]  # pending, same items as last time: nothing to read
-    reprocessed: list[str]  # stored frames the catalog now lists on another baseline
+    reprocessed: list[tuple[Scene, FrameEntry]] = field(default_factory=list)  # newer processings to read, and the
+    # stored frame each would replace (the scene carries the frame's datetime)
 
 
 def plan(scenes: list[Scene], manifest: Manifest) -> Plan:
-    """Pure: which scenes a run reads. A pending coverage rejection is re-read only when its items changed."""
+    """Pure: which scenes a run reads. A pending coverage rejection is re-read only when its items changed; a
+    stored frame is read again when the catalog lists a newer processing of it that was not declined with the
+    same items before."""
     known = manifest.known_scene_ids()
     pending = {r.scene_id: r for r in manifest.pending()}
     frames = {f.scene_id: f for f in manifest.frames}
@@ -147,12 +213,10 @@ def plan(scenes: list[Scene], manifest: Manifest) -> Plan:
         if s.id in known:
             n_known += 1
             f = frames.get(s.id)
-            if (
-                f is not None
-                and None not in (f.processing_baseline, s.processing_baseline)
-                and f.processing_baseline != s.processing_baseline
-            ):
-                reprocessed.append(s.id)  # another processing baseline (item ids differ between catalogs anyway)
+            if f is not None and newer_processing(s.processing_baseline, f.processing_baseline):
+                declined = manifest.declined(s.id)
+                if declined is None or declined.item_ids != s.item_ids:
+                    reprocessed.append((replace(s, datetime=f.datetime), f))
         elif (p := pending.get(s.id)) is not None and p.item_ids and p.item_ids == s.item_ids:
             unchanged.append((s, p))
         else:
@@ -163,8 +227,10 @@ def plan(scenes: list[Scene], manifest: Manifest) -> Plan:
 # --- Objects and manifest entries -------------------------------------------------------------------------------------
 
 
-def frame_objects(site_id: str, frame: Frame, grid: SiteGrid) -> dict[str, bytes]:
-    base = f"{site_id}/frames/{frame.scene.date}_{frame.scene.id}"
+def frame_objects(site_id: str, frame: Frame, grid: SiteGrid, *, processing: str | None = None) -> dict[str, bytes]:
+    """The NDVI COG and the video frame; `processing` (a newer processing replacing a stored frame) gives them keys
+    of their own, so the replaced processing's objects are kept."""
+    base = keys.frame_base(site_id, frame.scene.date, frame.scene.id, processing)
     return {
         f"{base}.tif": encode_ndvi(frame.ndvi, grid),
         f"{base}.png": encode_png(video_frame(frame.ndvi, frame.valid)),
@@ -217,6 +283,7 @@ class Outcome:
     data: dict[str, bytes] = field(default_factory=dict)
     rejection: Rejection | None = None
     unreadable: str | None = None
+    replaces: FrameEntry | None = None  # a newer processing of this stored frame was read
 
 
 @dataclass(frozen=True)
@@ -228,10 +295,19 @@ class Context:
     newest: dt.datetime | None
 
 
-def process(scene: Scene, ctx: Context) -> Outcome:
-    """Screen, load and encode one scene (runs in a worker thread; touches no shared state but the reader's)."""
+def process(scene: Scene, ctx: Context, replaces: FrameEntry | None = None) -> Outcome:
+    """Screen, load and encode one scene (runs in a worker thread; touches no shared state but the reader's).
+
+    `replaces`: the stored frame this scene is a newer processing of. Its rejection is never final by age (the
+    frame is kept whatever happens): `retry` then says whether the state may pass (missing assets, a tile not
+    reprocessed yet)."""
+    if replaces is not None:
+        return replace(_process(scene, ctx, retry_ok=True, processing=scene.processing_baseline), replaces=replaces)
+    return _process(scene, ctx, retry_ok=may_retry(scene.datetime, ctx.newest))
+
+
+def _process(scene: Scene, ctx: Context, *, retry_ok: bool, processing: str | None = None) -> Outcome:
     site = ctx.site
-    retry_ok = may_retry(scene.datetime, ctx.newest)
     try:
         screening, frame = load_scene(
             scene,
@@ -261,7 +337,7 @@ def process(scene: Scene, ctx: Context) -> Outcome:
         return Outcome(
             scene, rejection=rejection(scene, reason, screening, retry=retry, item_ids=scene.item_ids if retry else ())
         )
-    data = frame_objects(site.id, frame, ctx.grid)
+    data = frame_objects(site.id, frame, ctx.grid, processing=processing)
     return Outcome(scene, frame=frame_entry(frame, list(data)), data=data)
 
 
@@ -304,13 +380,14 @@ def ingest(
     report.skipped.extend((name, f"malformed catalog item: {why}") for name, why in getattr(catalog, "malformed", []))
     todo = plan(scenes, manifest)
     report.already_present = todo.known
-    report.reprocessed = todo.reprocessed
     newest = max(filter(None, [_parse(manifest.cursor()), *(_parse(s.datetime) for s in scenes)]), default=None)
     ctx = Context(site, grid, reader, {r.scene_id: r for r in manifest.pending()}, newest)
     _settle_unchanged(todo.unchanged, ctx, store, report)
+    stored = {scene.id: f for scene, f in todo.reprocessed}
+    to_read = sorted([*todo.read, *(scene for scene, _ in todo.reprocessed)], key=lambda s: (s.datetime, s.id))
     if on_scenes:
-        on_scenes(len(todo.read))
-    for batch in _in_order(todo.read, lambda s: process(s, ctx), workers):
+        on_scenes(len(to_read))
+    for batch in _in_order(to_read, lambda s: process(s, ctx, stored.get(s.id)), workers):
         _commit(batch, site, grid, store, report)
         if progress:
             progress(len(batch))
@@ -345,16 +422,29 @@ def _in_order(scenes: list[Scene], work: Callable[[Scene], Outcome], workers: in
 
 
 def _commit(batch: list[Outcome], site: Site, grid: SiteGrid, store: Store, report: IngestReport) -> None:
-    """One atomic append for a batch of consecutive scenes."""
-    frames = [o.frame for o in batch if o.frame is not None]
-    rejections = [o.rejection for o in batch if o.rejection is not None]
+    """One atomic append for a batch of consecutive scenes (new scenes, and newer processings of stored frames)."""
+    frames = [o.frame for o in batch if o.frame is not None and o.replaces is None]
+    rejections = [o.rejection for o in batch if o.rejection is not None and o.replaces is None]
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    replacements = [Replacement(o.replaces, o.frame, now) for o in batch if o.replaces and o.frame]
+    declined = [_declined(o, now) for o in batch if o.replaces and o.rejection and _final_for_items(o)]
     data = {k: v for o in batch for k, v in o.data.items()}
-    merged = append(store, site.id, frames=frames, rejections=rejections, grid=grid.to_dict(), data=data)
+    merged = append(
+        store,
+        site.id,
+        frames=frames,
+        rejections=rejections,
+        grid=grid.to_dict(),
+        data=data,
+        replacements=replacements,
+        declined=declined,
+    )
     report.appended.extend(merged.appended)
     report.already_present += len(merged.already_present)
+    _report_reprocessed(batch, merged, report)
     for o in batch:
         r = o.rejection
-        if r is None:
+        if r is None or o.replaces is not None:
             continue
         if o.unreadable is not None and r.retry:
             report.skipped.append((r.scene_id, o.unreadable))
@@ -364,6 +454,54 @@ def _commit(batch: list[Outcome], site: Site, grid: SiteGrid, store: Store, repo
             report.rejected.append((r.scene_id, r.reason))
     if merged.dirty_from:
         report.dirty_from = min(filter(None, [report.dirty_from, merged.dirty_from]))
+
+
+def _final_for_items(o: Outcome) -> bool:
+    """A rejected newer processing is recorded (not read again while its items stay the same) unless its state
+    may pass with the same items: missing assets, unreadable files."""
+    r = o.rejection
+    return r is not None and o.unreadable is None and (not r.retry or bool(r.item_ids))
+
+
+def _declined(o: Outcome, now: str) -> DeclinedReprocessing:
+    assert o.rejection is not None
+    return DeclinedReprocessing(
+        scene_id=o.scene.id,
+        processing_baseline=o.scene.processing_baseline,
+        item_ids=o.scene.item_ids,
+        reason=o.rejection.reason,
+        decided_at=now,
+    )
+
+
+def _report_reprocessed(batch: list[Outcome], merged: MergeReport, report: IngestReport) -> None:
+    """Replaced frames, and newer processings that left the stored frame as it was (and why)."""
+    replaced, tracked = set(merged.replaced), set(merged.replaced_tracked)
+    for o in batch:
+        old = o.replaces
+        if old is None:
+            continue
+        new = o.scene.processing_baseline
+        if o.frame is not None and old.scene_id in replaced:
+            report.replaced.append(
+                Replaced(old.scene_id, old.processing_baseline, new, old.datetime, old.scene_id in tracked)
+            )
+        elif o.frame is not None:  # another run replaced (or changed) the entry first
+            report.kept.append(
+                (old.scene_id, f"newer processing {new} not applied: another run changed the frame first")
+            )
+        elif o.unreadable is not None:
+            report.skipped.append((old.scene_id, f"newer processing {new} unreadable ({o.unreadable}); frame kept"))
+        elif o.rejection is not None:
+            temporary = o.rejection.retry and not o.rejection.item_ids
+            again = "read again on later runs" if temporary else "not read again unless its items change"
+            report.kept.append(
+                (
+                    old.scene_id,
+                    f"newer processing {new} rejected ({o.rejection.reason}); the stored "
+                    f"{old.processing_baseline} frame is kept ({again})",
+                )
+            )
 
 
 def _settle_unchanged(

@@ -50,9 +50,24 @@ def frames_prefix(site_id: str) -> str:
     return f"{site_id}/frames/"
 
 
-def frame_base(site_id: str, date: str, scene_id: str) -> str:
-    """Key of a frame's objects without the extension (`.tif` NDVI COG, `.png` video frame)."""
-    return f"{frames_prefix(site_id)}{date}_{scene_id}"
+def frame_base(site_id: str, date: str, scene_id: str, processing: str | None = None) -> str:
+    """Key of a frame's objects without the extension (`.tif` NDVI COG, `.png` video frame).
+
+    `processing`: the processing baseline(s) of a NEWER processing that replaces a stored frame ("05.11", or
+    "04.00,05.11" for a pass whose tiles differ): its objects get their own keys (`..._N0511`, `..._N0400-N0511`),
+    so the objects of the processing it replaces are never overwritten (the manifest lists them as superseded).
+    A frame's first processing keeps the plain key."""
+    base = f"{frames_prefix(site_id)}{date}_{scene_id}"
+    return f"{base}_{processing_tag(processing)}" if processing else base
+
+
+def processing_tag(processing: str) -> str:
+    """`N0511` for "05.11" (ESA's product-name spelling), `N0400-N0511` for "04.00,05.11"; only [A-Za-z0-9-]."""
+    parts = [re.sub(r"[^0-9A-Za-z]", "", p) for p in str(processing).split(",")]
+    tag = "-".join(f"N{p}" for p in parts if p)
+    if not tag:
+        raise ValueError(f"processing baseline {processing!r} names no processing (expected e.g. '05.11')")
+    return tag
 
 
 # --- tracking ----------------------------------------------------------------------------------------------------
@@ -165,10 +180,19 @@ LAYOUT: tuple[tuple[str, str, str], ...] = (
         "ingest, track, refine",
         "the sequence: grid, frames (date, scene id, item ids, baseline, coverage, clear fraction, object keys), "
         "rejections with reasons and fractions (`retry: true` = unreadable this time, searched again), "
-        "`tracked_until`, `dirty_from`, revision",
+        "`tracked_until`, `dirty_from`, revision; once a newer processing replaced a frame, `superseded` (the "
+        "replaced entries with their object keys, when and by which baseline) and `declined_reprocessings` (newer "
+        "processings screened out: the frame was kept)",
     ),
     ("{site}/frames/{date}_{scene}.tif", "ingest", "NDVI on the site grid, int16 × 1e-4 COG, nodata = not clear"),
     ("{site}/frames/{date}_{scene}.png", "ingest", "the 8-bit video frame (fixed NDVI → gray mapping, −0.2 … 0.8)"),
+    (
+        "{site}/frames/{date}_{scene}_N{baseline}.tif, .png",
+        "ingest",
+        "the same two objects from a newer processing of a stored frame's acquisition (e.g. `_N0511`), found by the "
+        "deep re-scan; the manifest's frame then points at them and lists the entry it replaced under `superseded`. "
+        "The replaced processing's objects are kept, never overwritten",
+    ),
     ("{site}/masks/{date}_{scene}.tif", "track", "the scar mask, uint8 COG on the site grid"),
     ("{site}/tracking/tracker.json", "track", "which tracker (and which weights, by sha256) produced the states"),
     (

@@ -20,6 +20,16 @@ Rules worth knowing:
 - Frames sort by (acquisition datetime, scene_id). A new frame at or before `tracked_until` means tracking already
   ran past its place: `dirty_from` becomes the earliest such datetime so the tracker re-runs from there.
 - `revision` grows by one per successful swap; an append that adds nothing does not swap and does not bump it.
+- The one exception to "a known scene is never changed": a newer processing of a stored frame's acquisition
+  (`Replacement`, offered by ingestion's re-scan) replaces the frame's entry, keeping its scene id, date and
+  datetime. It is a compare-and-swap: it applies only while the stored entry is still the one the caller replaced
+  (a second run, or a run that lost a race, changes nothing). The replaced entry is kept in `superseded` with when
+  and by which baseline, and its objects stay in the store (the new processing is written under keys of its own,
+  `keys.frame_base(..., processing=...)`); a replaced frame at or before `tracked_until` sets `dirty_from` like a
+  late frame. A newer processing that was screened out is recorded in `declined_reprocessings` (per scene, with
+  the item ids it saw) so it is not read again until the catalog's items change.
+- Manifests without `superseded` / `declined_reprocessings` (written before they existed) load as having none;
+  both are written only when not empty.
 """
 
 from __future__ import annotations
@@ -246,6 +256,100 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class Replacement:
+    """A newer processing of a stored frame's acquisition: `new` replaces `old` if `old` is still the stored entry.
+
+    `at`: when the caller decided it (ISO datetime, UTC), recorded with the superseded entry."""
+
+    old: FrameEntry
+    new: FrameEntry
+    at: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.old, FrameEntry) or not isinstance(self.new, FrameEntry):
+            raise SequenceError("a replacement needs the stored FrameEntry (old) and its new FrameEntry (new)")
+        if self.new.scene_id != self.old.scene_id:
+            raise SequenceError(
+                f"a replacement must keep the scene id: {self.new.scene_id!r} offered for {self.old.scene_id!r}"
+            )
+        parse_datetime(self.at, what=f"scene {self.old.scene_id!r}: replacement time")
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """A frame entry that a newer processing replaced. Its objects are still in the store, under its keys."""
+
+    frame: FrameEntry  # the entry as it was stored
+    replaced_at: str  # ISO datetime (UTC) of the replacement
+    by_processing_baseline: str | None  # the processing that replaced it
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.frame, FrameEntry):
+            raise SequenceError(f"a superseded record needs a FrameEntry, got {type(self.frame).__name__}")
+        parse_datetime(self.replaced_at, what=f"scene {self.frame.scene_id!r}: replaced_at")
+        if self.by_processing_baseline is not None and not isinstance(self.by_processing_baseline, str):
+            raise SequenceError(f"scene {self.frame.scene_id!r}: by_processing_baseline must be a string or None")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "frame": self.frame.to_json(),
+            "replaced_at": self.replaced_at,
+            "by_processing_baseline": self.by_processing_baseline,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Superseded:
+        return cls(
+            frame=FrameEntry.from_json(d["frame"]),
+            replaced_at=d["replaced_at"],
+            by_processing_baseline=d["by_processing_baseline"],
+        )
+
+
+@dataclass(frozen=True)
+class DeclinedReprocessing:
+    """A newer processing of a stored frame that screening rejected (clouds, coverage): the frame was kept. It is
+    not read again while the catalog lists the same items for the scene."""
+
+    scene_id: str
+    processing_baseline: str | None
+    item_ids: tuple[str, ...]
+    reason: str
+    decided_at: str  # ISO datetime (UTC)
+
+    def __post_init__(self) -> None:
+        sid = _check_scene_id(self.scene_id)
+        items = tuple(self.item_ids)
+        if not all(isinstance(i, str) and i for i in items):
+            raise SequenceError(f"scene {sid!r}: item_ids must be non-empty strings, got {self.item_ids!r}")
+        object.__setattr__(self, "item_ids", items)
+        if self.processing_baseline is not None and not isinstance(self.processing_baseline, str):
+            raise SequenceError(f"scene {sid!r}: processing_baseline must be a string or None")
+        if not isinstance(self.reason, str) or not self.reason:
+            raise SequenceError(f"scene {sid!r}: a declined reprocessing needs a non-empty reason")
+        parse_datetime(self.decided_at, what=f"scene {sid!r}: decided_at")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scene_id": self.scene_id,
+            "processing_baseline": self.processing_baseline,
+            "item_ids": list(self.item_ids),
+            "reason": self.reason,
+            "decided_at": self.decided_at,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DeclinedReprocessing:
+        return cls(
+            scene_id=d["scene_id"],
+            processing_baseline=d["processing_baseline"],
+            item_ids=tuple(d["item_ids"]),
+            reason=d["reason"],
+            decided_at=d["decided_at"],
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A site's sequence as of one revision. `grid` is None only before the first append."""
 
@@ -256,6 +360,8 @@ class Manifest:
     tracked_until: str | None = None
     dirty_from: str | None = None
     revision: int = 0
+    superseded: tuple[Superseded, ...] = ()  # frame entries replaced by a newer processing, oldest replacement first
+    declined_reprocessings: tuple[DeclinedReprocessing, ...] = ()  # at most one per scene: the latest
 
     @property
     def site_grid(self) -> SiteGrid:
@@ -284,6 +390,14 @@ class Manifest:
     def frame(self, scene_id: str) -> FrameEntry | None:
         return next((f for f in self.frames if f.scene_id == scene_id), None)
 
+    def declined(self, scene_id: str) -> DeclinedReprocessing | None:
+        """The latest newer processing of this frame that was screened out (the frame was kept), if any."""
+        return next((d for d in self.declined_reprocessings if d.scene_id == scene_id), None)
+
+    def object_keys(self) -> set[str]:
+        """Every data object the manifest references: its frames' and its superseded entries' (never overwrite)."""
+        return {k for f in (*self.frames, *(s.frame for s in self.superseded)) for k in f.objects.values()}
+
     def to_json_bytes(self) -> bytes:
         doc = {
             "format": FORMAT,
@@ -295,6 +409,10 @@ class Manifest:
             "frames": [f.to_json() for f in self.frames],
             "rejections": [r.to_json() for r in self.rejections],
         }
+        if self.superseded:  # written only when there are some: manifests of sites without any stay as they were
+            doc["superseded"] = [s.to_json() for s in self.superseded]
+        if self.declined_reprocessings:
+            doc["declined_reprocessings"] = [d.to_json() for d in self.declined_reprocessings]
         return (json.dumps(doc, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
 
     @classmethod
@@ -323,6 +441,8 @@ class Manifest:
             grid = doc["grid"]
             revision = doc["revision"]
             tracked_until, dirty_from = doc["tracked_until"], doc["dirty_from"]
+            superseded = tuple(Superseded.from_json(x) for x in doc.get("superseded", []))  # absent before
+            declined = tuple(DeclinedReprocessing.from_json(x) for x in doc.get("declined_reprocessings", []))
             if grid is not None and not isinstance(grid, dict):
                 raise SequenceError("grid must be an object or null")
             if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
@@ -345,6 +465,8 @@ class Manifest:
             tracked_until=tracked_until,
             dirty_from=dirty_from,
             revision=revision,
+            superseded=superseded,
+            declined_reprocessings=declined,
         )
 
 
@@ -358,10 +480,14 @@ class MergeReport:
     inserted_before_tracked: bool  # a new frame landed at or before tracked_until
     dirty_from: str | None  # the manifest's dirty_from after the merge
     revision: int  # the manifest's revision after the merge (unchanged if nothing was new)
+    replaced: tuple[str, ...] = ()  # frames whose entry a newer processing replaced
+    replaced_tracked: tuple[str, ...] = ()  # of those, the ones tracking had already processed (now dirty)
+    not_replaced: tuple[str, ...] = ()  # replacements offered for an entry that had changed meanwhile: ignored
+    declined: tuple[str, ...] = ()  # newly recorded declined reprocessings
 
     @property
     def changed(self) -> bool:
-        return bool(self.appended or self.rejected)
+        return bool(self.appended or self.rejected or self.replaced or self.declined)
 
 
 def _normalize_grid(grid: Mapping[str, Any], site_id: str) -> dict[str, Any]:
@@ -376,9 +502,17 @@ def _normalize_grid(grid: Mapping[str, Any], site_id: str) -> dict[str, Any]:
 
 
 def merge(
-    manifest: Manifest, *, frames: Sequence[FrameEntry], rejections: Sequence[Rejection], grid: Mapping[str, Any]
+    manifest: Manifest,
+    *,
+    frames: Sequence[FrameEntry],
+    rejections: Sequence[Rejection],
+    grid: Mapping[str, Any],
+    replacements: Sequence[Replacement] = (),
+    declined: Sequence[DeclinedReprocessing] = (),
 ) -> tuple[Manifest, MergeReport]:
-    """Pure: the manifest with the offered scenes added, and a report. Known scenes are left as they are.
+    """Pure: the manifest with the offered scenes added, and a report. Known scenes are left as they are, except
+    for `replacements` (newer processings of stored frames, applied only where `old` is still the stored entry)
+    and `declined` (newer processings screened out, recorded for frames the site has).
 
     Raises SequenceError if the grid differs from the site's, or if one scene is offered twice in the same call.
     If nothing is new (and the grid was already set) the same manifest object is returned, revision unchanged.
@@ -395,7 +529,13 @@ def merge(
     for e in offered:
         if not isinstance(e, (FrameEntry, Rejection)):
             raise SequenceError(f"site {site_id!r}: expected FrameEntry or Rejection, got {type(e).__name__}")
-    ids = [e.scene_id for e in offered]
+    for r in replacements:
+        if not isinstance(r, Replacement):
+            raise SequenceError(f"site {site_id!r}: expected Replacement, got {type(r).__name__}")
+    for d in declined:
+        if not isinstance(d, DeclinedReprocessing):
+            raise SequenceError(f"site {site_id!r}: expected DeclinedReprocessing, got {type(d).__name__}")
+    ids = [e.scene_id for e in offered] + [r.old.scene_id for r in replacements] + [d.scene_id for d in declined]
     if len(ids) != len(set(ids)):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise SequenceError(f"site {site_id!r}: scenes offered more than once in one append: {dup}")
@@ -405,29 +545,67 @@ def merge(
     new_rejections = sorted((r for r in rejections if r.scene_id not in known), key=lambda e: e.sort_key)
     already = tuple(e.scene_id for e in sorted((e for e in offered if e.scene_id in known), key=lambda e: e.sort_key))
 
+    # Replacements: compare-and-swap on the stored entry, keeping its scene id, date and datetime.
+    stored = {f.scene_id: f for f in manifest.frames}
+    swaps: dict[str, FrameEntry] = {}
+    superseded: list[Superseded] = []
+    not_replaced: list[str] = []
+    for r in sorted(replacements, key=lambda r: r.old.sort_key):
+        current = stored.get(r.old.scene_id)
+        if current is None or current != r.old or r.new == current:
+            not_replaced.append(r.old.scene_id)  # replaced (or removed) meanwhile by another run: nothing to do
+            continue
+        swaps[current.scene_id] = replace(r.new, date=current.date, datetime=current.datetime)
+        superseded.append(Superseded(current, r.at, r.new.processing_baseline))
+    in_use = manifest.object_keys()
+    for sid, f in swaps.items():
+        reused = sorted(set(f.objects.values()) & in_use)
+        if reused:
+            raise SequenceError(
+                f"site {site_id!r}: the new processing of scene {sid!r} references {reused}, already an object of "
+                "this sequence; a replacement needs keys of its own (keys.frame_base(..., processing=...))"
+            )
+
+    # Declined reprocessings: one record per stored frame (the latest), dropped once a replacement succeeds.
+    old_declined = {d.scene_id: d for d in manifest.declined_reprocessings}
+    new_declined = [
+        d for d in declined if d.scene_id in stored and d.scene_id not in swaps and old_declined.get(d.scene_id) != d
+    ]
+    declined_out = {**old_declined, **{d.scene_id: d for d in new_declined}}
+    for sid in swaps:
+        declined_out.pop(sid, None)
+
     dirty_from = manifest.dirty_from
     inserted_before = False
+    replaced_tracked: list[str] = []
     if manifest.tracked_until is not None:
         tracked = parse_datetime(manifest.tracked_until)
         # "<=": a frame at the tracked datetime but a later scene_id was not seen by the tracker either.
         late = [f for f in new_frames if f.sort_key[0] <= tracked]
-        if late:
-            inserted_before = True
-            candidates = [late[0].datetime] + ([dirty_from] if dirty_from else [])
-            dirty_from = min(candidates, key=parse_datetime)
+        inserted_before = bool(late)
+        replaced_tracked = [sid for sid, f in swaps.items() if f.sort_key[0] <= tracked]
+        changed_at = [late[0].datetime] if late else []
+        changed_at += [swaps[sid].datetime for sid in replaced_tracked]
+        if changed_at:
+            dirty_from = min([*changed_at, *([dirty_from] if dirty_from else [])], key=parse_datetime)
 
     grid_set = manifest.grid is None
-    if not new_frames and not new_rejections and not grid_set:
-        return manifest, MergeReport((), (), already, False, manifest.dirty_from, manifest.revision)
+    if not new_frames and not new_rejections and not swaps and not new_declined and not grid_set:
+        return manifest, MergeReport(
+            (), (), already, False, manifest.dirty_from, manifest.revision, not_replaced=tuple(not_replaced)
+        )
     decided = {f.scene_id for f in new_frames} | {r.scene_id for r in new_rejections}
     kept = (r for r in manifest.rejections if not (r.retry and r.scene_id in decided))  # a retried scene is replaced
+    current_frames = (swaps.get(f.scene_id, f) for f in manifest.frames)
     merged = replace(
         manifest,
         grid=grid,
-        frames=tuple(sorted((*manifest.frames, *new_frames), key=lambda e: e.sort_key)),
+        frames=tuple(sorted((*current_frames, *new_frames), key=lambda e: e.sort_key)),
         rejections=tuple(sorted((*kept, *new_rejections), key=lambda e: e.sort_key)),
         dirty_from=dirty_from,
         revision=manifest.revision + 1,
+        superseded=(*manifest.superseded, *superseded),
+        declined_reprocessings=tuple(sorted(declined_out.values(), key=lambda d: d.scene_id)),
     )
     report = MergeReport(
         tuple(f.scene_id for f in new_frames),
@@ -436,6 +614,10 @@ def merge(
         inserted_before,
         dirty_from,
         merged.revision,
+        replaced=tuple(swaps),
+        replaced_tracked=tuple(replaced_tracked),
+        not_replaced=tuple(not_replaced),
+        declined=tuple(d.scene_id for d in new_declined),
     )
     return merged, report
 
@@ -461,25 +643,34 @@ def append(
     rejections: Sequence[Rejection],
     grid: Mapping[str, Any],
     data: Mapping[str, bytes],
+    replacements: Sequence[Replacement] = (),
+    declined: Sequence[DeclinedReprocessing] = (),
     max_attempts: int = 10,
 ) -> MergeReport:
     """Add scenes to a site's sequence: write their data objects, then swap the manifest (optimistically).
 
     `data` maps store keys (under `{site_id}/frames/`) to bytes; each key must be an object of one of the offered
-    frames. Objects of scenes the site already knows are not rewritten. Every object a new frame references must
-    be in `data` or already in the store, so a visible frame never points at nothing.
+    frames (or of a replacement's new entry). Objects of scenes the site already knows are not rewritten, and no
+    object the manifest references (a frame's or a superseded entry's) is ever overwritten. Every object a new
+    frame or a replacement references must be in `data` or already in the store, so a visible frame never points
+    at nothing.
+
+    `replacements`: newer processings of stored frames (see `merge`); their objects are written only while the
+    stored entry is still `old`. `declined`: newer processings screened out (the frames are kept).
 
     Nothing is visible until the manifest swap succeeds. On a lost swap (another run appended first) the manifest
     is re-read and the merge redone, up to `max_attempts` swaps, then SequenceError. The returned report is that
-    of the merge that was stored; scenes the other run added meanwhile show up as `already_present`. If two runs
-    offer the same scene at once, both write its objects (same keys, whole-object replaces), one frame is kept.
+    of the merge that was stored; scenes the other run added meanwhile show up as `already_present`, frames it
+    replaced meanwhile as `not_replaced`. If two runs offer the same scene at once, both write its objects (same
+    keys, whole-object replaces), one frame is kept.
     """
     check_site_id(site_id)
     if max_attempts < 1:
         raise SequenceError(f"max_attempts must be >= 1, got {max_attempts}")
     prefix = keys.frames_prefix(site_id)
     owner: dict[str, str] = {}  # object key -> scene_id of the offered frame referencing it
-    for f in frames:
+    offered = [*frames, *(r.new for r in replacements if isinstance(r, Replacement))]
+    for f in offered:
         for key in f.objects.values():
             if not key.startswith(prefix):
                 raise SequenceError(
@@ -501,13 +692,18 @@ def append(
             )
 
     manifest, tag = load_manifest(store, site_id)
-    merge(manifest, frames=frames, rejections=rejections, grid=grid)  # fail fast (grid, duplicates) before writing
+    # Fail fast (grid, duplicates, a replacement reusing a referenced key) before writing anything.
+    _, first = merge(
+        manifest, frames=frames, rejections=rejections, grid=grid, replacements=replacements, declined=declined
+    )
     known = manifest.known_scene_ids()
+    replacing = set(first.replaced)  # replacements that still apply to the stored entries
     visible = {k: f.scene_id for f in manifest.frames for k in f.objects.values()}
+    visible.update({k: s.frame.scene_id for s in manifest.superseded for k in s.frame.objects.values()})
     check_lease(store, site_id)  # a run that lost its site lease stops before writing (LeaseLost)
     for key, blob in data.items():
         scene = owner[key]
-        if scene in known:
+        if scene in known and scene not in replacing:
             continue  # already decided; never touch a visible frame's objects
         if key in visible:
             raise SequenceError(
@@ -515,8 +711,8 @@ def append(
                 f"scene {visible[key]!r}; refusing to overwrite it. Give each scene its own keys"
             )
         store.put(key, blob)
-    for f in frames:
-        if f.scene_id in known:
+    for f in offered:
+        if f.scene_id in known and f.scene_id not in replacing:
             continue
         for key in f.objects.values():
             if key not in data and not store.exists(key):
@@ -528,13 +724,22 @@ def append(
     stored: list[MergeReport] = []
 
     def change(current: Manifest | None) -> Manifest | None:
-        merged, report = merge(current or Manifest.empty(site_id), frames=frames, rejections=rejections, grid=grid)
+        merged, report = merge(
+            current or Manifest.empty(site_id),
+            frames=frames,
+            rejections=rejections,
+            grid=grid,
+            replacements=[r for r in replacements if r.old.scene_id in replacing],  # objects written for these
+            declined=declined,
+        )
         stored[:] = [report]
         check_lease(store, site_id)  # before each swap
         return None if merged is current or (current is None and not report.changed) else merged
 
     _swap_manifest(store, site_id, change, max_attempts, "the data objects are written, run again to retry")
-    return stored[0]
+    report = stored[0]
+    skipped = tuple(r.old.scene_id for r in replacements if r.old.scene_id not in replacing)
+    return replace(report, not_replaced=tuple(sorted({*report.not_replaced, *skipped})))
 
 
 def mark_tracked(
@@ -549,19 +754,20 @@ def mark_tracked(
     """Record that tracking has processed the sequence through `tracked_until`; returns the stored manifest.
 
     `clear_dirty=True` says the run re-tracked from `dirty_from`. Pass `based_on`, the manifest the tracker read:
-    any frame appended since then at or before `tracked_until` was not tracked, so `dirty_from` is set to it
-    instead of being lost, and a `dirty_from` set since then (a correction) is kept (without `based_on` the
-    caller guarantees neither happened).
+    any frame appended (or replaced by a newer processing) since then at or before `tracked_until` was not tracked,
+    so `dirty_from` is set to it instead of being lost, and a `dirty_from` set since then (a correction) is kept
+    (without `based_on` the caller guarantees neither happened).
     """
     until = parse_datetime(tracked_until, what="tracked_until")
-    seen = {f.scene_id for f in based_on.frames} if based_on is not None else None
+    seen = {f.scene_id: f for f in based_on.frames} if based_on is not None else None
 
     def change(manifest: Manifest) -> Manifest | None:
         dirty = None if clear_dirty else manifest.dirty_from
         if based_on is not None and manifest.dirty_from != based_on.dirty_from:
             dirty = manifest.dirty_from  # marked dirty (a correction) while this run tracked: keep it
         if seen is not None:
-            unseen = [f.datetime for f in manifest.frames if f.scene_id not in seen and f.sort_key[0] <= until]
+            # a frame appended, or replaced by a newer processing, since the tracker read the manifest
+            unseen = [f.datetime for f in manifest.frames if seen.get(f.scene_id) != f and f.sort_key[0] <= until]
             if unseen:
                 dirty = min([*unseen, *([dirty] if dirty else [])], key=parse_datetime)
         if manifest.tracked_until == tracked_until and manifest.dirty_from == dirty:
@@ -642,10 +848,13 @@ def _dump_manifest(manifest: Manifest) -> bytes:
 
 __all__ = [
     "FORMAT",
+    "DeclinedReprocessing",
     "FrameEntry",
     "Manifest",
     "MergeReport",
     "Rejection",
+    "Replacement",
+    "Superseded",
     "SequenceError",
     "append",
     "check_site_id",
