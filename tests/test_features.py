@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,14 @@ def test_scar_under_cloud_is_low_confidence_even_when_the_aoi_is_clear():
     flags = confidence_flags([100, 101], [0.95, 0.95], scar_clear=[1.0, sc])
     assert flags[0] == (False, "") and flags[1][0] and "of the scar under cloud" in flags[1][1]
     assert scar_clear_fraction(valid, np.zeros(mask.shape, bool)) is None
+
+
+def test_csv_row_is_rounded_for_people_and_flags_never_read_equal_numbers():
+    from scarmon.tracking.features import Observation
+
+    obs = Observation("2021-06-06", "S2B", area_m2=70120.0, clear_fraction=0.8945, change_pct=0.5102918410641591)
+    obs = replace(obs, advance_m_per_day=0.1191968935496748, change_m2=356.0)
+    row = obs.to_csv_row()
+    assert (row["change_pct"], row["advance_m_per_day"], row["clear_fraction"]) == (0.51, 0.119, 0.8945)
+    assert obs.to_row()["change_pct"] == 0.5102918410641591  # series.json: unrounded
+    assert confidence_flags([100.0], [0.8951])[0][1] == "clear fraction 0.895 < 0.900"

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from scarmon import defaults
+from scarmon.ingest.screening import below
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,26 @@ class Observation:
 
     def to_row(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_csv_row(self) -> dict[str, Any]:
+        """The row for people (series.csv, spreadsheets): measured values rounded to what they can tell (areas to
+        the m², percentages to 0.01, rates to the mm per day); series.json keeps them unrounded."""
+        return {k: round(v, CSV_DECIMALS.get(k, 4)) if isinstance(v, float) else v for k, v in self.to_row().items()}
+
+
+CSV_DECIMALS = {
+    "area_m2": 1,
+    "change_m2": 1,
+    "new_ground_m2": 1,
+    "lost_ground_m2": 1,
+    "change_pct": 2,
+    "same_season_change_pct": 2,
+    "expansion_azimuth_deg": 1,
+    "new_ground_azimuth_deg": 1,
+    "new_ground_distance_m": 1,
+    "advance_m_per_day": 3,
+}
+"""Decimals per series.csv column (others: 4, the fractions)."""
 
 
 def measure(mask: np.ndarray, prev: np.ndarray | None, *, pixel_m: float, days: float | None) -> dict[str, Any]:
@@ -105,7 +126,7 @@ def confidence_flags(
     for i, (a, c) in enumerate(zip(areas, clear, strict=False)):
         reasons = [tracker[i]] if tracker[i] else []
         if c < min_clear:
-            reasons.append(f"clear fraction {c:.2f} < {min_clear:.2f}")
+            reasons.append(f"clear fraction {below(c, min_clear)}")
         sc = scar_clear[i]
         if sc is not None and sc < min_clear:
             reasons.append(f"{100 * (1 - sc):.0f}% of the scar under cloud, shadow or snow")

@@ -361,7 +361,7 @@ def write_series(
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(Observation.__dataclass_fields__))
     writer.writeheader()
-    writer.writerows(r.to_row() for r in rows)
+    writer.writerows(r.to_csv_row() for r in rows)
     store.put(keys.series_csv(site_id), buf.getvalue().encode(), content_type="text/csv")
     store.put(
         keys.series_json(site_id),
