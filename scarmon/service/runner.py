@@ -223,8 +223,8 @@ def alert_stage(
     When tracking has since corrected rows the machine had already stepped (a seasonal revision: winter growth
     confirmed by the growing season), the whole corrected series is replayed from a fresh state, so the history
     and state describe the corrected past; of its events, those before the first corrected row are the ones already
-    recorded (kept, never re-sent), and those from it on were never told: they are notified now (an event already
-    queued or sent under the same id is not sent again)."""
+    recorded (kept, never re-sent); from it on, an event covered by one recorded as told since (same kind, same or
+    higher level: the live alert of the same growth) is recorded as told, the others are notified now."""
     from scarmon.tracking.pipeline import read_observations, revised_since
 
     observations = read_observations(store, site.id)
@@ -233,9 +233,28 @@ def alert_stage(
     if revised is not None:
         log.info("site %s: series corrected from %s on: alert history replayed from the start", site.id, revised)
         state, events = replay(observations, site=site.id, rules=site.alerts, prior=AlertState(site=site.id))
-        told = [e for e in events if e.date < revised]
-        record(store, site.id, state, told, notify_on=(), channels=(), suppress=True, note="revised")
-        events = [e for e in events if e.date >= revised]
+        # Told already: everything before the correction, and from it on what an event sent since then covers
+        # (same kind, same or higher level: the live alert of the same growth, now dated where it happened).
+        sent_since = [
+            (h.get("event"), LEVELS.index(h["level"]) if h.get("level") in LEVELS else len(LEVELS))
+            for h in read_history(store, site.id)
+            if str(h.get("date", "")) >= revised and h.get("notified") is not False
+        ]
+
+        def told(e: Any) -> bool:
+            return e.date < revised or any(k == e.event and lv >= LEVELS.index(e.level) for k, lv in sent_since)
+
+        record(
+            store,
+            site.id,
+            state,
+            [e for e in events if told(e)],
+            notify_on=(),
+            channels=(),
+            suppress=True,
+            note="revised",
+        )
+        events = [e for e in events if not told(e)]
     else:
         state, events = replay(observations, site=site.id, rules=site.alerts, prior=prior)
     queued = record(
