@@ -175,3 +175,66 @@ def test_alerts_after_a_revision_tell_the_growth_by_the_confirming_tick_and_rese
     alert_stage(site, ref, rebuild=True, suppress=True, note="refine")
     assert load_state(store, site.id) == load_state(ref, site.id)
     assert {h["id"] for h in history} >= {h["id"] for h in read_history(ref, site.id)}
+
+
+def test_a_live_alert_re_dated_by_a_revision_is_recorded_as_told_not_sent_again(tmp_path):
+    """Stored rows, two ticks: tick 1 sees the growth live (held winter frames unchanged) and sends a confirmed
+    watch; tick 2's rows date the growth at the failure (winter rows corrected, noted so) and add a larger growth
+    after the correction. The replay re-dates the watch earlier: it is covered by the live one (same kind, same
+    level), so it is recorded as told and not sent again; the larger growth (same kind, higher level) is sent."""
+    import random
+
+    from scarmon.alerts.history import mark, outbox, read_history, update_entry
+    from scarmon.service.runner import alert_stage
+
+    site = site_doc()
+    store = LocalStore(tmp_path)
+    days, live, more = dates(40), dt.date(2022, 3, 1), dt.date(2022, 5, 20)
+    rng = random.Random(1)
+    noise = [1 + rng.gauss(0, 0.005) for _ in days]
+
+    def rows(n: int, grown_from: dt.date, note: str = "") -> list[dict]:
+        return [
+            {
+                "date": d.isoformat(),
+                "scene_id": f"S2A_{d:%Y%m%d}_R033",
+                "area_m2": 10_000.0 * (1.4 if d >= grown_from else 1) * (2.5 if d >= more else 1) * noise[i],
+                "low_confidence": False,
+                "clear_fraction": 1.0,
+                "tracker_note": note if note and grown_from <= d < live else "",
+            }
+            for i, d in enumerate(days[:n])
+        ]
+
+    sent: list[tuple[str, str, str, str]] = []  # (tick, event, level, date) of every delivered entry
+
+    def tick(label: str, series: list[dict]) -> None:
+        store.put(keys.series_json(site.id), json.dumps(series).encode())
+        alert_stage(site, store)
+        for entry in outbox(store, site.id):  # delivered
+            for channel in list(entry.channels):
+                mark(entry, channel, ok=True)
+            update_entry(store, site.id, entry)
+            sent.append((label, entry.event.event, entry.event.level, entry.event.date))
+
+    n_live = next(i for i, d in enumerate(days) if d >= live) + 3
+    tick("live", rows(n_live, live))
+    assert [(t, e, lv) for t, e, lv, _ in sent] == [("live", "confirmed", "watch")]
+    live_date = sent[0][3]
+    assert live_date >= live.isoformat()
+
+    confirm = days[n_live + 3].isoformat()  # the growing season confirms the winter hold after tick 1
+    note = f"{CORRECTED}{confirm}: seasonal hold confirmed by the growing season"
+    tick("revised", rows(next(i for i, d in enumerate(days) if d >= more) + 3, FAILURE, note))
+    # No second message for the re-dated watch; the higher-level growth after the correction is sent.
+    assert [(t, e, lv) for t, e, lv, _ in sent] == [("live", "confirmed", "watch"), ("revised", "confirmed", "alarm")]
+    assert sent[1][3] >= more.isoformat()
+    history = read_history(store, site.id)
+    redated = [h for h in history if h["event"] == "confirmed" and h["date"] < live_date]
+    assert len(redated) == 1 and redated[0]["level"] == "watch"
+    assert FAILURE.isoformat() <= redated[0]["date"] < live.isoformat()  # dated where the growth happened
+    assert redated[0]["notified"] is False and redated[0]["note"] == "revised"
+    assert [h["date"] for h in history if h["event"] == "confirmed" and h.get("notified") is not False] == [
+        live_date,
+        sent[1][3],
+    ]
