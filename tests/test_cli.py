@@ -143,6 +143,8 @@ def test_status_answers_is_every_site_alive(tracked_store_dir, tmp_path):
     status = json.loads(store.get("test-slide/status.json"))
     assert status["outcome"] == "ok" and status["last_error"] is None and status["last_frame_date"] == "2023-05-31"
     assert status["scarmon_version"] and status["last_frame_age_days"] == t["last_clear_frame_age_days"]
+    # what the alert rules saw when it was written (the fixture's state knew no confident frame then)
+    assert status["blind"] is False and status["last_confident_frame"] is None and status["pending_growth"] is None
     # only the sites of a folder; an empty store says what to check
     only = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "store"), "--sites", str(tmp_path), "--json"])
     assert [s["site"] for s in json.loads(only.output)["sites"]] == ["test-slide"]
@@ -192,13 +194,32 @@ def test_status_says_blind_only_after_stale_days_without_a_confident_frame():
     import datetime as dt
 
     from scarmon.alerts.rules import AlertRules, AlertState
-    from scarmon.service.health import _alert_view
+    from scarmon.service.health import alert_view
 
     today = dt.date(2026, 12, 1)
     stale = AlertRules().stale_days
-    recent = _alert_view(AlertState(site="s", last_clear=str(today - dt.timedelta(days=stale - 1))), today)
-    old = _alert_view(AlertState(site="s", last_clear=str(today - dt.timedelta(days=stale))), today)
-    never = _alert_view(AlertState(site="s"), today)
+    recent = alert_view(AlertState(site="s", last_clear=str(today - dt.timedelta(days=stale - 1))), today)
+    old = alert_view(AlertState(site="s", last_clear=str(today - dt.timedelta(days=stale))), today)
+    never = alert_view(AlertState(site="s"), today)
     assert (recent["blind"], recent["days_since_confident"]) == (False, stale - 1) and not recent["blind_note"]
     assert (old["blind"], old["days_since_confident"]) == (True, stale) and f"for {stale} days" in old["blind_note"]
     assert never["blind"] is False and never["last_confident_frame"] is None  # nothing tracked yet: not blind
+
+
+def test_status_json_carries_the_alert_view_and_survives_an_unreadable_alert_state(tmp_path):
+    from scarmon.alerts.history import save_state
+    from scarmon.alerts.rules import AlertRules, AlertState
+    from scarmon.service.runner import TickReport, write_status
+    from scarmon.store.backends import LocalStore
+    from tests.test_products_support import make_site
+
+    store, site = LocalStore(tmp_path), make_site()
+    save_state(store, site.id, AlertState(site=site.id, last_clear="2020-01-01"))
+    write_status(site, store, TickReport(site.id))
+    doc = json.loads(store.get(f"{site.id}/status.json"))
+    assert doc["blind"] is True and doc["last_confident_frame"] == "2020-01-01"
+    assert doc["days_since_confident"] >= AlertRules().stale_days and "no confident frame" in doc["blind_note"]
+    store.put(f"{site.id}/alerts/state.json", b"{not json")  # a failed tick is still recorded, saying why
+    write_status(site, store, TickReport(site.id, status="failed", message="boom"))
+    doc = json.loads(store.get(f"{site.id}/status.json"))
+    assert doc["outcome"] == "failed" and doc["blind"] is None and "state.json unreadable" in doc["alert_view_error"]

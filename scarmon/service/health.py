@@ -86,7 +86,7 @@ def site_health(
     )
     try:
         state = load_state(st, site_id)
-        out.update(alert_state=state.status, alert_level=LEVELS[state.level], **_alert_view(state, now.date()))
+        out.update(alert_state=state.status, alert_level=LEVELS[state.level], **alert_view(state, now.date()))
     except Exception as exc:  # noqa: BLE001 - as above
         out.update(alert_state="unknown", alert_level="unknown", blind=None, last_confident_frame=None)
         errors.append(f"alert state unreadable: {exc}")
@@ -125,7 +125,7 @@ def site_health(
     return out
 
 
-def _alert_view(state: Any, today: dt.date) -> dict[str, Any]:
+def alert_view(state: Any, today: dt.date) -> dict[str, Any]:
     """What the alert rules see of the site now: the last confident frame, whether the site is blind (no confident
     frame for the rules' stale_days: monsoon, snow; growth meanwhile is seen only at the next clear frame), and growth
     seen on one frame that waits for a second to agree (not notified yet). Default rules' stale_days: the store does

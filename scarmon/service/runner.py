@@ -32,6 +32,7 @@ from scarmon.alerts.history import load_state, outbox, read_history, record
 from scarmon.alerts.rules import LEVELS, AlertState, replay
 from scarmon.errors import ScarmonError, is_transient
 from scarmon.ingest.discovery import Catalog
+from scarmon.service.health import alert_view
 from scarmon.site import Site
 from scarmon.store import keys
 from scarmon.store.backends import Store
@@ -291,6 +292,15 @@ def publish_stage(site: Site, store: Store, report: TickReport) -> None:
     write_status(site, store, report)
 
 
+def _alert_view(store: Store, site_id: str, today: dt.date) -> dict[str, Any]:
+    """What the alert rules see now (blind? growth waiting for a second frame?), or why it cannot be read: status.json
+    must record a failed tick even when the alert state is what failed."""
+    try:
+        return alert_view(load_state(store, site_id), today)
+    except (ValueError, TypeError, KeyError) as exc:
+        return {"blind": None, "alert_view_error": f"{keys.alert_state(site_id)} unreadable: {exc}"}
+
+
 def write_status(site: Site, store: Store, report: TickReport) -> None:
     """`{site}/status.json`: the last run, for people, the dashboard ('last checked') and monitoring systems (the
     same figures as `scarmon status --json`)."""
@@ -313,6 +323,7 @@ def write_status(site: Site, store: Store, report: TickReport) -> None:
         "last_frame_age_days": (now.date() - dt.date.fromisoformat(last)).days if last else None,
         "alert_state": report.alert_state,
         "alert_level": report.alert_level,
+        **_alert_view(store, site.id, now.date()),
         "outbox": report.outbox,
         "alerts": len(read_history(store, site.id)),
         "seconds": round(report.seconds, 1),
