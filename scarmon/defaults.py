@@ -206,6 +206,9 @@ SCL_NOT_CLEAR = frozenset({3, 8, 9, 10, 11})
 """3 cloud shadow, 8/9 cloud medium/high probability, 10 thin cirrus, 11 snow. Class 2 (terrain/dark area shadow)
 is common on steep landslide slopes and is *not* cloud."""
 
+SCL_SNOW = 11
+"""11 snow or ice (the spectral test's warning is only for frames where SCL saw none)."""
+
 # --- Site validation -----------------------------------------------------------------------------------------------
 
 MAX_AOI_KM2 = 100.0

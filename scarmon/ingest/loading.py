@@ -39,9 +39,6 @@ from scarmon.ingest.screening import Screening, clear_pixels, screen
 
 log = logging.getLogger(__name__)
 
-SCL_SNOW = 11
-"""SCL class 11, snow or ice."""
-
 
 class SceneRejected(Exception):
     """A scene that cannot become a frame now. `retry`: the cause may pass (assets not published yet)."""
@@ -70,6 +67,7 @@ class Screened:
     screening: Screening
     scl: np.ndarray
     covering: tuple[dict[str, Any], ...]
+    aoi: np.ndarray  # the AOI's pixels on the 20 m screening grid
 
 
 # --- Resampling (pure) -----------------------------------------------------------------------------------------------
@@ -237,9 +235,9 @@ def screen_scene(
     scene: Scene, aoi: Polygon, grid: SiteGrid, reader: Reader, *, min_coverage: float, max_cloud_fraction: float
 ) -> Screened:
     scl, covering = read_scl(covering_first(scene, aoi), grid, reader)
-    sgrid = grid.at_resolution(defaults.SCREEN_RESOLUTION_M)
-    result = screen(scl, sgrid.mask(aoi), min_coverage=min_coverage, max_cloud_fraction=max_cloud_fraction)
-    return Screened(result, scl, tuple(covering))
+    aoi20 = grid.at_resolution(defaults.SCREEN_RESOLUTION_M).mask(aoi)
+    result = screen(scl, aoi20, min_coverage=min_coverage, max_cloud_fraction=max_cloud_fraction)
+    return Screened(result, scl, tuple(covering), aoi20)
 
 
 # --- Loading ----------------------------------------------------------------------------------------------------------
@@ -390,7 +388,7 @@ def load_scene(
     if bright_red_min is None:
         return s.screening, Frame(scene, layers.ndvi, s.screening)
     fraction = layers.bright_fraction(grid.mask(aoi))
-    snow = bool(((s.scl == SCL_SNOW) & grid.at_resolution(defaults.SCREEN_RESOLUTION_M).mask(aoi)).any())
+    snow = bool(((s.scl == defaults.SCL_SNOW) & s.aoi).any())
     if why := bright_warning(
         fraction,
         month=int(scene.date[5:7]),

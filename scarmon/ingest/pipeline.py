@@ -37,7 +37,7 @@ from scarmon.grid import SiteGrid, site_grid
 from scarmon.ingest.discovery import Catalog
 from scarmon.ingest.frames import encode_ndvi, encode_png
 from scarmon.ingest.loading import Frame, SceneRejected, load_scene
-from scarmon.ingest.radiometry import baseline_text, video_frame
+from scarmon.ingest.radiometry import baseline_version, video_frame
 from scarmon.ingest.reader import RasterioReader, Reader, ReadError
 from scarmon.ingest.scenes import Scene, group_scenes, stored_id
 from scarmon.ingest.screening import Screening
@@ -174,15 +174,11 @@ def baseline_order(baseline: str | None) -> tuple[tuple[int, int], tuple[int, in
     ((5, 11), (4, 0))); None when unknown or not a number (such a processing is never taken as newer)."""
     if not baseline:
         return None
-    versions = []
-    for part in str(baseline).split(","):
-        text = baseline_text(part)
-        try:
-            major, minor = (int(p) for p in text.split("."))
-        except ValueError:
-            return None
-        versions.append((major, minor))
-    return max(versions), min(versions)
+    versions = [baseline_version(part) for part in str(baseline).split(",")]
+    if None in versions:
+        return None
+    known = [v for v in versions if v is not None]
+    return max(known), min(known)
 
 
 def newer_processing(offered: str | None, stored: str | None) -> bool:

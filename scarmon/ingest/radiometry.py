@@ -76,16 +76,21 @@ def baseline_text(value: Any) -> str:
     return text
 
 
-def baseline_has_offset(baseline: Any) -> bool:
-    """True for processing baselines ≥ 04.00 ("04.00", "05.11", 4, "4"...); unknown baselines are taken as old."""
+def baseline_version(baseline: Any) -> tuple[int, int] | None:
+    """(major, minor) of a processing baseline ("05.11", 5.11, "4" → (4, 0)); None when unknown or not a number."""
     if baseline is None or baseline == "":
-        return False
+        return None
     try:
         major, minor = (int(p) for p in baseline_text(baseline).split(".")[:2])
     except ValueError:
-        return False
-    ref_major, ref_minor = (int(p) for p in defaults.BASELINE_OFFSET_FROM.split("."))
-    return (major, minor) >= (ref_major, ref_minor)
+        return None
+    return major, minor
+
+
+def baseline_has_offset(baseline: Any) -> bool:
+    """True for processing baselines ≥ 04.00 ("04.00", "05.11", 4, "4"...); unknown baselines are taken as old."""
+    version, first = baseline_version(baseline), baseline_version(defaults.BASELINE_OFFSET_FROM)
+    return version is not None and first is not None and version >= first
 
 
 def offset_contradicted(dn: np.ndarray, scale: float, offset: float, *, max_share: float = 0.05) -> bool:
